@@ -1,0 +1,1 @@
+"""Typed configuration: settings (environment, TOML, .env) and rule files."""

@@ -1,0 +1,371 @@
+"""Rule-file models: every key of a rule file, typed and validated once.
+
+Unknown keys are forbidden here; the loader turns pydantic's errors into
+``file:line:col: path: message`` with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from datetime import date, time, timedelta
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from kpiwatch.config.durations import parse_duration
+from kpiwatch.model import Direction, NoData, ReviewCadence, Status
+
+BUILTIN_SOURCES = ("formula", "push")
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}: expected text such as 30s, 5m, 7d")
+    if isinstance(value, int | float):
+        raise ValueError(
+            f"invalid duration {value!r}: add a unit, e.g. {value}s, {value}m, {value}d"
+        )
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except OverflowError:  # beyond timedelta; pydantic only turns ValueError into errors
+            raise ValueError(f"invalid duration {value!r}: too long") from None
+    raise ValueError(f"invalid duration {value!r}: expected text such as 30s, 5m, 7d")
+
+
+def _cron(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(
+            f"invalid cron expression {value!r}: expected text such as '0 8 * * MON-FRI'"
+        )
+    fields = value.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"invalid cron expression {value!r}: expected 5 fields (minute hour day month weekday)"
+        )
+    from apscheduler.triggers.cron import CronTrigger  # validates exactly as it will run
+
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
+    return value
+
+
+def _email_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+Cron = Annotated[str, BeforeValidator(_cron)]
+EmailList = Annotated[list[str], BeforeValidator(_email_list)]
+Severity = Literal[Status.YELLOW, Status.RED]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# ---------------------------------------------------------------- sources
+
+
+class _SourceBase(_Model):
+    owner: str | None = None  # who hears about this source's failures (else on-call)
+    timeout: Duration = timedelta(seconds=30)
+
+
+class SqlSource(_SourceBase):
+    type: Literal["sql"]
+    url: str  # any SQLAlchemy URL
+
+
+class HttpAuth(_Model):
+    username: str | None = None
+    password: SecretStr | None = None
+    bearer: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HttpAuth:
+        if self.bearer is not None and self.username is not None:
+            raise ValueError("give either username/password (basic) or bearer, not both")
+        if self.bearer is None and self.username is None:
+            raise ValueError("give username and password (basic auth) or bearer (a token)")
+        return self
+
+
+class HttpSource(_SourceBase):
+    type: Literal["http"]
+    url: str
+    method: Literal["GET", "POST"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, str] = Field(default_factory=dict)
+    auth: HttpAuth | None = None
+    verify: bool | str = True  # False, or a CA bundle path
+    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+
+
+class PrometheusSource(_SourceBase):
+    type: Literal["prometheus"]
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class CsvSource(_SourceBase):
+    type: Literal["csv"]
+    path: str | None = None
+    url: str | None = None
+    timestamp_column: str | None = None
+
+    @model_validator(mode="after")
+    def _path_or_url(self) -> CsvSource:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give exactly one of path or url")
+        return self
+
+
+Source = Annotated[
+    SqlSource | HttpSource | PrometheusSource | CsvSource, Field(discriminator="type")
+]
+
+
+class Team(_Model):
+    slack: str | None = None
+    email: EmailList = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- KPI parts
+
+
+class Thresholds(_Model):
+    yellow: float | None = None
+    red: float | None = None
+
+
+class Target(_Model):
+    value: float
+    by: date | None = None
+    baseline: float | None = None  # default: the first observation
+    baseline_date: date | None = None
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> Target:
+        if self.by and self.baseline_date and self.baseline_date >= self.by:
+            raise ValueError(f"baseline_date {self.baseline_date} must be before by {self.by}")
+        return self
+
+
+class StreakRule(_Model):
+    count: int = Field(ge=1)
+    severity: Severity = Status.YELLOW
+
+
+class ChangeRule(_Model):
+    max_pct: float | None = Field(default=None, gt=0)
+    max_abs: float | None = Field(default=None, gt=0)
+    over: Duration
+    severity: Severity = Status.YELLOW
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> ChangeRule:
+        if (self.max_pct is None) == (self.max_abs is None):
+            raise ValueError("give exactly one of max_pct or max_abs")
+        return self
+
+
+def _streak(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"count": value}
+    return value
+
+
+def _off_track(value: Any) -> Any:
+    if value is True:
+        return Status.YELLOW
+    if value is False:
+        return None
+    return value
+
+
+class Trend(_Model):
+    worsening_streak: Annotated[StreakRule | None, BeforeValidator(_streak)] = None
+    change: ChangeRule | None = None
+    off_track: Annotated[Severity | None, BeforeValidator(_off_track)] = None
+
+
+class Mute(_Model):
+    cron: Cron
+    for_: Duration = Field(alias="for")
+    comment: str | None = None
+
+
+def _stable_for(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"stable_for {value!r}: a count of evaluations must be at least 1")
+        return value
+    return _duration(value)
+
+
+class Escalation(_Model):
+    review: ReviewCadence = ReviewCadence.WEEKLY
+    # a duration of unbroken green, or a count of green evaluations
+    stable_for: Annotated[timedelta | int, BeforeValidator(_stable_for)] = timedelta(days=14)
+
+
+class Notify(_Model):
+    slack: str | None = None
+    email: EmailList = Field(default_factory=list)
+
+
+class Kpi(_Model):
+    id: str = Field(pattern=r"^[a-z0-9_]+$", max_length=120)
+    name: str = Field(min_length=1)
+    description: str = ""
+    owner: str = Field(min_length=1)  # one accountable person
+    team: str | None = None
+    unit: str = ""
+    direction: Direction
+    source: str
+    query: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)  # http: added to the source's
+    range: Duration | None = None  # prometheus: history to backfill
+    every: Duration | None = None
+    cron: Cron | None = None
+    review: ReviewCadence = ReviewCadence.MONTHLY
+    review_time: time | None = None  # daily reviews; else KPIWATCH_REVIEW_TIME
+    thresholds: Thresholds | None = None
+    target: Target | None = None
+    trend: Trend | None = None
+    for_: int = Field(default=1, ge=1, alias="for")
+    max_age: Duration | None = None
+    no_data: NoData = NoData.UNKNOWN
+    escalation: Escalation = Field(default_factory=Escalation)
+    mute: list[Mute] = Field(default_factory=list)
+    notify: Notify | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    leading: list[str] = Field(default_factory=list)
+
+    @field_validator("review_time", mode="before")
+    @classmethod
+    def _review_time(cls, value: Any) -> Any:
+        # YAML reads 09:00 as the sexagesimal integer 540
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 0 <= value < 24 * 60:  # else time() may raise OverflowError, not ValueError
+                raise ValueError(f"invalid review_time {value!r}: expected HH:MM, e.g. 09:00")
+            return time(value // 60, value % 60)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Kpi:
+        if self.every is not None and self.cron is not None:
+            raise ValueError("give either every or cron, not both")
+        t = self.thresholds
+        if t is not None and t.yellow is not None and t.red is not None:
+            lower = self.direction is Direction.LOWER_IS_BETTER
+            if (lower and t.yellow > t.red) or (not lower and t.yellow < t.red):
+                side = "above" if lower else "below"
+                raise ValueError(
+                    f"thresholds: yellow {t.yellow:g} is on the wrong side of red {t.red:g} "
+                    f"for {self.direction.value} (yellow must not be {side} red)"
+                )
+        if self.source == "push":
+            if self.query:
+                raise ValueError(
+                    "a push KPI takes no query: values arrive by API or `kpiwatch push`"
+                )
+        elif not self.query:
+            raise ValueError(f"query is required for source {self.source!r}")
+        wants_track = self.trend is not None and self.trend.off_track is not None
+        if wants_track and (self.target is None or self.target.by is None):
+            raise ValueError("trend.off_track needs a target with a date: target: {value, by}")
+        if self.range is not None and self.source in BUILTIN_SOURCES:
+            raise ValueError(f"range applies to prometheus sources, not {self.source!r}")
+        return self
+
+    @property
+    def schedule_every(self) -> timedelta | None:
+        """The poll interval: ``every``, or 1h when neither every nor cron is given."""
+        if self.cron is not None:
+            return None
+        return self.every or timedelta(hours=1)
+
+
+class RuleFile(_Model):
+    """One rule file; every key optional."""
+
+    sources: dict[str, Source] = Field(default_factory=dict)
+    teams: dict[str, Team] = Field(default_factory=dict)
+    kpis: list[Kpi] = Field(default_factory=list)
+
+
+def formula_names(expression: str) -> frozenset[str]:
+    """The KPI ids a formula refers to; raises SyntaxError for a malformed one."""
+    tree = ast.parse(expression, mode="eval")
+    # min(a, b): "min" is a function, not a KPI
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return frozenset(
+        node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in called
+    )
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """All rule files merged and cross-checked: what the daemon runs."""
+
+    sources: dict[str, SqlSource | HttpSource | PrometheusSource | CsvSource] = field(
+        default_factory=dict
+    )
+    teams: dict[str, Team] = field(default_factory=dict)
+    kpis: tuple[Kpi, ...] = ()
+
+    @cached_property
+    def by_id(self) -> dict[str, Kpi]:
+        return {k.id: k for k in self.kpis}
+
+    @cached_property
+    def formula_inputs(self) -> dict[str, frozenset[str]]:
+        """For each formula KPI, the ids it reads."""
+        return {
+            k.id: formula_names(k.query or "0") for k in self.kpis if k.source == "formula"
+        }
+
+    @cached_property
+    def dependents(self) -> dict[str, tuple[str, ...]]:
+        """For each KPI, the formula KPIs that read it (directly), in evaluation order."""
+        order = {kpi_id: i for i, kpi_id in enumerate(self.evaluation_order)}
+        result: dict[str, list[str]] = {}
+        for formula, inputs in self.formula_inputs.items():
+            for name in inputs:
+                result.setdefault(name, []).append(formula)
+        return {k: tuple(sorted(v, key=order.__getitem__)) for k, v in result.items()}
+
+    @cached_property
+    def evaluation_order(self) -> tuple[str, ...]:
+        """KPI ids with every formula after its inputs (the loader rejects cycles)."""
+        done: list[str] = []
+        seen: set[str] = set()
+
+        def visit(kpi_id: str) -> None:
+            if kpi_id in seen:
+                return
+            seen.add(kpi_id)
+            for name in sorted(self.formula_inputs.get(kpi_id, ())):
+                if name in self.by_id:
+                    visit(name)
+            done.append(kpi_id)
+
+        for kpi in self.kpis:
+            visit(kpi.id)
+        return tuple(done)

@@ -1,0 +1,118 @@
+"""Process settings: ``KPIWATCH_*`` environment variables, a TOML file, ``.env``.
+
+Precedence, highest first: constructor arguments, environment, ``.env``, the
+TOML file named by ``KPIWATCH_CONFIG`` (default ``config/kpiwatch.toml``), defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = "config/kpiwatch.toml"
+
+
+def config_file() -> Path:
+    return Path(os.environ.get("KPIWATCH_CONFIG", DEFAULT_CONFIG_FILE))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KPIWATCH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    database_url: SecretStr = SecretStr("sqlite:///kpiwatch.db")
+    rules_dir: Path = Path("rules")
+    timezone: str = "UTC"
+    review_time: time = time(9, 0)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=10470, ge=0, le=65535)
+    public_url: str | None = None  # base of links in notifications; default http://host:port
+    slack_token: SecretStr | None = None
+    slack_webhook_url: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_ssl: bool = False
+    email_from: str = "kpiwatch@localhost"
+    oncall_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    oncall_cron: str = "0 8 * * *"
+    pushgateway_url: str | None = None
+    api_token: SecretStr | None = None
+    log_format: Literal["console", "json"] | None = None  # None: console on a TTY, else json
+    log_level: str = "info"
+    max_workers: int = Field(default=8, ge=1, le=256)  # concurrent source fetches
+    misfire_grace: int = Field(default=300, ge=1)  # seconds a late poll may still run
+    delivery_timeout: float = Field(default=30.0, gt=0)  # run --once: time to deliver
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown timezone {value!r}: use an IANA name such as Europe/Berlin"
+            ) from None
+        return value
+
+    @field_validator("oncall_emails", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        # KPIWATCH_ONCALL_EMAILS=a@x,b@y as well as a JSON list
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def effective_log_format(self) -> Literal["console", "json"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "console" if sys.stderr.isatty() else "json"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=config_file()),
+        )

@@ -1,0 +1,220 @@
+"""The product's nouns as plain, frozen data: no I/O, no framework types.
+
+Everything here crosses module boundaries (evaluation -> store -> notify -> web),
+so it stays small and stable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    GREEN = "green"
+    YELLOW = "yellow"
+    RED = "red"
+    UNKNOWN = "unknown"  # no usable value: source error, no rows, non-numeric, stale
+
+    @property
+    def severity(self) -> int:
+        """Order for "worst of": green < yellow < red; unknown sorts below green."""
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Status.UNKNOWN: -1, Status.GREEN: 0, Status.YELLOW: 1, Status.RED: 2}
+
+
+def worst(statuses: list[Status] | tuple[Status, ...]) -> Status:
+    """The most severe of green/yellow/red; green when the list is empty."""
+    result = Status.GREEN
+    for status in statuses:
+        if status.severity > result.severity:
+            result = status
+    return result
+
+
+class Direction(StrEnum):
+    HIGHER_IS_BETTER = "higher_is_better"
+    LOWER_IS_BETTER = "lower_is_better"
+
+
+class ReviewCadence(StrEnum):
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    QUARTERLY = "quarterly"
+
+    @property
+    def rank(self) -> int:
+        """0 is the most frequent cadence."""
+        return _CADENCE_RANK[self]
+
+    @property
+    def nominal_seconds(self) -> int:
+        """The average interval between reviews, for display and metrics."""
+        return _CADENCE_SECONDS[self]
+
+
+_CADENCE_RANK = {
+    ReviewCadence.DAILY: 0,
+    ReviewCadence.WEEKLY: 1,
+    ReviewCadence.MONTHLY: 2,
+    ReviewCadence.QUARTERLY: 3,
+}
+_CADENCE_SECONDS = {
+    ReviewCadence.DAILY: 86_400,
+    ReviewCadence.WEEKLY: 7 * 86_400,
+    ReviewCadence.MONTHLY: 2_629_746,  # 365.2425 / 12 days
+    ReviewCadence.QUARTERLY: 7_889_238,
+}
+
+
+class NoData(StrEnum):
+    """What a KPI shows when its latest fetch gave no usable value."""
+
+    UNKNOWN = "unknown"
+    KEEP_LAST = "keep_last"
+    RED = "red"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One value of a KPI at a time (timezone-aware, UTC in the store)."""
+
+    kpi_id: str
+    observed_at: datetime
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """The verdict of one rule, with a reason worded for people."""
+
+    rule: str  # threshold | worsening_streak | change | off_track | no_data | stale | source
+    status: Status
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class KpiState:
+    """What kpiwatch remembers about one KPI between evaluations.
+
+    Like a Prometheus alert: an effective status plus the timestamps and
+    counters that decide the next transition.
+    """
+
+    kpi_id: str
+    status: Status  # effective status (after hysteresis)
+    since: datetime  # start of the current episode
+    review: ReviewCadence  # cadence in force (escalated or not)
+    pending_status: Status | None = None  # a different raw status waiting for `for`
+    pending_count: int = 0
+    value: float | None = None  # the value the status is about
+    observed_at: datetime | None = None
+    reasons: tuple[str, ...] = ()
+    last_evaluated: datetime | None = None
+    escalated_since: datetime | None = None
+    green_since: datetime | None = None  # start of the unbroken green run (de-escalation)
+    green_count: int = 0  # evaluations in that run
+    last_review: datetime | None = None
+    next_review: datetime | None = None
+    error: str | None = None  # the last source error, shown with unknown
+
+    @property
+    def escalated(self) -> bool:
+        return self.escalated_since is not None
+
+
+class EventKind(StrEnum):
+    STATUS_CHANGED = "status_changed"
+    ESCALATED = "escalated"
+    DE_ESCALATED = "de_escalated"
+    REVIEW_DUE = "review_due"
+    SOURCE_DOWN = "source_down"
+    SOURCE_RECOVERED = "source_recovered"
+    DELIVERY_FAILED = "delivery_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something people may need to hear about.
+
+    ``key`` identifies the event: writing the same key twice stores it once,
+    which is what makes a retried evaluation or a second replica harmless.
+    """
+
+    kind: EventKind
+    key: str
+    at: datetime
+    kpi_id: str | None = None
+    source: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)  # JSON-able details
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The result of applying a KPI's rules at one moment."""
+
+    kpi_id: str
+    at: datetime
+    value: float | None
+    observed_at: datetime | None
+    raw_status: Status
+    findings: tuple[Finding, ...]
+    state: KpiState  # the state after this evaluation
+    events: tuple[Event, ...] = ()
+
+    @property
+    def status(self) -> Status:
+        return self.state.status
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return tuple(f.reason for f in self.findings)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One transition of a KPI's effective status, for history."""
+
+    kpi_id: str
+    at: datetime
+    from_status: Status | None
+    to_status: Status
+    value: float | None
+    reasons: tuple[str, ...] = ()
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"  # retry budget spent; counted, shown, retryable from the CLI
+    SUPPRESSED = "suppressed"  # silenced or muted: recorded, not sent
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where one event goes: a channel and an address on it."""
+
+    channel: str  # log | slack | email | webhook
+    target: str  # channel name, email address, URL, or "" for the log
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One event waiting for (or done with) one delivery."""
+
+    id: int
+    event: Event
+    channel: str
+    target: str
+    state: DeliveryState
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    last_error: str | None = None
+    sent_at: datetime | None = None

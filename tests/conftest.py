@@ -1,0 +1,68 @@
+"""Shared fixtures: throwaway databases on the real servers of this machine.
+
+A test that needs PostgreSQL or MariaDB skips with the reason when the server
+is absent (a laptop) but fails when ``CI`` is set: CI must exercise it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "KPIWATCH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+MARIADB_ADMIN_URL = os.environ.get(
+    "KPIWATCH_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
+)
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} is not reachable ({type(exc).__name__}: {exc}); start it or set its URL"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set, so this test must run: {message}")
+    pytest.skip(message)
+
+
+def _throwaway_database(
+    admin_url: str, what: str, connect_args: dict[str, object]
+) -> Iterator[str]:
+    name = f"kpiwatch_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args=connect_args)
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        _unavailable(what, exc)
+    url = sa.make_url(admin_url).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            if url.get_backend_name() == "postgresql":
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    yield from _throwaway_database(POSTGRES_ADMIN_URL, "PostgreSQL", {"connect_timeout": 5})
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """A fresh, empty MariaDB database, dropped afterwards."""
+    yield from _throwaway_database(MARIADB_ADMIN_URL, "MariaDB", {"connect_timeout": 5})
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: object) -> str:
+    return f"sqlite:///{tmp_path}/kpiwatch.db"  # type: ignore[str-bytes-safe]
