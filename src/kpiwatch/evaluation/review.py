@@ -1,0 +1,94 @@
+"""The review calendar: when a KPI's owner should look at it again.
+
+Reviews fall at ``review_time`` local time in the configured timezone:
+
+* daily: every day;
+* weekly: on Mondays;
+* monthly: on the 1st;
+* quarterly: on January, April, July and October 1st.
+
+Wall-clock times are built in the timezone and then converted to UTC, so a
+review stays at 09:00 local across DST changes. A review time that does not
+exist on a spring-forward day is shifted forward by the gap (zoneinfo's
+``fold=0``); an ambiguous one on a fall-back day is its first occurrence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from kpiwatch.config.rules import Kpi
+from kpiwatch.model import Event, EventKind, KpiState, ReviewCadence
+
+
+def _period_start(cadence: ReviewCadence, day: date) -> date:
+    """The review day of the period containing ``day``."""
+    if cadence is ReviewCadence.DAILY:
+        return day
+    if cadence is ReviewCadence.WEEKLY:
+        return day - timedelta(days=day.weekday())
+    if cadence is ReviewCadence.MONTHLY:
+        return day.replace(day=1)
+    return date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
+
+
+def _next_period(cadence: ReviewCadence, start: date) -> date:
+    """The review day of the period after the one starting on ``start``."""
+    if cadence is ReviewCadence.DAILY:
+        return start + timedelta(days=1)
+    if cadence is ReviewCadence.WEEKLY:
+        return start + timedelta(days=7)
+    months = 1 if cadence is ReviewCadence.MONTHLY else 3
+    month0 = start.month - 1 + months
+    return date(start.year + month0 // 12, month0 % 12 + 1, 1)
+
+
+def next_review(
+    cadence: ReviewCadence, after: datetime, tz: ZoneInfo, review_time: time
+) -> datetime:
+    """The first review moment strictly after ``after`` (aware), as an aware UTC datetime."""
+    wall = review_time.replace(tzinfo=None, fold=0)
+    day = _period_start(cadence, after.astimezone(tz).date())
+    while True:
+        moment = datetime.combine(day, wall, tzinfo=tz).astimezone(UTC)
+        if moment > after:
+            return moment
+        day = _next_period(cadence, day)
+
+
+def review_tick(
+    kpi: Kpi, state: KpiState, now: datetime, tz: ZoneInfo, review_time: time
+) -> tuple[KpiState, tuple[Event, ...]]:
+    """Emit ``review_due`` when the KPI's review is due; missed reviews coalesce into one.
+
+    ``kpi.review_time`` overrides ``review_time``. A state without
+    ``next_review`` only gets one scheduled (no event). The cadence is the one in
+    force in ``state`` (escalated or not).
+    """
+    at = kpi.review_time or review_time
+    due = state.next_review
+    if due is None:
+        return _replace_review(state, state.last_review, next_review(state.review, now, tz, at)), ()
+    if due > now:
+        return state, ()
+    event = Event(
+        kind=EventKind.REVIEW_DUE,
+        key=f"{state.kpi_id}:review_due:{due.isoformat()}",
+        at=now,
+        kpi_id=state.kpi_id,
+        data={
+            "cadence": state.review.value,
+            "escalated": state.escalated,
+            "status": state.status.value,
+            "value": state.value,
+            "reasons": list(state.reasons),
+            "due": due.isoformat(),
+        },
+    )
+    return _replace_review(state, now, next_review(state.review, now, tz, at)), (event,)
+
+
+def _replace_review(state: KpiState, last: datetime | None, upcoming: datetime) -> KpiState:
+    return replace(state, last_review=last, next_review=upcoming)
