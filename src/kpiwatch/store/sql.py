@@ -1,0 +1,106 @@
+"""Dialect-specific statements: "insert unless present" and "insert or update".
+
+Every backend kpiwatch supports spells these differently; the repository only
+calls the helpers here. Statements are built once per (backend, table) and
+executed with parameters: building them per call cost more than the database
+work at 10,000 KPIs a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Insert
+
+Row = Mapping[str, Any]
+
+_MYSQL = ("mysql", "mariadb")
+
+
+def _insert(dialect: str, table: sa.Table) -> Insert:
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    if dialect in _MYSQL:
+        return mysql.insert(table)
+    raise NotImplementedError(f"the store does not support {dialect}")
+
+
+@cache
+def _insert_ignore(dialect: str, table: sa.Table, returning: str | None) -> sa.Executable:
+    """INSERT that skips rows clashing on the primary key, optionally RETURNING a column."""
+    stmt = _insert(dialect, table)
+    if dialect in _MYSQL:
+        return stmt.prefix_with("IGNORE")  # no RETURNING: the caller reads rowcount/lastrowid
+    key = [c.name for c in table.primary_key.columns]
+    if isinstance(stmt, postgresql.Insert | sqlite.Insert):
+        stmt = stmt.on_conflict_do_nothing(index_elements=key)
+    return stmt if returning is None else stmt.returning(table.c[returning])
+
+
+@cache
+def _insert_ignore_unique(dialect: str, table: sa.Table, unique: str) -> sa.Executable:
+    """INSERT ... RETURNING id that skips a row clashing on the ``unique`` column."""
+    stmt = _insert(dialect, table)
+    if dialect in _MYSQL:
+        return stmt.prefix_with("IGNORE")
+    if isinstance(stmt, postgresql.Insert | sqlite.Insert):
+        stmt = stmt.on_conflict_do_nothing(index_elements=[unique])
+    return stmt.returning(table.c.id)
+
+
+@cache
+def _upsert(dialect: str, table: sa.Table) -> sa.Executable:
+    key = {c.name for c in table.primary_key.columns}
+    others = [c.name for c in table.columns if c.name not in key]
+    stmt = _insert(dialect, table)
+    if isinstance(stmt, postgresql.Insert | sqlite.Insert):
+        updates = {name: stmt.excluded[name] for name in others}
+        return stmt.on_conflict_do_update(index_elements=sorted(key), set_=updates)
+    if isinstance(stmt, mysql.Insert):
+        return stmt.on_duplicate_key_update({name: stmt.inserted[name] for name in others})
+    raise NotImplementedError(f"the store does not support {dialect}")
+
+
+def insert_ignore_many(connection: Connection, table: sa.Table, rows: Sequence[Row]) -> int:
+    """Insert ``rows`` (one executemany), skipping those whose primary key exists.
+
+    Returns how many rows were new.
+    """
+    if not rows:
+        return 0
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        # psycopg reports no usable rowcount for a batched executemany: count RETURNING rows
+        first_key = table.primary_key.columns[0].name
+        stmt = _insert_ignore(dialect, table, first_key)
+        return len(connection.execute(stmt, list(rows)).all())
+    return connection.execute(_insert_ignore(dialect, table, None), list(rows)).rowcount
+
+
+def insert_ignore_returning_id(
+    connection: Connection, table: sa.Table, row: Row, unique: str
+) -> int | None:
+    """Insert one row unless ``unique`` clashes; the new row's id, or None if it existed."""
+    dialect = connection.dialect.name
+    result = connection.execute(_insert_ignore_unique(dialect, table, unique), dict(row))
+    if dialect in _MYSQL:
+        if result.rowcount != 1:
+            return None
+        return int(result.lastrowid)
+    new_id = result.scalar_one_or_none()
+    return None if new_id is None else int(new_id)
+
+
+def upsert(connection: Connection, table: sa.Table, row: Row) -> None:
+    """Insert ``row`` or, when its primary key exists, overwrite the other columns.
+
+    ``row`` must name every column of ``table``.
+    """
+    connection.execute(_upsert(connection.dialect.name, table), dict(row))

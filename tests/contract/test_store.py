@@ -1,0 +1,426 @@
+"""The store's contract, run against every backend kpiwatch supports.
+
+Each test gets a fresh, migrated database: SQLite in a temp dir, and throwaway
+databases on this machine's PostgreSQL and MariaDB servers (see conftest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from kpiwatch.errors import InstanceLockedError, StoreError
+from kpiwatch.model import (
+    Delivery,
+    DeliveryState,
+    Evaluation,
+    Event,
+    EventKind,
+    KpiState,
+    Observation,
+    ReviewCadence,
+    Status,
+)
+from kpiwatch.store import InstanceLock, Store, create_store_engine
+from kpiwatch.store import migrate as migrations
+from kpiwatch.store.repository import Store as StoreImpl
+from kpiwatch.store.schema import metadata
+
+T0 = datetime(2024, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
+CEST = timezone(timedelta(hours=2))
+
+
+@pytest.fixture(
+    params=[
+        "sqlite_url",
+        pytest.param("postgres_url", marks=pytest.mark.postgres),
+        pytest.param("mariadb_url", marks=pytest.mark.mariadb),
+    ]
+)
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    url = request.getfixturevalue(request.param)
+    opened = Store.open(url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str) -> Iterator[Store]:
+    opened = Store.open(sqlite_url)
+    yield opened
+    opened.close()
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def state(kpi_id: str, status: Status, when: datetime, **changes: Any) -> KpiState:
+    base = KpiState(kpi_id, status, since=when, review=ReviewCadence.WEEKLY, last_evaluated=when)
+    return dataclasses.replace(base, **changes)
+
+
+def event(key: str, when: datetime, kind: EventKind = EventKind.STATUS_CHANGED,
+          kpi_id: str | None = "revenue") -> Event:
+    return Event(kind=kind, key=key, at=when, kpi_id=kpi_id, data={"to": "red", "n": 1})
+
+
+def evaluation(st: KpiState, when: datetime, events: tuple[Event, ...] = ()) -> Evaluation:
+    return Evaluation(kpi_id=st.kpi_id, at=when, value=st.value, observed_at=st.observed_at,
+                      raw_status=st.status, findings=(), state=st, events=events)
+
+
+SLACK = Delivery("slack", "#kpis")
+EMAIL = Delivery("email", "ops@example.com")
+
+
+# -- schema ------------------------------------------------------------------
+
+
+def test_migrations_create_exactly_the_schema(store: Store) -> None:
+    with store.engine.connect() as connection:
+        diffs = compare_metadata(
+            MigrationContext.configure(connection, opts={"compare_type": True}), metadata
+        )
+        tables = set(sa.inspect(connection).get_table_names())
+    assert diffs == []
+    assert tables == set(metadata.tables) | {"alembic_version"}
+    assert migrations.current_revision(store.engine) == migrations.head_revision()
+    store.migrate()  # idempotent
+
+
+def test_compare_metadata_would_notice_a_missing_index(store: Store) -> None:
+    # guards the test above against comparing nothing
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("DROP INDEX ix_events_at" + (
+            " ON events" if connection.dialect.name in ("mysql", "mariadb") else "")))
+        diffs = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert [d[0] for d in diffs] == ["add_index"]
+
+
+def test_ping_and_redacted_url(store: Store) -> None:
+    assert store.ping()
+    broken = Store(create_store_engine("postgresql+psycopg://kw:s3cret@127.0.0.1:1/nowhere"))
+    assert not broken.ping()
+    assert "s3cret" not in broken.url
+
+
+def test_unreachable_database_is_a_store_error_without_the_password() -> None:
+    with pytest.raises(StoreError) as info:
+        Store.open("postgresql+psycopg://kw:s3cret@127.0.0.1:1/nowhere")
+    assert "s3cret" not in str(info.value)
+    assert isinstance(info.value.__cause__, sa.exc.OperationalError)
+
+
+# -- observations --------------------------------------------------------------
+
+
+def test_observations_are_stored_once(store: Store) -> None:
+    series = [Observation("revenue", at(i), float(i)) for i in range(5)]
+    assert store.add_observations(series) == 5
+    assert store.add_observations(series) == 0
+    assert store.add_observations([*series, Observation("revenue", at(5), 5.0)]) == 1
+    assert store.add_observations([series[0], series[0]]) == 0  # duplicates within a batch
+    assert store.add_observations([]) == 0
+    assert [o.value for o in store.history("revenue")] == [0, 1, 2, 3, 4, 5]
+
+
+def test_history_order_since_limit_and_latest(store: Store) -> None:
+    store.add_observations(Observation("revenue", at(i), i * 1.5) for i in (3, 0, 2, 1))
+    store.add_observations([Observation("churn", at(9), 0.25)])
+    assert [o.observed_at for o in store.history("revenue")] == [at(0), at(1), at(2), at(3)]
+    assert [o.value for o in store.history("revenue", since=at(2))] == [3.0, 4.5]
+    assert [o.value for o in store.history("revenue", limit=2)] == [3.0, 4.5]
+    assert [o.value for o in store.history("revenue", since=at(1), limit=5)] == [1.5, 3.0, 4.5]
+    assert store.latest("revenue") == Observation("revenue", at(3), 4.5)
+    assert store.latest("nope") is None
+    assert store.history("nope") == []
+
+
+def test_timestamps_come_back_aware_utc(store: Store) -> None:
+    local = datetime(2024, 7, 1, 11, 0, 0, 654321, tzinfo=CEST)  # 09:00 UTC
+    store.add_observations([Observation("revenue", local, 1.0)])
+    got = store.latest("revenue")
+    assert got is not None
+    assert got.observed_at == local
+    assert got.observed_at.tzinfo is UTC
+    assert got.observed_at.hour == 9
+
+    st = state("revenue", Status.RED, local, escalated_since=local, next_review=local)
+    store.save_state(st)
+    back = store.get_state("revenue")
+    assert back == st
+    assert back is not None
+    assert {back.since.tzinfo, back.escalated_since.tzinfo, back.next_review.tzinfo} == {UTC}  # type: ignore[union-attr]
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    with pytest.raises(StoreError, match="naive datetime"):
+        store.add_observations([Observation("revenue", datetime(2024, 1, 1), 1.0)])
+
+
+# -- state, history, events --------------------------------------------------------
+
+
+def test_state_round_trips_every_field(store: Store) -> None:
+    full = KpiState(
+        kpi_id="revenue", status=Status.YELLOW, since=at(0), review=ReviewCadence.DAILY,
+        pending_status=Status.RED, pending_count=2, value=-12.5, observed_at=at(1),
+        reasons=("below 100 → yellow", "3 worse in a row"), last_evaluated=at(2),
+        escalated_since=at(3), green_since=at(4), green_count=7, last_review=at(5),
+        next_review=at(6), error="source 'db': timeout",
+    )
+    minimal = state("churn", Status.UNKNOWN, at(0))
+    store.save_state(full)
+    store.save_state(minimal)
+    assert store.get_state("revenue") == full
+    assert store.states() == {"revenue": full, "churn": minimal}
+    assert store.get_state("nope") is None
+
+
+def test_save_evaluation_writes_everything(store: Store) -> None:
+    red = state("revenue", Status.RED, at(0), value=80.0, reasons=("below 90",))
+    ev = event("revenue:red:1", at(0))
+    obs = [Observation("revenue", at(-1), 85.0), Observation("revenue", at(0), 80.0)]
+    store.save_evaluation(evaluation(red, at(0), (ev,)), {ev.key: [SLACK, EMAIL, SLACK]},
+                          observations=obs)
+
+    assert store.get_state("revenue") == red
+    assert store.history("revenue") == obs
+    [change] = store.status_changes("revenue")
+    assert (change.from_status, change.to_status, change.at) == (None, Status.RED, at(0))
+    assert (change.value, change.reasons) == (80.0, ("below 90",))
+    assert store.events() == [ev]
+    due = store.due_messages(at(0))
+    assert [(m.channel, m.target, m.state, m.attempts) for m in due] == [
+        ("slack", "#kpis", DeliveryState.PENDING, 0),
+        ("email", "ops@example.com", DeliveryState.PENDING, 0),
+    ]
+    assert due[0].event == ev
+    assert due[0].next_attempt_at == at(0)
+
+    # same status again: state updated, no new history row
+    still = state("revenue", Status.RED, at(0), value=70.0, last_evaluated=at(5))
+    store.save_evaluation(evaluation(still, at(5)))
+    assert store.get_state("revenue") == still
+    assert len(store.status_changes("revenue")) == 1
+
+    green = state("revenue", Status.GREEN, at(10), value=120.0)
+    store.save_evaluation(evaluation(green, at(10)))
+    changes = store.status_changes("revenue")
+    assert [(c.from_status, c.to_status) for c in changes] == [
+        (None, Status.RED), (Status.RED, Status.GREEN)]
+    assert store.status_changes("revenue", limit=1) == changes[1:]
+
+
+def test_save_evaluation_is_all_or_nothing(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_args: object) -> None:
+        raise sa.exc.OperationalError("INSERT INTO outbox", {}, Exception("disk full"))
+
+    monkeypatch.setattr(StoreImpl, "_insert_outbox", staticmethod(boom))
+    red = state("revenue", Status.RED, at(0), value=80.0)
+    ev = event("revenue:red:1", at(0))
+    with pytest.raises(StoreError, match="disk full") as info:
+        store.save_evaluation(evaluation(red, at(0), (ev,)), {ev.key: [SLACK]},
+                              observations=[Observation("revenue", at(0), 80.0)])
+    assert isinstance(info.value.__cause__, sa.exc.OperationalError)
+
+    assert store.get_state("revenue") is None
+    assert store.history("revenue") == []
+    assert store.status_changes("revenue") == []
+    assert store.events() == []
+    assert store.messages() == []
+
+    monkeypatch.undo()  # the same call succeeds once the failure is gone
+    store.save_evaluation(evaluation(red, at(0), (ev,)), {ev.key: [SLACK]},
+                          observations=[Observation("revenue", at(0), 80.0)])
+    assert len(store.messages()) == 1
+
+
+def test_a_known_event_key_is_written_once_with_its_deliveries(store: Store) -> None:
+    red = state("revenue", Status.RED, at(0))
+    ev = event("revenue:red:1", at(0))
+    store.save_evaluation(evaluation(red, at(0), (ev,)), {ev.key: [SLACK]})
+    # a retried evaluation, or a second replica, with more deliveries this time
+    store.save_evaluation(evaluation(red, at(0), (ev,)), {ev.key: [SLACK, EMAIL]})
+    store.save_state(red, [ev], {ev.key: [EMAIL]})
+    assert store.events() == [ev]
+    assert [(m.channel, m.target) for m in store.messages()] == [("slack", "#kpis")]
+
+
+def test_save_state_for_review_ticks(store: Store) -> None:
+    store.save_evaluation(evaluation(state("revenue", Status.RED, at(0)), at(0)))
+    reviewed = state("revenue", Status.RED, at(0), last_review=at(60), next_review=at(120))
+    due = event("revenue:review:1", at(60), EventKind.REVIEW_DUE)
+    store.save_state(reviewed, [due], {due.key: [EMAIL]})
+    assert store.get_state("revenue") == reviewed
+    assert len(store.status_changes("revenue")) == 1
+    assert store.events(kinds={EventKind.REVIEW_DUE}) == [due]
+    assert [m.event.key for m in store.due_messages(at(60))] == [due.key]
+
+
+def test_delete_state_keeps_history(store: Store) -> None:
+    store.save_evaluation(evaluation(state("revenue", Status.RED, at(0)), at(0)),
+                          observations=[Observation("revenue", at(0), 1.0)])
+    store.save_state(state("churn", Status.GREEN, at(0)))
+    store.delete_state("revenue")
+    store.delete_state("never-existed")
+    assert set(store.states()) == {"churn"}
+    assert len(store.history("revenue")) == 1
+    assert len(store.status_changes("revenue")) == 1
+
+
+def test_event_queries(store: Store) -> None:
+    evs = [
+        event("a", at(0)),
+        event("b", at(1), EventKind.ESCALATED),
+        event("c", at(2), kpi_id="churn"),
+        Event(EventKind.SOURCE_DOWN, "d", at(3), source="warehouse"),
+    ]
+    store.save_state(state("revenue", Status.RED, at(0)), evs)
+    assert [e.key for e in store.events()] == ["a", "b", "c", "d"]
+    assert [e.key for e in store.events(kpi_id="revenue")] == ["a", "b"]
+    assert [e.key for e in store.events(since=at(1))] == ["b", "c", "d"]
+    assert [e.key for e in store.events(kinds=[EventKind.ESCALATED, EventKind.SOURCE_DOWN])] == [
+        "b", "d"]
+    assert [e.key for e in store.events(limit=2)] == ["c", "d"]
+    assert store.events(kinds=[]) == []
+    assert store.events()[3] == evs[3]
+
+
+# -- outbox ------------------------------------------------------------------------
+
+
+def test_outbox_flow(store: Store) -> None:
+    one, two = event("one", at(0)), event("two", at(1))
+    store.save_state(state("revenue", Status.RED, at(0)), [one, two],
+                     {"one": [SLACK, EMAIL], "two": [SLACK]})
+    assert store.pending_counts() == {"slack": 2, "email": 1}
+    assert store.due_messages(at(-1)) == []
+    due = store.due_messages(at(5))
+    assert [(m.event.key, m.channel) for m in due] == [("one", "slack"), ("one", "email"),
+                                                        ("two", "slack")]
+    assert [m.event.key for m in store.due_messages(at(5), limit=1)] == ["one"]
+    slack1, email1, slack2 = due
+
+    store.mark_retry(slack1.id, at(5), error="HTTP 503 token=xoxb-123", next_attempt_at=at(10))
+    assert [m.id for m in store.due_messages(at(9))] == [email1.id, slack2.id]
+    assert [m.id for m in store.due_messages(at(10))] == [email1.id, slack2.id, slack1.id]
+
+    store.mark_sent(email1.id, at(6))
+    store.mark_dead(slack2.id, at(6), error="channel_not_found")
+    store.mark_sent(slack1.id, at(10))
+    assert store.due_messages(at(100)) == []
+    assert store.pending_counts() == {}
+
+    by_id = {m.id: m for m in store.messages()}
+    assert (by_id[slack1.id].state, by_id[slack1.id].attempts) == (DeliveryState.SENT, 2)
+    assert by_id[slack1.id].sent_at == at(10)
+    assert by_id[slack1.id].last_error == "HTTP 503 token=***"  # secrets never stored
+    assert (by_id[email1.id].state, by_id[email1.id].attempts) == (DeliveryState.SENT, 1)
+    assert (by_id[slack2.id].state, by_id[slack2.id].attempts) == (DeliveryState.DEAD, 1)
+    assert by_id[slack2.id].last_error == "channel_not_found"
+
+    assert [m.id for m in store.messages(states=[DeliveryState.DEAD])] == [slack2.id]
+    assert [m.event.key for m in store.messages()] == ["two", "one", "one"]  # newest first
+    assert len(store.messages(limit=1)) == 1
+    with pytest.raises(StoreError, match="no outbox message"):
+        store.mark_sent(999_999, at(0))
+
+
+# -- source health -------------------------------------------------------------------
+
+
+def test_source_health(store: Store) -> None:
+    assert store.source_health() == {}
+    store.set_source_health("warehouse", up=True, now=at(0), error=None)
+    store.set_source_health("warehouse", up=True, now=at(1), error=None)
+    assert store.source_health() == {"warehouse": (True, at(0), None)}
+
+    down = Event(EventKind.SOURCE_DOWN, "warehouse:down:1", at(2), source="warehouse")
+    store.set_source_health("warehouse", up=False, now=at(2), error="password=hunter2 refused",
+                            events=[down], deliveries={down.key: [SLACK]})
+    store.set_source_health("warehouse", up=False, now=at(3), error="timeout")
+    store.set_source_health("crm", up=True, now=at(3), error=None)
+    assert store.source_health() == {
+        "warehouse": (False, at(2), "timeout"),
+        "crm": (True, at(3), None),
+    }
+    assert store.events(kinds=[EventKind.SOURCE_DOWN]) == [down]
+    assert store.pending_counts() == {"slack": 1}
+
+
+# -- SQLite only -------------------------------------------------------------------
+
+
+def test_sqlite_pragmas(sqlite_store: Store) -> None:
+    with sqlite_store.engine.connect() as connection:
+        pragma = connection.exec_driver_sql
+        assert pragma("PRAGMA journal_mode").scalar() == "wal"
+        assert pragma("PRAGMA foreign_keys").scalar() == 1
+        assert pragma("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert pragma("PRAGMA busy_timeout").scalar() == 5000
+
+
+def test_sqlite_creates_the_directory(tmp_path: Path) -> None:
+    with Store.open(f"sqlite:///{tmp_path}/a/b/kpiwatch.db") as opened:
+        assert opened.ping()
+    assert (tmp_path / "a" / "b" / "kpiwatch.db").exists()
+
+
+def test_in_memory_sqlite_works(tmp_path: Path) -> None:
+    with Store.open("sqlite://") as opened:
+        assert opened.add_observations([Observation("k", at(0), 1.0)]) == 1
+    with InstanceLock("sqlite://") as lock:
+        assert not lock.held  # nothing to share, nothing to lock
+
+
+_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from kpiwatch.store.lock import InstanceLock
+    InstanceLock(sys.argv[1]).acquire()
+    print("locked", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_instance_lock_across_processes(sqlite_url: str) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, sqlite_url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(InstanceLockedError, match=rf"\(pid {holder.pid}\).*kpiwatch\.db\.lock"):
+            InstanceLock(sqlite_url).acquire()
+        holder.kill()
+        holder.wait(timeout=10)
+        with InstanceLock(sqlite_url) as lock:  # the kernel dropped the dead holder's lock
+            assert lock.held
+            with pytest.raises(InstanceLockedError, match="KPIWATCH_DATABASE_URL"):
+                InstanceLock(sqlite_url).acquire()  # flock is per open file, even in-process
+        assert not lock.held
+        with InstanceLock(sqlite_url) as again:
+            assert again.held
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+
+
+def test_instance_lock_ignores_server_databases() -> None:
+    with InstanceLock("postgresql+psycopg://kw@127.0.0.1/kpiwatch") as lock:
+        assert lock.path is None
+        assert not lock.held
