@@ -1,0 +1,58 @@
+"""The Source protocol: given a KPI, return its observations or raise SourceError."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from kpiwatch.config.rules import Kpi
+from kpiwatch.model import Observation
+
+# The latest stored observation of a KPI id, or None: how the builtin sources
+# (formula, push) read values that the runtime keeps in its store.
+Latest = Callable[[str], Observation | None]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What a source gave for one KPI: oldest first, the last is the current value."""
+
+    observations: tuple[Observation, ...]
+    duration: float  # seconds the query took
+
+    @property
+    def current(self) -> Observation:
+        return self.observations[-1]
+
+
+class Source(Protocol):
+    """A place KPI values live. Implementations are safe to call from several threads."""
+
+    name: str
+
+    def fetch(self, kpi: Kpi, now: datetime) -> FetchResult:
+        """Ask for the KPI's value(s). Raise SourceError (never anything else) on failure."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and pools."""
+        ...
+
+
+def is_finite_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+def observations_of(
+    kpi_id: str, points: Sequence[tuple[datetime, float]]
+) -> tuple[Observation, ...]:
+    """Sorted, one per timestamp (the last given wins)."""
+    unique = dict(points)
+    return tuple(Observation(kpi_id, at, value) for at, value in sorted(unique.items()))

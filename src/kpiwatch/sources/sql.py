@@ -1,0 +1,178 @@
+"""KPI values from any database SQLAlchemy speaks to.
+
+A query gives either
+
+* one value (one column, one row): the current value, observed at ``now``; or
+* a series (two columns ``timestamp, value``, one or more rows): one
+  observation per row, the latest timestamp is the current value.
+
+Timestamps may be datetimes (naive ones are UTC), dates (midnight UTC),
+ISO-8601 text or epoch seconds; values must be numbers (int, float, Decimal).
+
+Every row must be usable: a single bad row (NULL, NaN, ±inf, text, a bad
+timestamp) rejects the whole fetch with a reason naming the row. Skipping it
+would silently change what the series says, and the row is usually the
+newest one (a period still being filled in).
+
+Queries run read-only and time-limited (see :mod:`kpiwatch.sources.sql_session`)
+and are always rolled back. A result that arrives after the timeout is
+discarded as a timeout: MariaDB's SLEEP(), interrupted by max_statement_time,
+returns 1 instead of failing.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from kpiwatch.config import rules
+from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
+from kpiwatch.model import Observation
+from kpiwatch.sources.base import FetchResult, observations_of
+from kpiwatch.sources.sql_session import engine_options, read_only, stopped_by_server
+from kpiwatch.sources.values import to_number, to_utc
+
+MAX_ROWS = 10_000  # a series longer than this is a missing GROUP BY, not history
+_SHAPES = "expected one value, or two columns (timestamp, value) for a series"
+_SA_BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)")
+# what a reading query starts with, after any comments
+_READS = re.compile(
+    r"(\s+|--[^\n]*\n|/\*.*?\*/)*(\(|select\b|with\b|values\b|table\b)", re.I | re.S
+)
+T = TypeVar("T")
+
+
+class SqlQuerySource:
+    """A ``type: sql`` source: one pooled engine, one read-only query per fetch."""
+
+    def __init__(self, name: str, config: rules.SqlSource) -> None:
+        self.name = name
+        self._url = config.url  # never put in a message: it may hold a password
+        self._timeout = config.timeout.total_seconds()
+        self._engine: sa.Engine | None = None
+        self._lock = threading.Lock()
+
+    def fetch(self, kpi: rules.Kpi, now: datetime) -> FetchResult:
+        """Run the KPI's query; raise SourceError (or a subclass), nothing else."""
+        start = time.perf_counter()
+        try:
+            columns, rows = self._run(kpi.query or "")
+        except Exception as exc:  # any failure, driver or not, becomes a SourceError
+            elapsed = time.perf_counter() - start
+            if elapsed >= self._timeout or stopped_by_server(exc):
+                raise self._timed_out(kpi, elapsed) from exc
+            reason = _describe(exc)
+            if isinstance(exc, sa.exc.DBAPIError) and not _READS.match(kpi.query or ""):
+                # PostgreSQL's answer to an INSERT here is a bare "syntax error"
+                reason += " (queries run read-only: write a single SELECT)"
+            raise SourceError(
+                f"query for {kpi.id!r} failed: {reason}", source=self.name, kpi=kpi.id
+            ) from exc
+        elapsed = time.perf_counter() - start
+        if elapsed >= self._timeout:
+            raise self._timed_out(kpi, elapsed)
+        return FetchResult(self._observations(kpi, columns, rows, now), elapsed)
+
+    def close(self) -> None:
+        """Dispose of the pool; a later fetch would open a new one."""
+        with self._lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
+
+    def _run(self, query: str) -> tuple[Sequence[str] | None, list[tuple[Any, ...]]]:
+        with self._get_engine().connect() as conn:
+            try:
+                with read_only(conn, self._timeout) as options:
+                    result = conn.execute(_verbatim(query), execution_options=options)
+                    if not result.returns_rows:
+                        return None, []
+                    rows = [tuple(row) for row in result.fetchmany(MAX_ROWS + 1)]
+                    columns = list(result.keys())
+                    result.close()
+                    return columns, rows
+            finally:
+                conn.rollback()  # never commit, whatever the query did
+
+    def _get_engine(self) -> sa.Engine:
+        # created on first use so a bad URL or a missing driver is a SourceError
+        # for this source's KPIs, not a crash of the whole daemon at start-up
+        with self._lock:
+            if self._engine is None:
+                url = sa.make_url(self._url)
+                self._engine = sa.create_engine(url, **engine_options(url, self._timeout))
+            return self._engine
+
+    def _observations(
+        self,
+        kpi: rules.Kpi,
+        columns: Sequence[str] | None,
+        rows: list[tuple[Any, ...]],
+        now: datetime,
+    ) -> tuple[Observation, ...]:
+        if columns is None:
+            raise self._bad(kpi, f"the statement returned no result set; {_SHAPES}")
+        if not rows:
+            raise BadValueError(
+                f"query for {kpi.id!r} returned no rows", source=self.name, kpi=kpi.id
+            )
+        if len(rows) > MAX_ROWS:
+            raise self._bad(kpi, f"more than {MAX_ROWS} rows; aggregate or add a LIMIT")
+        if len(columns) == 1:
+            if len(rows) > 1:
+                raise self._bad(kpi, f"{len(rows)} rows of one column; {_SHAPES}")
+            return (Observation(kpi.id, now, self._cell(kpi, to_number, rows[0][0], None)),)
+        if len(columns) == 2:
+            points = [
+                (self._cell(kpi, to_utc, at, i), self._cell(kpi, to_number, value, i))
+                for i, (at, value) in enumerate(rows, start=1)
+            ]
+            return observations_of(kpi.id, points)
+        names = ", ".join(columns)
+        raise self._bad(kpi, f"{len(columns)} columns ({names}); {_SHAPES}")
+
+    def _cell(
+        self, kpi: rules.Kpi, convert: Callable[[object], T], cell: object, row: int | None
+    ) -> T:
+        try:
+            return convert(cell)
+        except ValueError as exc:
+            raise self._bad(kpi, f"row {row}: {exc}" if row else str(exc)) from None
+
+    def _bad(self, kpi: rules.Kpi, what: str) -> BadValueError:
+        return BadValueError(f"query for {kpi.id!r}: {what}", source=self.name, kpi=kpi.id)
+
+    def _timed_out(self, kpi: rules.Kpi, elapsed: float) -> SourceTimeout:
+        return SourceTimeout(
+            f"query for {kpi.id!r} timed out after {elapsed:.1f}s (timeout {self._timeout:g}s)",
+            source=self.name,
+            kpi=kpi.id,
+        )
+
+
+def _verbatim(query: str) -> sa.TextClause:
+    # escape every colon so text() finds no ":name" bind parameters: a literal
+    # such as ' :x' reaches the database as written (and "::" casts still work)
+    return sa.text(query.replace(":", "\\:"))
+
+
+def _describe(exc: BaseException) -> str:
+    """The driver's own message, on one line, without SQLAlchemy's boilerplate."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        text = f"{args[1]} (error {args[0]})"  # MySQL drivers: (errno, message)
+    else:
+        text = _SA_BACKGROUND.sub("", str(orig)) or type(orig).__name__
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("LINE "):  # PostgreSQL's position context: noise here
+            break
+        lines.append(line.strip())
+    return " ".join(line for line in lines if line)

@@ -1,0 +1,127 @@
+"""Per-dialect plumbing for one read-only, time-limited SQL query.
+
+What each database gets (anything else runs without these guarantees, so
+give kpiwatch a read-only database user in any case):
+
+* PostgreSQL: ``SET TRANSACTION READ ONLY`` and ``SET LOCAL statement_timeout``;
+  the query runs through a server-side cursor (``DECLARE ... CURSOR FOR``),
+  which refuses ``SELECT 1; COMMIT; INSERT ...`` - the simple query protocol
+  would otherwise run the INSERT after the COMMIT, outside the read-only
+  transaction.
+* MariaDB / MySQL: ``SET SESSION TRANSACTION READ ONLY`` (``START TRANSACTION
+  READ ONLY`` alone lets DDL through: DDL commits implicitly and then runs
+  outside it) and ``max_statement_time`` (MariaDB, seconds) or
+  ``max_execution_time`` (MySQL, milliseconds). The drivers refuse multiple
+  statements by default.
+* SQLite: ``PRAGMA query_only`` and a progress handler that interrupts the
+  query at the deadline; sqlite3 refuses multiple statements.
+
+The engine is dedicated to one source, so session settings may stay on
+pooled connections; they are set again before every query anyway.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+
+POOL_SIZE = 2  # sources are polled, not hammered: two connections, two more on bursts
+POOL_OVERFLOW = 2
+POOL_RECYCLE = 1800  # seconds; outlives neither firewalls nor server idle timeouts
+READ_GRACE = 1  # seconds past the timeout before a MySQL socket read gives up
+_SQLITE_STEPS = 1000  # VM instructions between deadline checks
+
+# Driver error codes meaning "the server stopped the statement at its time limit".
+_PG_QUERY_CANCELED = "57014"
+_MYSQL_TIMEOUT_CODES = frozenset({1969, 3024})  # MariaDB max_statement_time, MySQL
+
+
+def engine_options(url: sa.URL, timeout: float) -> dict[str, Any]:
+    """create_engine keywords: a small pre-pinged pool and driver connect timeouts."""
+    options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "hide_parameters": True,
+        "connect_args": _connect_args(url, timeout),
+    }
+    dialect: Any = url.get_dialect()  # get_pool_class is on DefaultDialect only
+    if issubclass(dialect.get_pool_class(url), sa.pool.QueuePool):
+        options |= {
+            "pool_size": POOL_SIZE,
+            "max_overflow": POOL_OVERFLOW,
+            "pool_timeout": timeout,
+            "pool_recycle": POOL_RECYCLE,
+        }
+    return options
+
+
+def _connect_args(url: sa.URL, timeout: float) -> dict[str, Any]:
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    whole = max(1, math.ceil(timeout))
+    args: dict[str, Any] = {}
+    if backend == "postgresql" and driver in ("psycopg", "psycopg2"):
+        args = {"connect_timeout": max(2, whole)}  # libpq treats less than 2s as 2s
+    elif backend in ("mysql", "mariadb") and driver in ("pymysql", "mysqldb"):
+        # the server-side limit stops slow queries (with its own, clearer error);
+        # the read timeout, a little later, covers a server that never answers,
+        # including its greeting on connect
+        args = {"connect_timeout": whole, "read_timeout": whole + READ_GRACE}
+    elif backend == "sqlite":
+        args = {"timeout": timeout}  # how long to wait for a writer's lock
+    return {k: v for k, v in args.items() if k not in url.query}  # the URL's own win
+
+
+@contextmanager
+def read_only(conn: sa.Connection, timeout: float) -> Iterator[dict[str, Any]]:
+    """Make ``conn`` read-only and time-limited for one query.
+
+    Yields the execution options to run the query with. The caller rolls back.
+    """
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {math.ceil(timeout * 1000)}")
+        yield {"stream_results": True}
+    elif dialect in ("mysql", "mariadb"):
+        conn.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
+        if getattr(conn.dialect, "is_mariadb", False):
+            conn.exec_driver_sql(f"SET SESSION max_statement_time = {timeout:.3f}")
+        else:
+            conn.exec_driver_sql(f"SET SESSION max_execution_time = {math.ceil(timeout * 1000)}")
+        conn.exec_driver_sql("START TRANSACTION READ ONLY")
+        yield {}
+    elif dialect == "sqlite":
+        with _sqlite_read_only(conn, timeout):
+            yield {}
+    else:
+        yield {}
+
+
+@contextmanager
+def _sqlite_read_only(conn: sa.Connection, timeout: float) -> Iterator[None]:
+    raw: Any = conn.connection.driver_connection
+    deadline = time.monotonic() + timeout
+    conn.exec_driver_sql("PRAGMA query_only = ON")
+    # a non-zero return interrupts the running statement ("interrupted")
+    raw.set_progress_handler(lambda: int(time.monotonic() > deadline), _SQLITE_STEPS)
+    try:
+        yield
+    finally:
+        raw.set_progress_handler(None, 0)
+        try:
+            conn.exec_driver_sql("PRAGMA query_only = OFF")
+        except sa.exc.SQLAlchemyError:
+            conn.invalidate()  # never hand a half-reset connection back to the pool
+
+
+def stopped_by_server(exc: BaseException) -> bool:
+    """Whether a driver error says the server cut the statement at its time limit."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if getattr(orig, "sqlstate", None) == _PG_QUERY_CANCELED:
+        return "timeout" in str(orig)  # not a cancel by an administrator
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in _MYSQL_TIMEOUT_CODES

@@ -1,0 +1,62 @@
+"""SqlQuerySource details checked on SQLite alone (the contract suite covers the rest)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from kpiwatch.config import rules
+from kpiwatch.errors import SourceTimeout
+from kpiwatch.sources.sql import SqlQuerySource
+
+NOW = datetime(2024, 6, 1, tzinfo=UTC)
+KPI = rules.Kpi(
+    id="k", name="K", owner="ann", direction="higher_is_better", source="db", query="SELECT 1"
+)
+
+
+def _source(tmp_path: Path, timeout: str = "5s") -> SqlQuerySource:
+    url = f"sqlite:///{tmp_path}/kpis.db"
+    return SqlQuerySource("db", rules.SqlSource(type="sql", url=url, timeout=timeout))
+
+
+def test_a_result_arriving_after_the_timeout_is_a_timeout(tmp_path: Path) -> None:
+    # like MariaDB's SLEEP(), which returns 1 when max_statement_time interrupts it
+    source = _source(tmp_path, timeout="1s")
+
+    def nap(seconds: float) -> int:
+        time.sleep(seconds)
+        return 1
+
+    def add_nap(dbapi_conn: Any, record: Any) -> None:
+        dbapi_conn.create_function("nap", 1, nap)
+
+    sa.event.listen(source._get_engine(), "connect", add_nap)
+    with pytest.raises(SourceTimeout, match=r"timed out after 1\.[0-9]s"):
+        source.fetch(KPI.model_copy(update={"query": "SELECT nap(1.2)"}), NOW)
+    source.close()
+
+
+def test_connections_go_back_to_the_pool_writable_and_without_handler(tmp_path: Path) -> None:
+    source = _source(tmp_path)
+    source.fetch(KPI, NOW)
+
+    with source._get_engine().connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA query_only").scalar_one() == 0
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")  # would fail with query_only on
+    source.close()
+
+
+def test_close_twice_and_fetch_after_close(tmp_path: Path) -> None:
+    source = _source(tmp_path)
+    source.fetch(KPI, NOW)
+    source.close()
+    source.close()
+
+    assert source.fetch(KPI, NOW).current.value == 1.0  # reopens lazily
+    source.close()
