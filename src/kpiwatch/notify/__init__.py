@@ -1,0 +1,1 @@
+"""Who hears about what, and getting it to them: routing, outbox, channels."""

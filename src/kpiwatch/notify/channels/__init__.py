@@ -1,0 +1,1 @@
+"""Delivery channels, one per file; the protocol is in base.py."""

@@ -1,0 +1,78 @@
+"""Routing: who hears about an event (SPEC §5).
+
+The KPI's ``notify``, else its team's, else the owner's email. Status changes
+go to Slack; red and escalations also email the owner; reviews email the owner
+and post to the team channel; source problems go to the source's owner, else
+on-call. Recipients on a channel that is not configured fall back to the log,
+so nothing is dropped on a fresh install.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kpiwatch.config.rules import Kpi, RuleSet
+from kpiwatch.model import Delivery, Event, EventKind
+
+
+class Router:
+    def __init__(
+        self,
+        rules: RuleSet,
+        *,
+        channels: frozenset[str] = frozenset({"log"}),
+        oncall_emails: Sequence[str] = (),
+    ) -> None:
+        self._rules = rules
+        self._channels = channels
+        self._oncall = tuple(oncall_emails)
+
+    def route(self, event: Event) -> list[Delivery]:
+        """The deliveries for one event, never empty."""
+        intended = self._intended(event)
+        usable = [d for d in intended if d.channel in self._channels]
+        if usable:
+            return _unique(usable)
+        # nowhere configured to send it: the log names who should have heard
+        who = ", ".join(f"{d.channel}:{d.target}" for d in _unique(intended)) or "on-call"
+        return [Delivery("log", who)]
+
+    def _intended(self, event: Event) -> list[Delivery]:
+        if event.kind in (EventKind.SOURCE_DOWN, EventKind.SOURCE_RECOVERED):
+            source = self._rules.sources.get(event.source or "")
+            if source is not None and source.owner:
+                return [Delivery("email", source.owner)]
+            return [Delivery("email", address) for address in self._oncall]
+        if event.kind is EventKind.DELIVERY_FAILED or event.kpi_id is None:
+            return [Delivery("email", address) for address in self._oncall]
+        kpi = self._rules.by_id.get(event.kpi_id)
+        if kpi is None:  # removed from the rules since the event was made
+            return [Delivery("email", address) for address in self._oncall]
+        slack, emails = self._recipients(kpi)
+        owner = [Delivery("email", kpi.owner)]
+        chat = [Delivery("slack", slack)] if slack else []
+        match event.kind:
+            case EventKind.STATUS_CHANGED:
+                red = event.data.get("to") == "red"
+                if not chat:
+                    return [Delivery("email", e) for e in emails]
+                return chat + (owner if red else [])
+            case EventKind.ESCALATED | EventKind.DE_ESCALATED:
+                return chat + owner
+            case EventKind.REVIEW_DUE:
+                team = self._rules.teams.get(kpi.team or "")
+                team_chat = [Delivery("slack", team.slack)] if team and team.slack else chat
+                return owner + team_chat
+            case _:
+                return chat or [Delivery("email", e) for e in emails]
+
+    def _recipients(self, kpi: Kpi) -> tuple[str | None, list[str]]:
+        """(Slack channel, email addresses): the KPI's notify, else its team's, else the owner."""
+        team = self._rules.teams.get(kpi.team or "")
+        slack = (kpi.notify.slack if kpi.notify else None) or (team.slack if team else None)
+        emails = (kpi.notify.email if kpi.notify else []) or (team.email if team else [])
+        return slack, list(emails) or [kpi.owner]
+
+
+def _unique(deliveries: list[Delivery]) -> list[Delivery]:
+    return list(dict.fromkeys(deliveries))

@@ -1,0 +1,1 @@
+"""The running daemon: scheduling, the evaluation cycle, lifecycle, composition root."""

@@ -1,0 +1,191 @@
+"""The composition root: the one place that builds concrete objects and wires them."""
+
+from __future__ import annotations
+
+import contextlib
+import time as _time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+from kpiwatch import __version__
+from kpiwatch.clock import Clock, SystemClock
+from kpiwatch.config.loader import LoadedRules, load_rules
+from kpiwatch.config.rules import Kpi
+from kpiwatch.config.settings import Settings
+from kpiwatch.errors import RuleLoadError
+from kpiwatch.notify.channels.base import Channel
+from kpiwatch.notify.channels.log import LogChannel
+from kpiwatch.notify.outbox import Outbox
+from kpiwatch.runtime.runner import CycleStats, Runner
+from kpiwatch.runtime.scheduler import Scheduler
+from kpiwatch.runtime.workspace import Workspace, build_workspace
+from kpiwatch.store.lock import InstanceLock
+from kpiwatch.store.repository import Store
+
+log = structlog.get_logger("kpiwatch.app")
+
+REVIEW_TICK_SECONDS = 60
+OUTBOX_TICK_SECONDS = 2
+
+
+@dataclass(frozen=True)
+class OnceResult:
+    stats: CycleStats
+    reviews_due: int
+    delivered: int
+    undelivered: int
+
+
+class App:
+    """Everything the daemon needs, opened in order and closed in reverse."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self._stack = contextlib.ExitStack()
+        url = settings.database_url.get_secret_value()
+        self._stack.enter_context(InstanceLock(url))
+        self.store = Store.open(url)
+        self._stack.callback(self.store.close)
+        loaded = load_rules(settings.rules_dir)
+        self._channel_names = frozenset({"log"})
+        self.runner = Runner(
+            self.store,
+            self.clock,
+            self._workspace(loaded),
+            tz=settings.tz,
+            review_time=settings.review_time,
+            max_workers=settings.max_workers,
+        )
+        self.channels: dict[str, Channel] = {"log": LogChannel(self.kpi)}
+        self._stack.callback(lambda: self.runner.workspace.close())
+        self.outbox = Outbox(self.store, self.channels, self.clock)
+        self._scheduler: Scheduler | None = None
+        self._forget_removed_kpis()
+        log.info(
+            "rules loaded",
+            kpis=len(loaded.rules.kpis),
+            files=len(loaded.files),
+            database=self.store.url,
+            version=__version__,
+        )
+
+    # ------------------------------------------------------------ wiring
+
+    def _workspace(self, loaded: LoadedRules) -> Workspace:
+        return build_workspace(loaded, self.settings, self.store.latest, self._channel_names)
+
+    def kpi(self, kpi_id: str) -> Kpi | None:
+        """The KPI as the running rules define it now."""
+        return self.runner.workspace.rules.by_id.get(kpi_id)
+
+    def _forget_removed_kpis(self) -> None:
+        known = set(self.runner.workspace.rules.by_id)
+        for kpi_id in set(self.store.states()) - known:
+            self.store.delete_state(kpi_id)
+            log.info("KPI removed from rules: state forgotten, history kept", kpi=kpi_id)
+
+    # ------------------------------------------------------------ daemon
+
+    def start(self) -> None:
+        """Schedule every KPI, reviews and outbox delivery, and start the scheduler."""
+        scheduler = Scheduler(
+            max_workers=self.settings.max_workers,
+            misfire_grace=self.settings.misfire_grace,
+            tz=self.settings.tz,
+        )
+        now = self.clock.now()
+        scheduler.sync_kpis(self.runner.workspace.rules, self.store.states(), now, self._run_kpi)
+        scheduler.every("reviews", REVIEW_TICK_SECONDS, self._tick_reviews, now=now)
+        scheduler.every("outbox", OUTBOX_TICK_SECONDS, self._deliver, now=now)
+        scheduler.start()
+        self._scheduler = scheduler
+        log.info(
+            "daemon started",
+            kpis=len(self.runner.workspace.rules.kpis),
+            timezone=self.settings.timezone,
+        )
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+        self._deliver()  # what the last evaluations caused, if the channels answer
+        self.close()
+
+    def reload(self) -> bool:
+        """Load the rules again; invalid rules are refused and the running ones stay."""
+        try:
+            loaded = load_rules(self.settings.rules_dir)
+        except RuleLoadError as exc:
+            log.error(
+                "rules not reloaded: fix these errors; the running rules stay",
+                errors=[str(p) for p in exc.problems],
+            )
+            return False
+        old = self.runner.swap(self._workspace(loaded))
+        old.close()
+        self._forget_removed_kpis()
+        if self._scheduler is not None:
+            self._scheduler.sync_kpis(
+                loaded.rules, self.store.states(), self.clock.now(), self._run_kpi
+            )
+        log.info("rules reloaded", kpis=len(loaded.rules.kpis), files=len(loaded.files))
+        return True
+
+    def rules_signature(self) -> tuple[tuple[str, int, int], ...]:
+        """Cheap change detection: names, sizes and mtimes of the rule files."""
+        root = Path(self.settings.rules_dir)
+        files = sorted([*root.rglob("*.yaml"), *root.rglob("*.yml")]) if root.is_dir() else []
+        signature = []
+        for path in files:
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                signature.append((str(path), stat.st_size, stat.st_mtime_ns))
+        return tuple(signature)
+
+    def next_run(self, kpi_id: str) -> datetime | None:
+        return self._scheduler.next_run(kpi_id) if self._scheduler else None
+
+    # ------------------------------------------------------------ jobs (never raise)
+
+    def _run_kpi(self, kpi_id: str) -> None:
+        try:
+            self.runner.evaluate_kpi(kpi_id)
+        except Exception:  # one failing KPI never stops the others
+            log.exception("evaluation failed", kpi=kpi_id)
+
+    def _tick_reviews(self) -> None:
+        try:
+            self.runner.tick_reviews()
+        except Exception:
+            log.exception("review tick failed")
+
+    def _deliver(self) -> None:
+        try:
+            while self.outbox.deliver_due() >= 100:
+                pass
+        except Exception:
+            log.exception("outbox delivery failed; will retry")
+
+    # ------------------------------------------------------------ run --once
+
+    def run_once(self) -> OnceResult:
+        """Evaluate every KPI once, tick reviews, deliver within a bounded time."""
+        stats = self.runner.evaluate_all()
+        reviews = self.runner.tick_reviews()
+        delivered = 0
+        deadline = _time.monotonic() + self.settings.delivery_timeout
+        while _time.monotonic() < deadline:
+            sent = self.outbox.deliver_due()
+            delivered += sent
+            if sent == 0:
+                break
+        undelivered = sum(self.store.pending_counts().values())
+        return OnceResult(stats, reviews, delivered, undelivered)
+
+    def close(self) -> None:
+        self._stack.close()

@@ -1,0 +1,253 @@
+"""The evaluation cycle for one KPI: fetch -> evaluate (pure) -> persist with its outbox rows.
+
+Thread-safe: the scheduler's pool calls it concurrently for different KPIs; a
+per-KPI lock keeps a scheduled run, a formula re-run and a review tick of the
+same KPI from interleaving.
+"""
+
+from __future__ import annotations
+
+import threading
+import time as _time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from kpiwatch.clock import Clock
+from kpiwatch.config.rules import BUILTIN_SOURCES, Kpi
+from kpiwatch.errors import SourceError, StoreError
+from kpiwatch.evaluation import evaluate, review_tick
+from kpiwatch.model import Evaluation, Event, EventKind, Observation
+from kpiwatch.runtime.workspace import Workspace
+from kpiwatch.store.repository import Store
+
+log = structlog.get_logger("kpiwatch.runner")
+
+# how much stored history an evaluation sees; trend rules look back far less
+HISTORY_WINDOW = timedelta(days=400)
+
+
+@dataclass
+class CycleStats:
+    """Counts of one run over many KPIs, for logs and `run --once`."""
+
+    evaluated: int = 0
+    failed: int = 0
+    by_status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+class Runner:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        workspace: Workspace,
+        *,
+        tz: ZoneInfo,
+        review_time: time,
+        max_workers: int = 8,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._workspace = workspace
+        self._tz = tz
+        self._review_time = review_time
+        self._max_workers = max_workers
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+        self._source_up: dict[str, bool] = {
+            name: up for name, (up, _, _) in store.source_health().items()
+        }
+        self.on_evaluated: Callable[[Evaluation], None] | None = None  # hook for metrics
+
+    @property
+    def workspace(self) -> Workspace:
+        return self._workspace
+
+    def swap(self, workspace: Workspace) -> Workspace:
+        """Install a new rule set; returns the old one for the caller to close."""
+        old, self._workspace = self._workspace, workspace
+        return old
+
+    # ------------------------------------------------------------ evaluation
+
+    def evaluate_kpi(
+        self, kpi_id: str, *, persist: bool = True, follow: bool = True
+    ) -> Evaluation | None:
+        """Fetch and evaluate one KPI now; then its dependent formulas when ``follow``.
+
+        Never raises for a source or KPI problem (that becomes ``unknown``); a store
+        failure is logged and re-raised so the scheduler counts it.
+        """
+        workspace = self._workspace
+        kpi = workspace.rules.by_id.get(kpi_id)
+        if kpi is None:
+            return None
+        with self._lock_for(kpi_id):
+            evaluation = self._evaluate_locked(workspace, kpi, persist)
+        if follow and persist:
+            for dependent in workspace.rules.dependents.get(kpi_id, ()):
+                self.evaluate_kpi(dependent, persist=persist, follow=True)
+        return evaluation
+
+    def _evaluate_locked(self, workspace: Workspace, kpi: Kpi, persist: bool) -> Evaluation:
+        now = self._clock.now()
+        fetched, error = self._fetch(workspace, kpi, now)
+        previous = self._store.get_state(kpi.id)
+        history = self._history(kpi.id, fetched, now)
+        evaluation = evaluate(
+            kpi, history, previous, now, error=error, tz=self._tz, review_time=self._review_time
+        )
+        if not persist:
+            return evaluation
+        deliveries = {event.key: workspace.router.route(event) for event in evaluation.events}
+        self._store.save_evaluation(evaluation, deliveries, observations=fetched)
+        if kpi.source not in BUILTIN_SOURCES:
+            self._record_source_health(workspace, kpi.source, error, now)
+        for event in evaluation.events:
+            log.info("event", kind=event.kind.value, kpi=kpi.id, **_loggable(event))
+        if self.on_evaluated is not None:
+            self.on_evaluated(evaluation)
+        return evaluation
+
+    def _fetch(
+        self, workspace: Workspace, kpi: Kpi, now: datetime
+    ) -> tuple[tuple[Observation, ...], str | None]:
+        source = workspace.sources.get(kpi.source)
+        if source is None:  # the loader rejects this; a guard, not a path
+            return (), f"source {kpi.source!r} is not configured"
+        started = _time.perf_counter()
+        try:
+            result = source.fetch(kpi, now)
+        except SourceError as exc:
+            log.warning(
+                "fetch failed",
+                kpi=kpi.id,
+                source=kpi.source,
+                error=str(exc),
+                seconds=round(_time.perf_counter() - started, 3),
+            )
+            return (), str(exc)
+        except Exception as exc:  # a source bug is a data problem for this KPI only
+            log.exception("fetch crashed", kpi=kpi.id, source=kpi.source)
+            return (), f"source {kpi.source!r} failed unexpectedly: {exc!r}"
+        return result.observations, None
+
+    def _history(
+        self, kpi_id: str, fetched: Sequence[Observation], now: datetime
+    ) -> list[Observation]:
+        stored = self._store.history(kpi_id, since=now - HISTORY_WINDOW)
+        if not fetched:
+            return stored
+        merged = {o.observed_at: o for o in stored}
+        merged.update((o.observed_at, o) for o in fetched)
+        return [merged[at] for at in sorted(merged)]
+
+    def _record_source_health(
+        self, workspace: Workspace, source: str, error: str | None, now: datetime
+    ) -> None:
+        up = error is None
+        if self._source_up.get(source, True) == up and source in self._source_up:
+            return
+        was_known = source in self._source_up
+        self._source_up[source] = up
+        events: list[Event] = []
+        if not up:
+            events.append(
+                Event(
+                    EventKind.SOURCE_DOWN,
+                    f"source:{source}:down:{now.isoformat()}",
+                    now,
+                    source=source,
+                    data={"error": error},
+                )
+            )
+        elif was_known:
+            events.append(
+                Event(
+                    EventKind.SOURCE_RECOVERED,
+                    f"source:{source}:up:{now.isoformat()}",
+                    now,
+                    source=source,
+                    data={},
+                )
+            )
+        deliveries = {e.key: workspace.router.route(e) for e in events}
+        self._store.set_source_health(
+            source, up=up, now=now, error=error, events=events, deliveries=deliveries
+        )
+
+    # ------------------------------------------------------------ many KPIs
+
+    def evaluate_all(self, kpi_ids: Iterable[str] | None = None) -> CycleStats:
+        """Evaluate KPIs once, formulas after their inputs, fetches in a bounded pool."""
+        workspace = self._workspace
+        wanted = set(kpi_ids) if kpi_ids is not None else set(workspace.rules.by_id)
+        stats = CycleStats()
+        with ThreadPoolExecutor(self._max_workers, thread_name_prefix="kpiwatch-eval") as pool:
+            for level in _levels(workspace, wanted):
+                for kpi_id, outcome in zip(
+                    level, pool.map(self._safe_evaluate, level), strict=True
+                ):
+                    if outcome is None:
+                        stats.failed += 1
+                        log.error("evaluation failed", kpi=kpi_id)
+                        continue
+                    stats.evaluated += 1
+                    stats.by_status[outcome.status.value] += 1
+        return stats
+
+    def _safe_evaluate(self, kpi_id: str) -> Evaluation | None:
+        try:
+            return self.evaluate_kpi(kpi_id, follow=False)
+        except StoreError as exc:
+            log.error("could not save evaluation", kpi=kpi_id, error=str(exc))
+            return None
+
+    # ------------------------------------------------------------ reviews
+
+    def tick_reviews(self) -> int:
+        """Emit review_due for every KPI whose review has come; returns how many."""
+        workspace = self._workspace
+        now = self._clock.now()
+        due = 0
+        for kpi_id, state in self._store.states().items():
+            kpi = workspace.rules.by_id.get(kpi_id)
+            if kpi is None or state.next_review is None or state.next_review > now:
+                continue
+            with self._lock_for(kpi_id):
+                current = self._store.get_state(kpi_id)
+                if current is None or current.next_review is None or current.next_review > now:
+                    continue
+                new_state, events = review_tick(kpi, current, now, self._tz, self._review_time)
+                deliveries = {e.key: workspace.router.route(e) for e in events}
+                self._store.save_state(new_state, events, deliveries)
+                due += len(events)
+        return due
+
+    def _lock_for(self, kpi_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks[kpi_id]
+
+
+def _levels(workspace: Workspace, wanted: set[str]) -> list[list[str]]:
+    """KPIs grouped so each group only reads KPIs of earlier groups (formula depth)."""
+    inputs = workspace.rules.formula_inputs
+    depth: dict[str, int] = {}
+    for kpi_id in workspace.rules.evaluation_order:  # inputs come first
+        depth[kpi_id] = 1 + max((depth.get(i, 0) for i in inputs.get(kpi_id, ())), default=-1)
+    levels: dict[int, list[str]] = defaultdict(list)
+    for kpi_id in workspace.rules.evaluation_order:
+        if kpi_id in wanted:
+            levels[depth[kpi_id]].append(kpi_id)
+    return [levels[d] for d in sorted(levels)]
+
+
+def _loggable(event: Event) -> dict[str, object]:
+    keep = ("from", "to", "value", "review", "cadence")
+    return {k: event.data[k] for k in keep if k in event.data}

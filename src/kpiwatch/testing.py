@@ -1,0 +1,81 @@
+"""Fakes for users' tests and ours: a clock you set, a source you fill, a recording channel.
+
+Prefer these to ``mock.Mock``: tests then assert on outcomes (what was
+delivered, what was stored), not on calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from kpiwatch.config.rules import Kpi
+from kpiwatch.errors import DeliveryError, SourceError
+from kpiwatch.model import Observation, OutboxMessage
+from kpiwatch.sources.base import FetchResult
+
+
+class FixedClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, delta: timedelta) -> datetime:
+        self._now += delta
+        return self._now
+
+    def set(self, moment: datetime) -> None:
+        self._now = moment
+
+
+class FakeSource:
+    """A source whose next answer a test sets: a value, a series, or an error."""
+
+    def __init__(self, name: str = "fake") -> None:
+        self.name = name
+        self._values: dict[str, float | list[tuple[datetime, float]] | SourceError] = {}
+        self.fetches: list[str] = []
+
+    def set(self, kpi_id: str, value: float | list[tuple[datetime, float]] | SourceError) -> None:
+        self._values[kpi_id] = value
+
+    def fetch(self, kpi: Kpi, now: datetime) -> FetchResult:
+        self.fetches.append(kpi.id)
+        value = self._values.get(
+            kpi.id, SourceError("no value set in FakeSource", source=self.name)
+        )
+        if isinstance(value, SourceError):
+            raise value
+        if isinstance(value, list):
+            points = tuple(Observation(kpi.id, at, v) for at, v in sorted(value))
+        else:
+            points = (Observation(kpi.id, now, float(value)),)
+        return FetchResult(points, 0.0)
+
+    def close(self) -> None:
+        pass
+
+
+class RecordingChannel:
+    """A channel that keeps what it was given; ``fail`` makes the next sends raise."""
+
+    def __init__(self, name: str = "log") -> None:
+        self.name = name
+        self.sent: list[OutboxMessage] = []
+        self._fail: Callable[[OutboxMessage], DeliveryError | None] | None = None
+        self._lock = threading.Lock()
+
+    def fail_with(self, decide: Callable[[OutboxMessage], DeliveryError | None] | None) -> None:
+        self._fail = decide
+
+    def send(self, message: OutboxMessage) -> None:
+        error = self._fail(message) if self._fail else None
+        if error is not None:
+            raise error
+        with self._lock:
+            self.sent.append(message)

@@ -1,0 +1,231 @@
+"""The evaluation cycle in-process: fake source, real evaluation core, real SQLite store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from kpiwatch.config.loader import load_rule_text
+from kpiwatch.errors import SourceError
+from kpiwatch.model import DeliveryState, EventKind, Status
+from kpiwatch.notify.routing import Router
+from kpiwatch.runtime.runner import Runner
+from kpiwatch.runtime.workspace import Workspace
+from kpiwatch.sources.formula import FormulaSource
+from kpiwatch.sources.push import PushSource
+from kpiwatch.store.repository import Store
+from kpiwatch.testing import FakeSource, FixedClock
+
+RULES = """
+sources:
+  wh: {type: sql, url: "sqlite://", owner: data@example.com}
+kpis:
+  - id: errors
+    name: Error rate
+    owner: dana@example.com
+    unit: "%"
+    direction: lower_is_better
+    source: wh
+    query: SELECT 1
+    review: monthly
+    thresholds: {yellow: 10, red: 20}
+    escalation: {stable_for: 2}
+  - id: spend
+    name: Spend
+    owner: ava@example.com
+    direction: lower_is_better
+    source: wh
+    query: SELECT 1
+    thresholds: {red: 1000}
+  - id: customers
+    name: Customers
+    owner: ava@example.com
+    direction: higher_is_better
+    source: wh
+    query: SELECT 1
+    thresholds: {red: 1}
+  - id: cac
+    name: CAC
+    owner: ava@example.com
+    direction: lower_is_better
+    source: formula
+    query: spend / customers
+    thresholds: {red: 200}
+"""
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store.open(f"sqlite:///{tmp_path}/state.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def source() -> FakeSource:
+    return FakeSource("wh")
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(START)
+
+
+@pytest.fixture
+def runner(store: Store, source: FakeSource, clock: FixedClock) -> Runner:
+    loaded = load_rule_text(RULES, "rules.yaml")
+    workspace = Workspace(
+        loaded,
+        {"wh": source, "formula": FormulaSource(store.latest), "push": PushSource(store.latest)},
+        Router(loaded.rules),
+    )
+    return Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=time(9, 0))
+
+
+def test_green_first_evaluation_is_stored_without_notification(
+    runner: Runner, source: FakeSource, store: Store
+) -> None:
+    source.set("errors", 5.0)
+    evaluation = runner.evaluate_kpi("errors")
+    assert evaluation is not None
+    assert evaluation.status is Status.GREEN
+    assert store.get_state("errors").status is Status.GREEN  # type: ignore[union-attr]
+    assert store.events(kpi_id="errors") == []
+    assert store.messages() == []
+
+
+def test_going_red_notifies_escalates_and_writes_the_outbox_in_one_go(
+    runner: Runner, source: FakeSource, store: Store, clock: FixedClock
+) -> None:
+    source.set("errors", 5.0)
+    runner.evaluate_kpi("errors")
+    clock.advance(timedelta(hours=1))
+    source.set("errors", 25.0)
+    evaluation = runner.evaluate_kpi("errors")
+    assert evaluation is not None
+    assert evaluation.status is Status.RED
+    assert "value 25 % > red 20 %" in evaluation.reasons
+    kinds = [e.kind for e in store.events(kpi_id="errors")]
+    assert kinds == [EventKind.STATUS_CHANGED, EventKind.ESCALATED]
+    state = store.get_state("errors")
+    assert state is not None
+    assert state.escalated
+    assert state.review.value == "weekly"
+    changes = store.status_changes("errors")
+    assert [(c.from_status, c.to_status) for c in changes] == [
+        (None, Status.GREEN),
+        (Status.GREEN, Status.RED),
+    ]
+    outbox = store.messages(states=[DeliveryState.PENDING])
+    assert {m.event.kind for m in outbox} == {EventKind.STATUS_CHANGED, EventKind.ESCALATED}
+    assert all(m.channel == "log" for m in outbox)
+
+
+def test_de_escalates_after_stable_green_count(
+    runner: Runner, source: FakeSource, store: Store, clock: FixedClock
+) -> None:
+    for value in (25.0, 5.0, 5.0):
+        source.set("errors", value)
+        runner.evaluate_kpi("errors")
+        clock.advance(timedelta(hours=1))
+    kinds = [e.kind for e in store.events(kpi_id="errors")]
+    assert kinds[-1] is EventKind.DE_ESCALATED
+    state = store.get_state("errors")
+    assert state is not None
+    assert not state.escalated
+    assert state.review.value == "monthly"
+
+
+def test_a_failing_source_is_unknown_with_the_error_and_one_source_down_per_outage(
+    runner: Runner, source: FakeSource, store: Store, clock: FixedClock
+) -> None:
+    source.set("errors", 5.0)
+    runner.evaluate_kpi("errors")
+    for _ in range(3):
+        clock.advance(timedelta(minutes=5))
+        source.set("errors", SourceError("connection refused", source="wh"))
+        evaluation = runner.evaluate_kpi("errors")
+        assert evaluation is not None
+        assert evaluation.status is Status.UNKNOWN
+        assert any("connection refused" in r for r in evaluation.reasons)
+    clock.advance(timedelta(minutes=5))
+    source.set("errors", 5.0)
+    runner.evaluate_kpi("errors")
+    source_events = [e.kind for e in store.events() if e.source == "wh"]
+    assert source_events == [EventKind.SOURCE_DOWN, EventKind.SOURCE_RECOVERED]
+    up, _, _ = store.source_health()["wh"]
+    assert up
+
+
+def test_formula_is_evaluated_after_its_inputs(
+    runner: Runner, source: FakeSource, store: Store
+) -> None:
+    source.set("spend", 1000.0)
+    source.set("customers", 4.0)
+    runner.evaluate_kpi("spend")
+    runner.evaluate_kpi("customers")  # follow=True re-evaluates cac with both inputs present
+    cac = store.latest("cac")
+    assert cac is not None
+    assert cac.value == 250.0
+    assert store.get_state("cac").status is Status.RED  # type: ignore[union-attr]
+
+
+def test_one_failing_kpi_never_stops_the_others(
+    runner: Runner, source: FakeSource, store: Store
+) -> None:
+    class Exploding(Exception):
+        pass
+
+    original = source.fetch
+
+    def fetch(kpi, now):  # type: ignore[no-untyped-def]
+        if kpi.id == "spend":
+            raise Exploding("a bug in a source")
+        return original(kpi, now)
+
+    source.fetch = fetch  # type: ignore[method-assign]
+    source.set("errors", 5.0)
+    source.set("customers", 3.0)
+    stats = runner.evaluate_all()
+    assert stats.evaluated == 4
+    assert store.get_state("errors").status is Status.GREEN  # type: ignore[union-attr]
+    spend = store.get_state("spend")
+    assert spend is not None
+    assert spend.status is Status.UNKNOWN
+    assert "a bug in a source" in (spend.error or "")
+    assert store.get_state("cac").status is Status.UNKNOWN  # type: ignore[union-attr]
+
+
+def test_a_series_fills_history_once(
+    runner: Runner, source: FakeSource, store: Store, clock: FixedClock
+) -> None:
+    series = [(START - timedelta(days=d), 5.0 + d) for d in range(10)]
+    source.set("errors", series)
+    runner.evaluate_kpi("errors")
+    clock.advance(timedelta(hours=1))
+    runner.evaluate_kpi("errors")
+    history = store.history("errors")
+    assert len(history) == 10
+    assert history[-1].value == 5.0
+
+
+def test_review_due_once_per_review_moment(
+    runner: Runner, source: FakeSource, store: Store, clock: FixedClock
+) -> None:
+    source.set("errors", 5.0)
+    runner.evaluate_kpi("errors")
+    state = store.get_state("errors")
+    assert state is not None
+    assert state.next_review == datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+    assert runner.tick_reviews() == 0
+    clock.set(datetime(2026, 4, 1, 9, 30, tzinfo=UTC))
+    assert runner.tick_reviews() == 1
+    assert runner.tick_reviews() == 0
+    reviews = store.events(kinds=[EventKind.REVIEW_DUE])
+    assert len(reviews) == 1
+    assert store.get_state("errors").next_review == datetime(2026, 5, 1, 9, 0, tzinfo=UTC)  # type: ignore[union-attr]

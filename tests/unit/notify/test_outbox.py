@@ -1,0 +1,122 @@
+"""The outbox on a real SQLite store: sends once, backs off, goes dead, honours Retry-After."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from kpiwatch.errors import DeliveryError
+from kpiwatch.model import (
+    Delivery,
+    DeliveryState,
+    Evaluation,
+    Event,
+    EventKind,
+    KpiState,
+    ReviewCadence,
+    Status,
+)
+from kpiwatch.notify.outbox import Outbox, RetryPolicy
+from kpiwatch.store.repository import Store
+from kpiwatch.testing import FixedClock, RecordingChannel
+
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    opened = Store.open(f"sqlite:///{tmp_path}/outbox.db")
+    yield opened  # type: ignore[misc]
+    opened.close()
+
+
+def _queue(store: Store, key: str = "e1", channel: str = "log") -> None:
+    event = Event(EventKind.STATUS_CHANGED, key, START, kpi_id="k", data={"to": "red"})
+    state = KpiState("k", Status.RED, START, ReviewCadence.WEEKLY, last_evaluated=START)
+    evaluation = Evaluation("k", START, 6.0, START, Status.RED, (), state, (event,))
+    store.save_evaluation(evaluation, {key: [Delivery(channel, "#x")]})
+
+
+def test_a_due_message_is_sent_once(store: Store) -> None:
+    clock, channel = FixedClock(START), RecordingChannel()
+    _queue(store)
+    outbox = Outbox(store, {"log": channel}, clock)
+    assert outbox.deliver_due() == 1
+    assert outbox.deliver_due() == 0
+    assert [m.event.key for m in channel.sent] == ["e1"]
+    assert store.messages(states=[DeliveryState.SENT])[0].sent_at == START
+
+
+def test_retryable_failure_backs_off_then_succeeds(store: Store) -> None:
+    clock, channel = FixedClock(START), RecordingChannel()
+    channel.fail_with(lambda m: DeliveryError("500", channel="log", retryable=True))
+    _queue(store)
+    outbox = Outbox(
+        store,
+        {"log": channel},
+        clock,
+        RetryPolicy(first_delay=timedelta(seconds=10)),
+        random.Random(1),
+    )
+    assert outbox.deliver_due() == 0
+    message = store.messages()[0]
+    assert message.attempts == 1
+    assert message.state is DeliveryState.PENDING
+    assert START + timedelta(seconds=5) <= message.next_attempt_at <= START + timedelta(seconds=20)
+    assert outbox.deliver_due() == 0  # not due yet: nothing sent, no extra attempt
+    assert store.messages()[0].attempts == 1
+    channel.fail_with(None)
+    clock.set(message.next_attempt_at)
+    assert outbox.deliver_due() == 1
+    assert len(channel.sent) == 1
+
+
+def test_retry_after_is_a_floor_for_the_next_attempt(store: Store) -> None:
+    clock, channel = FixedClock(START), RecordingChannel()
+    channel.fail_with(
+        lambda m: DeliveryError("429", channel="log", retryable=True, retry_after=120)
+    )
+    _queue(store)
+    Outbox(store, {"log": channel}, clock).deliver_due()
+    assert store.messages()[0].next_attempt_at >= START + timedelta(seconds=120)
+
+
+def test_permanent_failure_is_dead_at_once_and_never_silently_dropped(store: Store) -> None:
+    clock, channel = FixedClock(START), RecordingChannel()
+    channel.fail_with(lambda m: DeliveryError("channel_not_found", channel="log", retryable=False))
+    _queue(store)
+    Outbox(store, {"log": channel}, clock).deliver_due()
+    [dead] = store.messages(states=[DeliveryState.DEAD])
+    assert dead.last_error is not None
+    assert "channel_not_found" in dead.last_error
+
+
+def test_budget_spent_makes_a_message_dead(store: Store) -> None:
+    clock, channel = FixedClock(START), RecordingChannel()
+    channel.fail_with(lambda m: DeliveryError("timeout", channel="log", retryable=True))
+    _queue(store)
+    outbox = Outbox(
+        store,
+        {"log": channel},
+        clock,
+        RetryPolicy(first_delay=timedelta(minutes=10), budget=timedelta(minutes=30)),
+    )
+    for _ in range(10):
+        pending = store.messages(states=[DeliveryState.PENDING])
+        if not pending:
+            break
+        clock.set(max(clock.now(), pending[0].next_attempt_at))
+        outbox.deliver_due()
+    [dead] = store.messages(states=[DeliveryState.DEAD])
+    assert 2 <= dead.attempts <= 5
+    assert channel.sent == []
+
+
+def test_a_message_for_an_unconfigured_channel_is_dead_with_a_reason(store: Store) -> None:
+    _queue(store, channel="slack")
+    Outbox(store, {"log": RecordingChannel()}, FixedClock(START)).deliver_due()
+    [dead] = store.messages(states=[DeliveryState.DEAD])
+    assert dead.last_error == "channel 'slack' is not configured"
