@@ -1,0 +1,97 @@
+"""What `kpiwatch status` (and later the status page) shows for each KPI."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kpiwatch.config.rules import RuleSet
+from kpiwatch.model import KpiState, Status
+
+
+@dataclass(frozen=True, slots=True)
+class KpiOverview:
+    id: str
+    name: str
+    team: str | None
+    owner: str
+    unit: str
+    direction: str
+    value: float | None
+    observed_at: datetime | None
+    status: Status
+    since: datetime | None
+    reasons: tuple[str, ...]
+    target: float | None
+    thresholds: dict[str, float]
+    review: str
+    escalated: bool
+    next_review: datetime | None
+    last_evaluated: datetime | None
+    error: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        """The stable ``status --json`` object (documented in the README)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "team": self.team,
+            "owner": self.owner,
+            "value": self.value,
+            "unit": self.unit,
+            "direction": self.direction,
+            "status": self.status.value,
+            "since": _iso(self.since),
+            "reasons": list(self.reasons),
+            "target": self.target,
+            "thresholds": self.thresholds,
+            "review": self.review,
+            "escalated": self.escalated,
+            "next_review": _iso(self.next_review),
+            "last_evaluated": _iso(self.last_evaluated),
+            "observed_at": _iso(self.observed_at),
+            "error": self.error,
+        }
+
+
+def overview(rules: RuleSet, states: Mapping[str, KpiState]) -> list[KpiOverview]:
+    """One row per KPI of the rules, in rule order; never-evaluated KPIs show unknown."""
+    rows = []
+    for kpi in rules.kpis:
+        state = states.get(kpi.id)
+        thresholds = {}
+        if kpi.thresholds is not None:
+            thresholds = {
+                k: v
+                for k, v in (("yellow", kpi.thresholds.yellow), ("red", kpi.thresholds.red))
+                if v is not None
+            }
+        rows.append(
+            KpiOverview(
+                id=kpi.id,
+                name=kpi.name,
+                team=kpi.team,
+                owner=kpi.owner,
+                unit=kpi.unit,
+                direction=kpi.direction.value,
+                value=state.value if state else None,
+                observed_at=state.observed_at if state else None,
+                status=state.status if state else Status.UNKNOWN,
+                since=state.since if state else None,
+                reasons=state.reasons if state else ("not evaluated yet",),
+                target=kpi.target.value if kpi.target else None,
+                thresholds=thresholds,
+                review=(state.review if state else kpi.review).value,
+                escalated=state.escalated if state else False,
+                next_review=state.next_review if state else None,
+                last_evaluated=state.last_evaluated if state else None,
+                error=state.error if state else None,
+            )
+        )
+    return rows
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
