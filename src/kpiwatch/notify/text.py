@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from kpiwatch.config.rules import Kpi
+from kpiwatch.evaluation.format import fmt_value
 from kpiwatch.model import Event, EventKind
 
 _EMOJI = {"green": "✅", "yellow": "⚠️", "red": "🔴", "unknown": "❔"}
 
 
 def format_value(value: Any, unit: str) -> str:
+    """A value with its unit, worded as in the reasons (``1,263,295 $``, ``6.21 %``)."""
     if value is None:
         return "no value"
-    number = f"{float(value):,.6g}" if abs(float(value)) < 1e15 else f"{float(value):.3e}"
-    return f"{number} {unit}".strip()
+    return fmt_value(float(value), unit)
 
 
 def headline(event: Event, kpi: Kpi | None) -> str:

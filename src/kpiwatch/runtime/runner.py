@@ -110,7 +110,7 @@ class Runner:
         if kpi.source not in BUILTIN_SOURCES:
             self._record_source_health(workspace, kpi.source, error, now)
         for event in evaluation.events:
-            log.info("event", kind=event.kind.value, kpi=kpi.id, **_loggable(event))
+            log.debug("event", kind=event.kind.value, kpi=kpi.id, **_loggable(event))
         if self.on_evaluated is not None:
             self.on_evaluated(evaluation)
         return evaluation
