@@ -229,3 +229,17 @@ def test_review_due_once_per_review_moment(
     reviews = store.events(kinds=[EventKind.REVIEW_DUE])
     assert len(reviews) == 1
     assert store.get_state("errors").next_review == datetime(2026, 5, 1, 9, 0, tzinfo=UTC)  # type: ignore[union-attr]
+
+
+def test_a_formula_is_not_followed_into_until_all_its_inputs_have_values(
+    runner: Runner, source: FakeSource, store: Store
+) -> None:
+    source.set("spend", 1000.0)
+    runner.evaluate_kpi("spend")
+    assert store.get_state("cac") is None  # customers has no value yet: no "unknown" flap
+    source.set("customers", 5.0)
+    runner.evaluate_kpi("customers")
+    cac = store.get_state("cac")
+    assert cac is not None
+    assert cac.status is Status.GREEN
+    assert store.events(kpi_id="cac") == []

@@ -92,8 +92,15 @@ class Runner:
             evaluation = self._evaluate_locked(workspace, kpi, persist)
         if follow and persist:
             for dependent in workspace.rules.dependents.get(kpi_id, ()):
-                self.evaluate_kpi(dependent, persist=persist, follow=True)
+                if self._inputs_ready(workspace, dependent):
+                    self.evaluate_kpi(dependent, persist=persist, follow=True)
         return evaluation
+
+    def _inputs_ready(self, workspace: Workspace, formula: str) -> bool:
+        """Whether every input of a formula has a value: following into it earlier
+        would only flap it through unknown while its other inputs are first read."""
+        inputs = workspace.rules.formula_inputs.get(formula, frozenset())
+        return all(self._store.latest(name) is not None for name in inputs)
 
     def _evaluate_locked(self, workspace: Workspace, kpi: Kpi, persist: bool) -> Evaluation:
         now = self._clock.now()

@@ -70,12 +70,19 @@ class Scheduler:
         for job in self._scheduler.get_jobs():
             if job.id.startswith(KPI_JOB_PREFIX) and job.id not in wanted:
                 job.remove()
+        starts = {k.id: first_run(k, states.get(k.id), now, self._tz) for k in rules.kpis}
+        for formula, inputs in rules.formula_inputs.items():
+            # its inputs run now and re-run it after them; running it too would
+            # judge it before its inputs have values
+            if any(starts.get(name) == now for name in inputs):
+                trigger = kpi_trigger(rules.by_id[formula], self._tz)
+                starts[formula] = trigger.get_next_fire_time(None, now) or now
         for job_id, kpi in wanted.items():
             trigger = kpi_trigger(kpi, self._tz)
             existing = self._scheduler.get_job(job_id)
             if existing is not None and str(existing.trigger) == str(trigger):
                 continue
-            start = first_run(kpi, states.get(kpi.id), now, self._tz)
+            start = starts[kpi.id]
             self._scheduler.add_job(
                 run,
                 trigger,

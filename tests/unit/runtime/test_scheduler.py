@@ -59,3 +59,29 @@ def test_default_schedule_is_hourly_and_cron_follows_the_timezone() -> None:
     fire = berlin.get_next_fire_time(None, NOW)
     assert fire is not None
     assert fire.astimezone(UTC).hour == 7  # 08:00 CET
+
+
+def test_a_formula_whose_inputs_run_now_waits_for_them() -> None:
+    from kpiwatch.config.loader import load_rule_text
+    from kpiwatch.runtime.scheduler import Scheduler
+
+    rules = load_rule_text(
+        """
+sources: {wh: {type: sql, url: "sqlite://"}}
+kpis:
+  - {id: a, name: A, owner: o@example.com, direction: lower_is_better, source: wh,
+     query: SELECT 1, every: 1h}
+  - {id: ratio, name: R, owner: o@example.com, direction: lower_is_better,
+     source: formula, query: a * 2, every: 1h}
+"""
+    ).rules
+    now = datetime.now(UTC)  # the real scheduler runs on the wall clock
+    scheduler = Scheduler(max_workers=1, misfire_grace=60, tz=UTC_ZONE)
+    scheduler.sync_kpis(rules, {}, now, lambda kpi_id: None)
+    scheduler.start()
+    try:
+        ratio = scheduler.next_run("ratio")
+        assert ratio is not None
+        assert ratio >= now + timedelta(minutes=59)
+    finally:
+        scheduler.shutdown(wait=False)
