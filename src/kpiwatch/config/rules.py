@@ -84,6 +84,8 @@ class _Model(BaseModel):
 class _SourceBase(_Model):
     owner: str | None = None  # who hears about this source's failures (else on-call)
     timeout: Duration = timedelta(seconds=30)
+    # fetches from this source at once; the global pool (KPIWATCH_MAX_WORKERS) bounds all
+    max_concurrency: int = Field(default=4, ge=1, le=64)
 
 
 class SqlSource(_SourceBase):
@@ -114,12 +116,14 @@ class HttpSource(_SourceBase):
     auth: HttpAuth | None = None
     verify: bool | str = True  # False, or a CA bundle path
     max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    retries: int = Field(default=3, ge=0, le=10)  # on connection errors and 5xx, with backoff
 
 
 class PrometheusSource(_SourceBase):
     type: Literal["prometheus"]
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
+    step: Duration | None = None  # range queries (KPI `range:`); default: range / 500, >= 1m
 
 
 class CsvSource(_SourceBase):
@@ -127,6 +131,8 @@ class CsvSource(_SourceBase):
     path: str | None = None
     url: str | None = None
     timestamp_column: str | None = None
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
 
     @model_validator(mode="after")
     def _path_or_url(self) -> CsvSource:
