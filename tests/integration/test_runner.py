@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from time import monotonic
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,7 +16,7 @@ from kpiwatch.errors import SourceError
 from kpiwatch.model import DeliveryState, EventKind, Status
 from kpiwatch.notify.routing import Router
 from kpiwatch.runtime.runner import Runner
-from kpiwatch.runtime.workspace import Workspace
+from kpiwatch.runtime.workspace import Workspace, fetch_pools
 from kpiwatch.sources.formula import FormulaSource
 from kpiwatch.sources.push import PushSource
 from kpiwatch.store.repository import Store
@@ -243,3 +245,60 @@ def test_a_formula_is_not_followed_into_until_all_its_inputs_have_values(
     assert cac is not None
     assert cac.status is Status.GREEN
     assert store.events(kpi_id="cac") == []
+
+
+class HangingSource(FakeSource):
+    """A source stuck in a call that never returns (until the test lets it go)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.release = threading.Event()
+
+    def fetch(self, kpi, now):  # type: ignore[no-untyped-def]
+        self.release.wait(30)
+        return super().fetch(kpi, now)
+
+
+def test_a_hung_source_frees_its_worker_and_does_not_delay_other_sources(
+    store: Store, clock: FixedClock
+) -> None:
+    rules = load_rule_text(
+        """
+sources:
+  stuck: {type: sql, url: "sqlite://", timeout: 1s, max_concurrency: 1}
+  quick: {type: sql, url: "sqlite://", timeout: 1s}
+kpis:
+  - {id: slow, name: Slow, owner: o@example.com, direction: lower_is_better, source: stuck,
+     query: SELECT 1}
+  - {id: fast, name: Fast, owner: o@example.com, direction: lower_is_better, source: quick,
+     query: SELECT 1}
+""",
+        "rules.yaml",
+    )
+    stuck, quick = HangingSource("stuck"), FakeSource("quick")
+    quick.set("fast", 1.0)
+    workspace = Workspace(
+        rules, {"stuck": stuck, "quick": quick}, Router(rules.rules), fetch_pools(rules.rules)
+    )
+    runner = Runner(
+        store, clock, workspace, tz=ZoneInfo("UTC"), review_time=time(9, 0), fetch_grace=0.5
+    )
+    try:
+        started = monotonic()
+        stats = runner.evaluate_all()
+        assert monotonic() - started < 4
+        assert stats.evaluated == 2
+        assert store.get_state("fast").status is Status.GREEN  # type: ignore[union-attr]
+        slow = store.get_state("slow")
+        assert slow is not None
+        assert slow.status is Status.UNKNOWN
+        assert "no answer within 1.5s" in (slow.error or "")
+        # its only thread is still stuck: the next fetch queues, and is abandoned in time too
+        started = monotonic()
+        again = runner.evaluate_kpi("slow")
+        assert again is not None
+        assert again.status is Status.UNKNOWN
+        assert monotonic() - started < 3
+    finally:
+        stuck.release.set()
+        workspace.close()

@@ -12,6 +12,7 @@ import time as _time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -20,10 +21,11 @@ import structlog
 
 from kpiwatch.clock import Clock
 from kpiwatch.config.rules import BUILTIN_SOURCES, Kpi
-from kpiwatch.errors import SourceError, StoreError
+from kpiwatch.errors import SourceError, SourceTimeout, StoreError
 from kpiwatch.evaluation import evaluate, review_tick
 from kpiwatch.model import Evaluation, Event, EventKind, Observation
 from kpiwatch.runtime.workspace import Workspace
+from kpiwatch.sources.base import FetchResult, Source
 from kpiwatch.store.repository import Store
 
 log = structlog.get_logger("kpiwatch.runner")
@@ -51,6 +53,7 @@ class Runner:
         tz: ZoneInfo,
         review_time: time,
         max_workers: int = 8,
+        fetch_grace: float = 2.0,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -58,6 +61,7 @@ class Runner:
         self._tz = tz
         self._review_time = review_time
         self._max_workers = max_workers
+        self._fetch_grace = fetch_grace
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
         self._source_up: dict[str, bool] = {
@@ -130,7 +134,7 @@ class Runner:
             return (), f"source {kpi.source!r} is not configured"
         started = _time.perf_counter()
         try:
-            result = source.fetch(kpi, now)
+            result = self._call_source(workspace, kpi, source, now)
         except SourceError as exc:
             log.warning(
                 "fetch failed",
@@ -144,6 +148,32 @@ class Runner:
             log.exception("fetch crashed", kpi=kpi.id, source=kpi.source)
             return (), f"source {kpi.source!r} failed unexpectedly: {exc!r}"
         return result.observations, None
+
+    def _call_source(
+        self, workspace: Workspace, kpi: Kpi, source: Source, now: datetime
+    ) -> FetchResult:
+        """Fetch in the source's own pool, waiting at most its timeout plus a grace.
+
+        The source enforces its timeout itself; this is the backstop for one that
+        hangs anyway (a driver stuck in a syscall): the evaluation worker is freed
+        and the KPI shows unknown, while the stuck thread stays in that source's pool.
+        """
+        pool = workspace.fetch_pools.get(kpi.source)
+        config = workspace.rules.sources.get(kpi.source)
+        if pool is None or config is None:  # formula, push: in-process and quick
+            return source.fetch(kpi, now)
+        limit = config.timeout.total_seconds() + self._fetch_grace
+        future = pool.submit(source.fetch, kpi, now)
+        try:
+            return future.result(timeout=limit)
+        except FutureTimeout:
+            future.cancel()
+            raise SourceTimeout(
+                f"no answer within {limit:g}s (timeout {config.timeout.total_seconds():g}s); "
+                "the fetch is abandoned",
+                source=kpi.source,
+                kpi=kpi.id,
+            ) from None
 
     def _history(
         self, kpi_id: str, fetched: Sequence[Observation], now: datetime

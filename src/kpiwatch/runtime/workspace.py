@@ -7,7 +7,8 @@ never sees half old, half new rules.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -27,12 +28,16 @@ class Workspace:
     loaded: LoadedRules
     sources: Mapping[str, Source]
     router: Router
+    # one bounded pool per declared source: a slow or hung source only ties up its own threads
+    fetch_pools: Mapping[str, ThreadPoolExecutor] = field(default_factory=dict)
 
     @property
     def rules(self) -> RuleSet:
         return self.loaded.rules
 
     def close(self) -> None:
+        for pool in self.fetch_pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)  # a hung fetch must not block reload
         for source in self.sources.values():
             try:
                 source.close()
@@ -51,4 +56,13 @@ def build_workspace(
         loaded=loaded,
         sources=build_sources(loaded.rules, latest),
         router=Router(loaded.rules, channels=channels, oncall_emails=settings.oncall_emails),
+        fetch_pools=fetch_pools(loaded.rules),
     )
+
+
+def fetch_pools(rules: RuleSet) -> dict[str, ThreadPoolExecutor]:
+    """A pool of ``max_concurrency`` threads for each declared source."""
+    return {
+        name: ThreadPoolExecutor(config.max_concurrency, thread_name_prefix=f"fetch-{name}")
+        for name, config in rules.sources.items()
+    }
