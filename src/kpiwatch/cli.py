@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -21,7 +22,7 @@ from kpiwatch import __version__
 from kpiwatch.config.loader import load_rules
 from kpiwatch.config.rules import RuleSet
 from kpiwatch.config.settings import Settings
-from kpiwatch.errors import ConfigError, RuleLoadError, StoreError
+from kpiwatch.errors import ConfigError, RuleLoadError, SourceError, StoreError
 from kpiwatch.logs import configure_logging
 
 P = ParamSpec("P")
@@ -161,8 +162,8 @@ def check(ctx: click.Context, strict: bool) -> None:
 @friendly_errors
 def eval_(ctx: click.Context, kpi_id: str, as_json: bool) -> None:
     """Fetch and evaluate one KPI now; changes nothing."""
-    from kpiwatch.preview import evaluate_without_saving
     from kpiwatch.render_text import evaluation_json, evaluation_text
+    from kpiwatch.runtime.standalone import evaluate_without_saving
 
     settings = load_settings(ctx)
     loaded = load_rules(settings.rules_dir)
@@ -224,6 +225,88 @@ def history(ctx: click.Context, kpi_id: str, as_json: bool, limit: int) -> None:
         _print_json(history_json(kpi, observations, changes, events))
     else:
         click.echo(history_text(kpi, observations, changes, events))
+
+
+def _parse_time(text: str, settings: Settings) -> datetime:
+    """ISO 8601 date or date-time; without an offset it is in KPIWATCH_TIMEZONE."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        _fail(f"invalid time {text!r}: use ISO 8601, e.g. 2026-11-23 or 2026-11-23T08:00:00+01:00")
+        raise  # unreachable: _fail exits
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=settings.tz)
+    return moment.astimezone(UTC)
+
+
+@main.command()
+@click.argument("kpi_id")
+@click.argument("value", type=float)
+@click.option("--at", "at_text", help="When the value was true (ISO 8601); default now.")
+@click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
+@click.pass_context
+@friendly_errors
+def push(ctx: click.Context, kpi_id: str, value: float, at_text: str | None, as_json: bool) -> None:
+    """Record a value of a push KPI and evaluate it at once."""
+    from kpiwatch.pushes import record_push
+    from kpiwatch.render_text import evaluation_json, evaluation_text
+    from kpiwatch.runtime.standalone import standalone_runner
+
+    settings = load_settings(ctx)
+    loaded = load_rules(settings.rules_dir)
+    _kpi_or_exit(loaded.rules, kpi_id)
+    kpi = loaded.rules.by_id[kpi_id]
+    now = datetime.now(UTC)
+    at = _parse_time(at_text, settings) if at_text else now
+    with standalone_runner(settings, loaded) as (store, runner):
+        previous = store.get_state(kpi_id)
+        evaluation = record_push(runner, store, kpi, value, at, now)
+    if as_json:
+        _print_json(evaluation_json(kpi, evaluation, previous))
+    else:
+        click.echo(f"recorded {value:g} for {kpi_id} at {at.isoformat()}")
+        click.echo(evaluation_text(kpi, evaluation, previous, saved=True))
+
+
+@main.command("backfill")
+@click.argument("kpi_id")
+@click.option(
+    "--from",
+    "from_text",
+    help="Earliest time to load (ISO 8601); default: the KPI's range, else 365 days.",
+)
+@click.pass_context
+@friendly_errors
+def backfill_cmd(ctx: click.Context, kpi_id: str, from_text: str | None) -> None:
+    """Load a KPI's history from its source; running it twice stores each point once."""
+    from kpiwatch.backfill import backfill, plan
+    from kpiwatch.runtime.standalone import standalone_runner
+
+    settings = load_settings(ctx)
+    loaded = load_rules(settings.rules_dir)
+    _kpi_or_exit(loaded.rules, kpi_id)
+    kpi = loaded.rules.by_id[kpi_id]
+    if kpi.source in ("formula", "push"):
+        _fail(f"KPI {kpi_id!r} has no source to backfill from (source: {kpi.source})")
+    now = datetime.now(UTC)
+    start = (
+        _parse_time(from_text, settings) if from_text else now - (kpi.range or timedelta(days=365))
+    )
+    with standalone_runner(settings, loaded) as (store, runner):
+        source = runner.workspace.sources[kpi.source]
+        steps = plan(source, start, now)
+        try:
+            with click.progressbar(
+                length=len(steps), label=f"backfilling {kpi_id}", file=sys.stderr
+            ) as bar:
+                result = backfill(source, kpi, store, steps, now, on_step=bar.update)
+        except SourceError as exc:
+            _fail(str(exc), EXIT_FAILURES)
+            raise  # unreachable: _fail exits
+    click.echo(
+        f"{kpi_id}: {result.points} points from {start.date()} on, {result.new} new, "
+        f"{result.points - result.new} already stored"
+    )
 
 
 @main.command()

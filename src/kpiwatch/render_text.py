@@ -45,7 +45,9 @@ def evaluation_json(kpi: Kpi, evaluation: Evaluation, previous: KpiState | None)
     }
 
 
-def evaluation_text(kpi: Kpi, evaluation: Evaluation, previous: KpiState | None) -> str:
+def evaluation_text(
+    kpi: Kpi, evaluation: Evaluation, previous: KpiState | None, *, saved: bool = False
+) -> str:
     lines = [
         f"{kpi.id}  {kpi.name}",
         f"  value     {format_value(evaluation.value, kpi.unit)}"
@@ -70,7 +72,8 @@ def evaluation_text(kpi: Kpi, evaluation: Evaluation, previous: KpiState | None)
     if evaluation.reasons:
         lines.append("  reasons")
         lines.extend(f"    - {reason}" for reason in evaluation.reasons)
-    lines.append("  (nothing was saved or sent)")
+    if not saved:
+        lines.append("  (nothing was saved or sent)")
     return "\n".join(lines)
 
 
