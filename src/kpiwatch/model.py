@@ -1,7 +1,10 @@
-"""The product's nouns as plain, frozen data: no I/O, no framework types.
+"""The product's nouns as plain, immutable data: no I/O, no framework types.
 
 Everything here crosses module boundaries (evaluation -> store -> notify -> web),
-so it stays small and stable.
+so it stays small and stable. The three types the evaluation core builds for
+every KPI on every cycle (Finding, KpiState, Evaluation) are NamedTuples: as
+immutable as frozen dataclasses and about five times cheaper to build, which
+is a third of the core's time at 10,000 KPIs (bench/README.md).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Status(StrEnum):
@@ -90,8 +93,7 @@ class Observation:
     value: float
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):
     """The verdict of one rule, with a reason worded for people."""
 
     rule: str  # threshold | worsening_streak | change | off_track | no_data | stale | source
@@ -99,8 +101,7 @@ class Finding:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class KpiState:
+class KpiState(NamedTuple):
     """What kpiwatch remembers about one KPI between evaluations.
 
     Like a Prometheus alert: an effective status plus the timestamps and
@@ -155,8 +156,7 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)  # JSON-able details
 
 
-@dataclass(frozen=True, slots=True)
-class Evaluation:
+class Evaluation(NamedTuple):
     """The result of applying a KPI's rules at one moment."""
 
     kpi_id: str

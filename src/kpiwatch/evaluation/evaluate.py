@@ -134,7 +134,11 @@ def evaluate(
     kpi_id = kpi.id
     last = history[-1] if history else None
     judged: Observation | None = None
-    problem = _data_problem(kpi, last, now, error)
+    problem = (
+        None  # the usual case, without a call
+        if error is None and (last is None or kpi.max_age is None)
+        else _data_problem(kpi, last, now, error)
+    )
     if problem is None and last is None:
         raw = _UNKNOWN
         findings: list[Finding] = [Finding("no_data", _UNKNOWN, "no data yet")]
@@ -156,7 +160,8 @@ def evaluate(
         else:
             shown = fmt_value(last.value, kpi.unit)
             if kpi.thresholds is not None:
-                findings.append(Finding("threshold", _GREEN, f"value {shown} within thresholds"))
+                reason = f"value {shown} within thresholds"
+                findings.append(Finding("threshold", _GREEN, reason))
             else:
                 findings.append(Finding("value", _GREEN, f"value {shown}, all rules pass"))
 
@@ -172,24 +177,25 @@ def evaluate(
 
     value = None if judged is None else judged.value
     observed_at = None if judged is None else judged.observed_at
-    reasons = tuple(f.reason for f in findings)
+    reasons = tuple([f.reason for f in findings])
+    # positional fast constructors (see kpiwatch.model): same objects as KpiState(...)
     state = KpiState(
-        kpi_id=kpi_id,
-        status=status,
-        since=hyst.since,
-        review=review,
-        pending_status=hyst.pending_status,
-        pending_count=hyst.pending_count,
-        value=value,
-        observed_at=observed_at,
-        reasons=reasons,
-        last_evaluated=now,
-        escalated_since=esc.escalated_since,
-        green_since=esc.green_since,
-        green_count=esc.green_count,
-        last_review=None if previous is None else previous.last_review,
-        next_review=upcoming,
-        error=error,
+        kpi_id,
+        status,
+        hyst.since,
+        review,
+        hyst.pending_status,
+        hyst.pending_count,
+        value,
+        observed_at,
+        reasons,
+        now,  # last_evaluated
+        esc.escalated_since,
+        esc.green_since,
+        esc.green_count,
+        None if previous is None else previous.last_review,
+        upcoming,  # next_review
+        error,
     )
 
     events: list[Event] = []
@@ -247,12 +253,5 @@ def evaluate(
         )
 
     return Evaluation(
-        kpi_id=kpi_id,
-        at=now,
-        value=value,
-        observed_at=observed_at,
-        raw_status=raw,
-        findings=tuple(findings),
-        state=state,
-        events=tuple(events),
+        kpi_id, now, value, observed_at, raw, tuple(findings), state, tuple(events)
     )

@@ -15,7 +15,6 @@ exist on a spring-forward day is shifted forward by the gap (zoneinfo's
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -91,4 +90,4 @@ def review_tick(
 
 
 def _replace_review(state: KpiState, last: datetime | None, upcoming: datetime) -> KpiState:
-    return replace(state, last_review=last, next_review=upcoming)
+    return state._replace(last_review=last, next_review=upcoming)

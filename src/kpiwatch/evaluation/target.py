@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from kpiwatch.evaluation.format import fmt_pair, fmt_value, with_unit
@@ -35,6 +36,7 @@ _WINDOW_DAYS = WINDOW.total_seconds() / 86_400.0
 _MIDNIGHT = time(0, 0)
 
 
+@lru_cache(maxsize=4096)  # pure, keyed by value: a few target dates x timezones
 def day_start(day: date, tz: ZoneInfo) -> float:
     """The POSIX timestamp of the start of ``day`` in ``tz``."""
     return datetime.combine(day, _MIDNIGHT, tzinfo=tz).timestamp()
@@ -51,24 +53,30 @@ def glide_expected(
     return baseline + (target - baseline) * (at - baseline_at) / (by - baseline_at)
 
 
-def projection(history: Sequence[Observation], by: float) -> float | None:
+def projection(
+    history: Sequence[Observation], by: float, last_at: float | None = None
+) -> float | None:
     """The least-squares fit of the recent history, evaluated at timestamp ``by``.
 
     None when the recent history has fewer than :data:`MIN_POINTS` points or
-    they were all observed at the same moment.
+    they were all observed at the same moment. ``last_at`` is the timestamp of
+    the newest point, when the caller has it already.
     """
     n_all = len(history)
     if n_all < MIN_POINTS:
         return None
-    last_at = history[-1].observed_at.timestamp()
+    if last_at is None:
+        last_at = history[-1].observed_at.timestamp()
     # one pass of plain sums; x is in days before the newest point, which keeps the
-    # sums small and well conditioned (the spread of x is of the order of x itself)
-    n = 0
-    sx = sy = sxx = sxy = 0.0
-    for i in range(n_all - 1, max(-1, n_all - 1 - MAX_POINTS), -1):
-        observation = history[i]
+    # sums small and well conditioned (the spread of x is of the order of x itself).
+    # The newest point has x == 0: its terms are folded in without a timestamp.
+    n = 1
+    sx = sxx = sxy = 0.0
+    sy = 0.0 + history[-1].value
+    window = -_WINDOW_DAYS
+    for observation in reversed(history[-MAX_POINTS:-1]):
         x = (observation.observed_at.timestamp() - last_at) / 86_400.0
-        if x < -_WINDOW_DAYS:
+        if x < window:
             break
         y = observation.value
         n += 1
@@ -131,7 +139,7 @@ def off_track(
             )
         findings.append(Finding(RULE, severity, reason))
     if at < by_at:
-        projected = projection(history, by_at)
+        projected = projection(history, by_at, at)
         if projected is not None and _worse(projected, target, lower_is_better):
             shown_projected, shown_target = fmt_pair(projected, target)
             findings.append(

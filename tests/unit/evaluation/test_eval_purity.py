@@ -5,10 +5,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 from _evalkit import NOW, make_kpi, series
 
 import kpiwatch.evaluation
 from kpiwatch.evaluation import evaluate
+from kpiwatch.model import Status
 
 PACKAGE = Path(kpiwatch.evaluation.__file__).parent
 ALLOWED = {
@@ -49,3 +51,11 @@ def test_same_input_same_output() -> None:
     assert len(first.findings) == 5
     second = evaluate(kpi, history, first.state, NOW)
     assert second == evaluate(kpi, history, first.state, NOW)
+
+
+def test_evaluation_results_are_immutable() -> None:
+    result = evaluate(make_kpi(), series([1.0]), None, NOW)
+    with pytest.raises(AttributeError):
+        result.state.status = Status.RED  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        result.findings[0].reason = "changed"  # type: ignore[misc]

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -153,7 +152,7 @@ def test_review_tick_due_exactly_now() -> None:
 
 def test_review_tick_schedules_a_missing_review_without_an_event() -> None:
     kpi = make_kpi(review="daily", review_time="06:00")
-    state = replace(evaluate(kpi, series([1.0]), None, NOW).state, next_review=None)
+    state = evaluate(kpi, series([1.0]), None, NOW).state._replace(next_review=None)
     ticked, events = review_tick(kpi, state, NOW, UTC_TZ, NINE)
     assert events == ()
     assert ticked.next_review == utc(2026, 11, 24, 6, 0)
