@@ -6,7 +6,6 @@ databases on this machine's PostgreSQL and MariaDB servers (see conftest).
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -68,7 +67,7 @@ def at(minutes: float) -> datetime:
 
 def state(kpi_id: str, status: Status, when: datetime, **changes: Any) -> KpiState:
     base = KpiState(kpi_id, status, since=when, review=ReviewCadence.WEEKLY, last_evaluated=when)
-    return dataclasses.replace(base, **changes)
+    return base._replace(**changes)
 
 
 def event(key: str, when: datetime, kind: EventKind = EventKind.STATUS_CHANGED,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
@@ -54,7 +55,7 @@ def build_workspace(
     """Sources and routing for a freshly loaded rule set."""
     return Workspace(
         loaded=loaded,
-        sources=build_sources(loaded.rules, latest),
+        sources=build_sources(loaded.rules, latest, _rule_file_dirs(loaded)),
         router=Router(loaded.rules, channels=channels, oncall_emails=settings.oncall_emails),
         fetch_pools=fetch_pools(loaded.rules),
     )
@@ -66,3 +67,8 @@ def fetch_pools(rules: RuleSet) -> dict[str, ThreadPoolExecutor]:
         name: ThreadPoolExecutor(config.max_concurrency, thread_name_prefix=f"fetch-{name}")
         for name, config in rules.sources.items()
     }
+
+
+def _rule_file_dirs(loaded: LoadedRules) -> dict[str, Path]:
+    """For each source, the directory of the rule file that declares it."""
+    return {name: Path(file).parent for name, (file, _, _) in loaded.source_locations.items()}

@@ -3,46 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from pathlib import Path
 
 import structlog
 
-from kpiwatch.config.rules import BUILTIN_SOURCES, Kpi, RuleSet, SqlSource
-from kpiwatch.errors import ConfigError, SourceError
-from kpiwatch.sources.base import FetchResult, Latest, Source
+from kpiwatch.config.rules import (
+    BUILTIN_SOURCES,
+    CsvSource,
+    HttpSource,
+    PrometheusSource,
+    RuleSet,
+    SqlSource,
+)
+from kpiwatch.errors import ConfigError
+from kpiwatch.sources.base import Latest, Source
+from kpiwatch.sources.csv_file import CsvTableSource
 from kpiwatch.sources.formula import FormulaSource
+from kpiwatch.sources.http import HttpJsonSource
+from kpiwatch.sources.prometheus import PrometheusQuerySource
 from kpiwatch.sources.push import PushSource
 from kpiwatch.sources.sql import SqlQuerySource
 
 log = structlog.get_logger(__name__)
 
 
-class UnsupportedSource:
-    """A declared source of a type kpiwatch cannot query yet.
-
-    Its KPIs show as unknown with a clear reason instead of the daemon
-    refusing to start.
-    """
-
-    def __init__(self, name: str, source_type: str) -> None:
-        self.name = name
-        self.source_type = source_type
-
-    def fetch(self, kpi: Kpi, now: datetime) -> FetchResult:
-        """Always fails: there is no adapter for this type."""
-        raise SourceError(
-            f"source type {self.source_type!r} is not supported yet", source=self.name, kpi=kpi.id
-        )
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-def build_sources(rules: RuleSet, latest: Latest) -> dict[str, Source]:
+def build_sources(
+    rules: RuleSet, latest: Latest, base_dirs: Mapping[str, Path] | None = None
+) -> dict[str, Source]:
     """One adapter per source in the rules, plus "formula" and "push".
 
     ``latest`` looks up the latest stored observation of a KPI id. Engines
-    and connections open lazily, on the first fetch.
+    and connections open lazily, on the first fetch. ``base_dirs`` gives, per
+    source, the directory its relative file paths are read from (the rule
+    file's own directory).
     """
     sources: dict[str, Source] = {}
     for name, config in rules.sources.items():
@@ -50,8 +43,15 @@ def build_sources(rules: RuleSet, latest: Latest) -> dict[str, Source]:
             raise ConfigError(f"source name {name!r} is reserved for the builtin source")
         if isinstance(config, SqlSource):
             sources[name] = SqlQuerySource(name, config)
-        else:
-            sources[name] = UnsupportedSource(name, config.type)
+        elif isinstance(config, HttpSource):
+            sources[name] = HttpJsonSource(name, config)
+        elif isinstance(config, CsvSource):
+            base_dir = (base_dirs or {}).get(name)
+            sources[name] = CsvTableSource(name, config, base_dir=base_dir)
+        elif isinstance(config, PrometheusSource):
+            sources[name] = PrometheusQuerySource(name, config)
+        else:  # the Source union is exhaustive; a new type must be wired here
+            raise ConfigError(f"source {name!r}: no adapter for type {config.type!r}")
     sources["formula"] = FormulaSource(latest)
     sources["push"] = PushSource(latest)
     return sources

@@ -1,0 +1,163 @@
+"""A real Prometheus for tests: a tiny exporter on 127.0.0.1 and the server scraping it.
+
+``running_prometheus()`` starts both on free ports and yields once Prometheus
+has scraped the exporter; without the ``prometheus`` binary it skips, or fails
+when ``CI`` is set (as tests/conftest.py does for the database servers).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+PROMETHEUS = os.environ.get("KPIWATCH_TEST_PROMETHEUS", "prometheus")
+READY_WITHIN = 30.0  # seconds for start-up plus the first scrape
+
+
+class Exporter(ThreadingHTTPServer):
+    """Serves ``/metrics`` in the text exposition format; ``values`` may be changed."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _MetricsHandler)
+        self.lock = threading.Lock()
+        # series (metric name with labels) -> value, as it appears in the exposition
+        self.values: dict[str, float] = {
+            'kpi_demo_value{team="a"}': 42.5,
+            'kpi_multi{instance="a"}': 1,
+            'kpi_multi{instance="b"}': 2,
+            'kpi_multi{instance="c"}': 3,
+            'kpi_multi{instance="d"}': 4,
+            "kpi_changing": 1,
+        }
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def set(self, series: str, value: float) -> None:
+        with self.lock:
+            self.values[series] = value
+
+    def exposition(self) -> bytes:
+        with self.lock:
+            lines = [f"{series} {value!r}" for series, value in self.values.items()]
+        return ("\n".join(lines) + "\n").encode()
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    server: Exporter
+
+    def do_GET(self) -> None:
+        body = self.server.exposition() if self.path.startswith("/metrics") else b""
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # Prometheus scrapes every second: keep the output clean
+
+
+@dataclass
+class Prometheus:
+    url: str
+    exporter: Exporter
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _unavailable(message: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set, so this test must run: {message}")
+    pytest.skip(message)
+
+
+@contextmanager
+def running_prometheus(workdir: Path) -> Iterator[Prometheus]:
+    """Exporter plus Prometheus (scrape interval 1s), stopped on exit."""
+    binary = shutil.which(PROMETHEUS)
+    if binary is None:
+        _unavailable(
+            f"the prometheus binary ({PROMETHEUS!r}) is not installed: "
+            "apt-get install prometheus, or set KPIWATCH_TEST_PROMETHEUS"
+        )
+        raise AssertionError("unreachable")  # for type checkers: skip/fail raise
+    exporter = Exporter()
+    threading.Thread(target=exporter.serve_forever, daemon=True).start()
+    config = workdir / "prometheus.yml"
+    config.write_text(
+        "global:\n"
+        "  scrape_interval: 1s\n"
+        "  evaluation_interval: 1s\n"
+        "scrape_configs:\n"
+        "  - job_name: kpi\n"
+        "    honor_labels: true  # keep the exporter's own instance labels\n"
+        "    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{exporter.port}']\n"
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (workdir / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_ready(url, process, workdir / "prometheus.log")
+        yield Prometheus(url, exporter)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        exporter.shutdown()
+        exporter.server_close()
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Until a query finds the exporter's first scrape, at most READY_WITHIN seconds."""
+    deadline = time.monotonic() + READY_WITHIN
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"prometheus exited with {process.returncode}:\n{tail}")
+        try:
+            answer = requests.get(
+                f"{url}/api/v1/query", params={"query": "kpi_demo_value"}, timeout=2
+            ).json()
+            if answer["data"]["result"]:
+                return
+        except (requests.RequestException, ValueError, KeyError):
+            pass  # not listening yet
+        time.sleep(0.2)
+    raise RuntimeError(f"prometheus at {url} had no samples after {READY_WITHIN:g}s")
