@@ -17,6 +17,8 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert
 
+from kpiwatch.errors import StoreError
+
 Row = Mapping[str, Any]
 
 _MYSQL = ("mysql", "mariadb")
@@ -29,7 +31,9 @@ def _insert(dialect: str, table: sa.Table) -> Insert:
         return sqlite.insert(table)
     if dialect in _MYSQL:
         return mysql.insert(table)
-    raise NotImplementedError(f"the store does not support {dialect}")
+    raise StoreError(
+        f"the state store runs on SQLite, PostgreSQL or MariaDB/MySQL, not {dialect!r}"
+    )
 
 
 @cache
@@ -60,12 +64,11 @@ def _upsert(dialect: str, table: sa.Table) -> sa.Executable:
     key = {c.name for c in table.primary_key.columns}
     others = [c.name for c in table.columns if c.name not in key]
     stmt = _insert(dialect, table)
-    if isinstance(stmt, postgresql.Insert | sqlite.Insert):
-        updates = {name: stmt.excluded[name] for name in others}
-        return stmt.on_conflict_do_update(index_elements=sorted(key), set_=updates)
     if isinstance(stmt, mysql.Insert):
         return stmt.on_duplicate_key_update({name: stmt.inserted[name] for name in others})
-    raise NotImplementedError(f"the store does not support {dialect}")
+    assert isinstance(stmt, postgresql.Insert | sqlite.Insert)  # _insert knows no others
+    updates = {name: stmt.excluded[name] for name in others}
+    return stmt.on_conflict_do_update(index_elements=sorted(key), set_=updates)
 
 
 def insert_ignore_many(connection: Connection, table: sa.Table, rows: Sequence[Row]) -> int:
