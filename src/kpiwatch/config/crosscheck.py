@@ -1,0 +1,156 @@
+"""Checks across all rule files, run once every document has been validated.
+
+Sources, teams and KPI ids must be unique over all files (and no source may take a
+builtin's name); the sources, teams and leading KPIs a KPI names must exist; a
+formula must parse, read only existing KPIs and not depend on itself through others.
+Names are gathered from the raw data, so an item that failed validation still counts.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kpiwatch.config.document import Doc
+from kpiwatch.config.problems import unknown
+from kpiwatch.config.rules import BUILTIN_SOURCES
+from kpiwatch.errors import RuleProblem
+
+
+def cross_check(docs: list[Doc]) -> list[RuleProblem]:
+    """Every problem found across ``docs``: duplicates, then references, then formulas."""
+    return _duplicates(docs) + _references(docs) + _formulas(docs)
+
+
+def _section(doc: Doc, name: str) -> Any:
+    return doc.data.get(name) if isinstance(doc.data, dict) else None
+
+
+def _raw_names(doc: Doc, section: str) -> list[str]:
+    """Names declared under ``section``, whether or not their items validated."""
+    items = _section(doc, section)
+    return [n for n in items if isinstance(n, str)] if isinstance(items, dict) else []
+
+
+def _raw_ids(doc: Doc) -> list[tuple[int, str]]:
+    """(index, id) of every KPI item that has a textual id, valid or not."""
+    items = _section(doc, "kpis")
+    if not isinstance(items, list):
+        return []
+    return [
+        (i, item["id"])
+        for i, item in enumerate(items)
+        if isinstance(item, dict) and isinstance(item.get("id"), str)
+    ]
+
+
+def _duplicates(docs: list[Doc]) -> list[RuleProblem]:
+    problems: list[RuleProblem] = []
+    for section, kind in (("sources", "source"), ("teams", "team")):
+        first: dict[str, str] = {}
+        for doc in docs:
+            for name in _raw_names(doc, section):
+                if name in first:
+                    message = f"duplicate {kind} {name!r} (first defined at {first[name]})"
+                    problems.append(doc.problem((section, name), message, key=True))
+                first.setdefault(name, doc.at((section, name), key=True))
+                if section == "sources" and name in BUILTIN_SOURCES:
+                    message = f"source name {name!r} is reserved for the builtin {name} source"
+                    problems.append(doc.problem((section, name), message, key=True))
+    first_kpi: dict[str, str] = {}
+    for doc in docs:
+        for index, kpi_id in _raw_ids(doc):
+            if kpi_id in first_kpi:
+                message = f"duplicate KPI id {kpi_id!r} (first defined at {first_kpi[kpi_id]})"
+                problems.append(doc.problem(("kpis", index, "id"), message))
+            first_kpi.setdefault(kpi_id, doc.at(("kpis", index)))
+    return problems
+
+
+def _references(docs: list[Doc]) -> list[RuleProblem]:
+    """Sources, teams and leading KPIs named by KPIs must exist somewhere."""
+    sources = sorted({n for d in docs for n in _raw_names(d, "sources")} | set(BUILTIN_SOURCES))
+    teams = sorted({n for d in docs for n in _raw_names(d, "teams")})
+    ids = sorted({kpi_id for d in docs for _, kpi_id in _raw_ids(d)})
+    problems: list[RuleProblem] = []
+    for doc in docs:
+        for index, kpi in doc.kpis.items():
+            if kpi.source not in sources:
+                message = unknown("source", kpi.source, sources)
+                problems.append(doc.problem(("kpis", index, "source"), message))
+            if kpi.team is not None and kpi.team not in teams:
+                message = unknown("team", kpi.team, teams)
+                problems.append(doc.problem(("kpis", index, "team"), message))
+            for j, name in enumerate(kpi.leading):
+                if name not in ids:
+                    message = unknown("KPI", name, ids)
+                    problems.append(doc.problem(("kpis", index, "leading", j), message))
+    return problems
+
+
+def formula_references(expression: str) -> frozenset[str]:
+    """The KPI ids a formula reads: its names, except those called as functions.
+
+    Raises SyntaxError (or ValueError for a NUL byte) for a malformed formula.
+    """
+    tree = ast.parse(expression, mode="eval")
+    nodes = list(ast.walk(tree))
+    names = {n.id for n in nodes if isinstance(n, ast.Name)}
+    called = {n.func.id for n in nodes if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    return frozenset(names - called)
+
+
+def _formulas(docs: list[Doc]) -> list[RuleProblem]:
+    """Formulas must parse, read existing KPIs and not depend on themselves."""
+    ids = sorted({kpi_id for d in docs for _, kpi_id in _raw_ids(d)})
+    problems: list[RuleProblem] = []
+    graph: dict[str, list[str]] = {}
+    query_at: dict[str, tuple[Doc, int]] = {}
+    for doc in docs:
+        for index, kpi in doc.kpis.items():
+            if kpi.source != "formula" or kpi.id in query_at:
+                continue
+            query_at[kpi.id] = (doc, index)
+            path = ("kpis", index, "query")
+            try:
+                inputs = formula_references(kpi.query or "")
+            except (SyntaxError, ValueError, RecursionError) as exc:
+                reason = exc.msg if isinstance(exc, SyntaxError) else str(exc) or "too deep"
+                problems.append(doc.problem(path, f"formula does not parse: {reason}"))
+                continue
+            for name in sorted(inputs - set(ids)):
+                problems.append(doc.problem(path, f"formula reads an {unknown('KPI', name, ids)}"))
+            graph[kpi.id] = sorted(inputs)
+    for cycle in _cycles(graph):
+        doc, index = query_at[cycle[0]]
+        message = f"formula cycle: {' -> '.join(cycle)}"
+        problems.append(doc.problem(("kpis", index, "query"), message))
+    return problems
+
+
+def _cycles(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """One cycle (``[a, b, a]``) per loop found by a depth-first search, in graph order."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    cycles: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+    for start in graph:
+        if start in state:
+            continue
+        path, stack = [start], [iter(graph[start])]
+        state[start] = 1
+        while stack:
+            child = next(stack[-1], None)
+            if child is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(child) == 1:
+                cycle = [*path[path.index(child) :], child]
+                if frozenset(cycle) not in seen:
+                    seen.add(frozenset(cycle))
+                    cycles.append(cycle)
+            elif child not in state and child in graph:
+                state[child] = 1
+                path.append(child)
+                stack.append(iter(graph[child]))
+    return cycles

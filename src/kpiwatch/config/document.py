@@ -1,0 +1,206 @@
+"""One rule document as a YAML node tree, so every problem can say where it is.
+
+:class:`Doc` holds a document's composed YAML tree (nodes keep their line and column),
+the data constructed from it and the models that validated. :func:`compose` parses
+the text, reports duplicate keys (which PyYAML would silently drop), substitutes
+``${VAR}`` references and constructs the data; YAML errors become located problems.
+The small helpers here find a node by its path and render paths as ``kpis[2].id``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from kpiwatch.config.interpolate import interpolate_nodes, locate, position
+from kpiwatch.config.rules import CsvSource, HttpSource, Kpi, PrometheusSource, SqlSource, Team
+from kpiwatch.errors import RuleProblem
+
+SourceModel = SqlSource | HttpSource | PrometheusSource | CsvSource
+Where = tuple[str, int, int]  # file, 1-based line, 1-based column
+Segment = str | int
+DocPath = tuple[Segment, ...]
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_PLAIN_KEY = re.compile(r"[\w-]+")
+
+
+@dataclass
+class Doc:
+    """One rule document: its YAML tree, its data and the parts that validated."""
+
+    file: str
+    text: str
+    root: yaml.Node | None = None
+    data: Any = None
+    held: set[int] = field(default_factory=set)  # nodes with unresolved ${...}
+    sources: dict[str, SourceModel] = field(default_factory=dict)
+    teams: dict[str, Team] = field(default_factory=dict)
+    kpis: dict[int, Kpi] = field(default_factory=dict)  # index in kpis: -> model
+
+    def where(self, path: DocPath, *, key: bool = False) -> tuple[int, int]:
+        """Line and column of the node at ``path`` (its key with ``key``), or its nearest parent."""
+        return node_position(_find(self.root, path, key=key))
+
+    def problem(self, path: DocPath, message: str, *, key: bool = False) -> RuleProblem:
+        line, column = self.where(path, key=key)
+        return RuleProblem(self.file, line, column, format_path(path), message)
+
+    def at(self, path: DocPath, *, key: bool = False) -> str:
+        """``file:line:col`` of the node at ``path``, for messages naming a second place."""
+        line, column = self.where(path, key=key)
+        return f"{self.file}:{line}:{column}"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose value errors (a bad date, a bad ``!!int``) carry a position."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.value!r} as {node.tag}: {exc}", node.start_mark
+            ) from None
+
+
+def compose(doc: Doc, env: Mapping[str, str], problems: list[RuleProblem]) -> bool:
+    """Parse, check keys, interpolate and construct; False when the YAML is unusable."""
+    try:
+        loader = _Loader(doc.text)
+    except yaml.YAMLError as exc:  # unprintable characters fail in the reader
+        problems.append(_yaml_problem(doc, exc))
+        return False
+    try:
+        doc.root = loader.get_single_node()
+        if doc.root is not None:
+            problems.extend(_duplicate_keys(doc, doc.root))
+            problems.extend(_interpolate(doc, doc.root, env, loader))
+            doc.data = loader.construct_document(doc.root)
+    except yaml.YAMLError as exc:
+        problems.append(_yaml_problem(doc, exc))
+        return False
+    except RecursionError:
+        problems.append(RuleProblem(doc.file, 1, 1, "", "document is nested too deeply"))
+        return False
+    finally:
+        loader.dispose()
+    if doc.data is None:  # an empty file, or only comments
+        doc.data = {}
+    return True
+
+
+def _yaml_problem(doc: Doc, exc: yaml.YAMLError) -> RuleProblem:
+    if isinstance(exc, yaml.reader.ReaderError):
+        line, column = position(doc.text, exc.position)
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return RuleProblem(doc.file, line, column, "", f"{exc.reason}: character #x{char:04x}")
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return RuleProblem(doc.file, 1, 1, "", f"invalid YAML: {exc}")
+    mark = exc.problem_mark or exc.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    message = exc.problem or exc.context or "invalid YAML"
+    if exc.problem and exc.context:
+        message += f" ({exc.context}"
+        cm = exc.context_mark
+        if cm is not None and (cm.line + 1, cm.column + 1) != (line, column):
+            message += f" at line {cm.line + 1}, column {cm.column + 1}"
+        message += ")"
+    return RuleProblem(doc.file, line, column, "", message)
+
+
+def _nodes(root: yaml.Node) -> Iterator[tuple[yaml.Node, DocPath]]:
+    """Every node with its path, once: aliases share nodes and may even loop."""
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, DocPath]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node, path
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*path, i)) for i, item in reversed(list(enumerate(node.value))))
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend((v, (*path, key_name(k))) for k, v in reversed(node.value))
+
+
+def key_name(key: yaml.Node) -> str:
+    return str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+
+
+def _duplicate_keys(doc: Doc, root: yaml.Node) -> Iterator[RuleProblem]:
+    """PyYAML silently keeps the last of two equal keys; a rule file must not have them."""
+    for node, path in _nodes(root):
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        first: dict[tuple[str, str], yaml.Node] = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+                continue
+            earlier = first.setdefault((key.tag, key.value), key)
+            if earlier is not key:
+                line, column = node_position(earlier)
+                yield RuleProblem(
+                    doc.file,
+                    *node_position(key),
+                    format_path((*path, key.value)),
+                    f"duplicate key {key.value!r} (first at line {line}, column {column})",
+                )
+
+
+def _interpolate(
+    doc: Doc, root: yaml.Node, env: Mapping[str, str], loader: _Loader
+) -> Iterator[RuleProblem]:
+    paths = {id(node): path for node, path in _nodes(root)}
+    for node, unresolved in interpolate_nodes(root, env, loader.resolve):
+        doc.held.add(id(node))  # its value is unknown: validation errors there are noise
+        line, column = locate(doc.text, node, unresolved)
+        path = format_path(paths.get(id(node), ()))
+        yield RuleProblem(doc.file, line, column, path, unresolved.message)
+
+
+# ---------------------------------------------------------------- paths
+
+
+def child_of(node: yaml.Node | None, seg: Segment) -> tuple[yaml.Node | None, yaml.Node] | None:
+    """(key node, value node) under ``seg``; the last of equal keys wins, as in the data."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in reversed(node.value):
+            if isinstance(key, yaml.ScalarNode) and key.value == str(seg):
+                return key, value
+    elif isinstance(node, yaml.SequenceNode) and isinstance(seg, int):
+        items = node.value
+        return (None, items[seg]) if 0 <= seg < len(items) else None
+    return None
+
+
+def _find(root: yaml.Node | None, path: DocPath, *, key: bool = False) -> yaml.Node | None:
+    node, key_node = root, None
+    for seg in path:
+        found = child_of(node, seg)
+        if found is None:
+            return node
+        key_node, node = found
+    return key_node if key and key_node is not None else node
+
+
+def node_position(node: yaml.Node | None) -> tuple[int, int]:
+    if node is None or node.start_mark is None:
+        return 1, 1
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def format_path(path: Sequence[Segment]) -> str:
+    """``kpis[2].thresholds.red``; an odd key is quoted: ``sources['a b']``."""
+    text = ""
+    for seg in path:
+        if isinstance(seg, int) or not _PLAIN_KEY.fullmatch(seg):
+            text += f"[{seg!r}]"
+        else:
+            text += f".{seg}" if text else seg
+    return text
