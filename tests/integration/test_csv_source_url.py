@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import gzip
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from local_http import LocalServer, QuietHandler, serving
 
 from kpiwatch.config import rules
 from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
@@ -26,8 +25,9 @@ SHEET = b'\xef\xbb\xbfdate,value\r\n2024-01-01,1\r\n2024-01-02,"1,250.5"\r\n'
 LOGIN = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>...</body></html>"
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: Server
+class Handler(QuietHandler):
+    server: LocalServer
+    default_type = "text/csv"
 
     def do_GET(self) -> None:
         route = ROUTES.get(urlsplit(self.path).path)
@@ -35,21 +35,6 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(404, b"not found", "text/plain")
         else:
             route(self)
-
-    def reply(self, status: int, body: bytes, content_type: str = "text/csv") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep the test output clean
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    stop = threading.Event()  # set at teardown: slow handlers stop waiting
 
 
 def _redirect(handler: Handler) -> None:
@@ -112,15 +97,8 @@ ROUTES: dict[str, Callable[[Handler], None]] = {
 
 @pytest.fixture
 def base_url() -> Iterator[str]:
-    server = Server(("127.0.0.1", 0), Handler)
-    server.stop = threading.Event()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.stop.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving(LocalServer(Handler)) as server:
+        yield server.base_url
 
 
 def _source(url: str, **options: Any) -> CsvTableSource:

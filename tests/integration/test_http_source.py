@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from local_http import LocalServer, QuietHandler, serving
 
 from kpiwatch.config import rules
 from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
@@ -40,7 +40,7 @@ class Seen:
 Route = Callable[["Handler", int], None]  # (handler, 1-based count of requests to the path)
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     server: Server
 
     def do_GET(self) -> None:
@@ -68,36 +68,20 @@ class Handler(BaseHTTPRequestHandler):
         else:
             route(self, count)
 
-    def reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep the test output clean
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # slow handlers must not hold up the fixture's teardown
-
+class Server(LocalServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
+        super().__init__(Handler)
         self.routes: dict[str, Route] = {}
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+        return f"{self.base_url}{path}"
 
     def requests_to(self, path: str) -> list[Seen]:
         with self.lock:
             return [s for s in self.seen if s.path == path]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that gave up (timeouts) breaks the pipe: expected here
 
 
 def json_route(document: object, status: int = 200) -> Route:
@@ -115,13 +99,8 @@ def slow_route(seconds: float) -> Route:
 
 @pytest.fixture
 def server() -> Iterator[Server]:
-    httpd = Server()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serving(Server()) as httpd:
+        yield httpd
 
 
 def kpi(query: str = "data.value", **params: str) -> rules.Kpi:

@@ -39,29 +39,23 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import requests
-import requests.adapters
-from urllib3.exceptions import ReadTimeoutError
 
-from kpiwatch import __version__
 from kpiwatch.config import rules
 from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
 from kpiwatch.model import Observation
+from kpiwatch.sources import web
 from kpiwatch.sources.base import FetchResult, observations_of
 from kpiwatch.sources.values import to_number, to_utc
 
 MAX_POINTS = 10_000  # as SQL's MAX_ROWS; longer sheets keep their newest points
-_CHUNK = 64 * 1024
 _SHOWN_COLUMNS = 20  # columns listed in a "no such column" message
 _PLAIN = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 _HTML_START = re.compile(rb"\s*<(?:!doctype\s+html|html[\s>]|head[\s>])", re.I)
 _OTHER_DELIMITERS = (",", ";", "\t", "|")
-# a query string after "scheme://..." or "/path": hidden in messages, it often holds keys
-_URL_QUERY = re.compile(r"((?:[a-zA-Z][a-zA-Z0-9+.-]*://|/)[^\s'\"?]*)\?[^\s'\"]+")
 T = TypeVar("T")
 
 
@@ -82,28 +76,26 @@ class CsvTableSource:
             self._path = (base_dir or Path.cwd()) / Path(config.path).expanduser()
             self._shown = str(self._path)
         else:
-            self._shown = _shown(config.url or "")
-            adapter = requests.adapters.HTTPAdapter(pool_maxsize=config.max_concurrency)
-            self._session = requests.Session()
-            self._session.mount("http://", adapter)
-            self._session.mount("https://", adapter)
-            self._session.headers["User-Agent"] = f"kpiwatch/{__version__}"
-            self._session.headers["Accept"] = "text/csv, text/plain;q=0.9, */*;q=0.1"
+            self._shown = web.shown_url(config.url or "")
+            self._session = web.new_session(
+                accept="text/csv, text/plain;q=0.9, */*;q=0.1",
+                pool_maxsize=config.max_concurrency,
+            )
 
     def fetch(self, kpi: rules.Kpi, now: datetime) -> FetchResult:
         """Read the file and take the KPI's column; raise SourceError, nothing else."""
-        start = time.perf_counter()
+        start = time.monotonic()
         try:
             data = self._read_local(kpi) if self._path is not None else self._download(kpi, start)
             observations = self._parse(kpi, data, now)
         except SourceError:
             raise
         except Exception as exc:  # any other failure, ours included, becomes a SourceError
-            elapsed = time.perf_counter() - start
-            if _is_timeout(exc):
+            elapsed = time.monotonic() - start
+            if web.is_timeout(exc):
                 raise self._timed_out(kpi, elapsed) from exc
-            raise self._failed(kpi, f"reading {self._shown} failed: {_describe(exc)}") from exc
-        return FetchResult(observations, time.perf_counter() - start)
+            raise self._failed(kpi, f"reading {self._shown} failed: {web.describe(exc)}") from exc
+        return FetchResult(observations, time.monotonic() - start)
 
     def close(self) -> None:
         """Close the download session's pooled connections, if there is one."""
@@ -129,48 +121,25 @@ class CsvTableSource:
     def _download(self, kpi: rules.Kpi, start: float) -> bytes:
         assert self._session is not None
         assert self._url is not None
-        deadline = start + self._timeout
         response = self._session.get(self._url, timeout=(self._timeout, self._timeout), stream=True)
         with response:
-            content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
             if response.status_code >= 400:
-                status = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
                 hint = " (is the sheet public?)" if response.status_code in (401, 403) else ""
-                raise self._failed(kpi, f"{self._shown} answered {status}{hint}")
-            if content_type.lower() in ("text/html", "application/xhtml+xml"):
-                raise self._not_csv(kpi, content_type.lower())
-            length = response.headers.get("Content-Length", "")
-            if length.isdigit() and int(length) > self._max_bytes:
-                raise self._too_large(kpi, "response")
-            data = self._body(kpi, response, start, deadline)
+                raise self._failed(kpi, f"{self._shown} answered {web.status_line(response)}{hint}")
+            content_type = web.content_type(response).lower()
+            if content_type in ("text/html", "application/xhtml+xml"):
+                raise self._not_csv(kpi, content_type)
+            try:
+                data = web.read_body(
+                    response, deadline=start + self._timeout, limit=self._max_bytes
+                )
+            except web.BodyTimeout as exc:
+                raise self._timed_out(kpi, time.monotonic() - start) from exc.__cause__
+            except web.BodyTooLarge:
+                raise self._too_large(kpi, "response") from None
         if _HTML_START.match(data[:1024]):  # an HTML page sent as text/plain or as nothing
             raise self._not_csv(kpi, "text/html")
         return data
-
-    def _body(
-        self, kpi: rules.Kpi, response: requests.Response, start: float, deadline: float
-    ) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                raise self._timed_out(kpi, time.perf_counter() - start)
-            # each socket read waits no longer than the time left, so a server
-            # dripping bytes cannot hold the fetch past the timeout
-            sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-            if sock is not None:
-                sock.settimeout(left)
-            try:
-                chunk = response.raw.read1(_CHUNK, decode_content=True)
-            except (ReadTimeoutError, TimeoutError) as exc:
-                raise self._timed_out(kpi, time.perf_counter() - start) from exc
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise self._too_large(kpi, "response")
-            chunks.append(chunk)
 
     # ------------------------------------------------------------ parsing
 
@@ -281,7 +250,7 @@ class CsvTableSource:
 
     def _failed(self, kpi: rules.Kpi, what: str) -> SourceError:
         # library messages may quote the full URL, query string (keys) included
-        what = _URL_QUERY.sub(r"\1?…", what)
+        what = web.scrub_query(what)
         return SourceError(f"query for {kpi.id!r}: {what}", source=self.name, kpi=kpi.id)
 
     def _bad(self, kpi: rules.Kpi, what: str) -> BadValueError:
@@ -295,7 +264,9 @@ class CsvTableSource:
         )
 
     def _too_large(self, kpi: rules.Kpi, what: str) -> SourceError:
-        return self._failed(kpi, f"{what} larger than {_size(self._max_bytes)} limit (max_bytes)")
+        return self._failed(
+            kpi, f"{what} larger than {web.size(self._max_bytes)} limit (max_bytes)"
+        )
 
     def _timed_out(self, kpi: rules.Kpi, elapsed: float) -> SourceTimeout:
         return SourceTimeout(
@@ -347,42 +318,3 @@ def _timestamp(text: str, delimiter: str) -> datetime:
 def _show(text: str, limit: int = 60) -> str:
     shown = repr(text)
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
-
-
-def _shown(url: str) -> str:
-    """scheme://host[:port]/path: no credentials, no query string, no fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:  # a port that is not a number
-        port = ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    return isinstance(exc, requests.Timeout | ReadTimeoutError | TimeoutError)
-
-
-def _describe(exc: BaseException) -> str:
-    """The innermost cause on one line: outer requests texts repeat the full URL."""
-    while (
-        isinstance(exc, requests.RequestException)
-        and exc.args
-        and isinstance(exc.args[0], BaseException)
-    ):
-        exc = exc.args[0]
-    reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError
-    if isinstance(reason, BaseException):
-        exc = reason
-    text = re.sub(r"<[\w.]+ object at 0x[0-9a-fA-F]+>:?\s*", "", str(exc))
-    return " ".join(text.split()) or type(exc).__name__
-
-
-def _size(limit: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if limit >= size and limit % size == 0:
-            return f"{limit // size} {unit}"
-    return f"{limit} bytes"

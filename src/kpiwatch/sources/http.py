@@ -21,35 +21,24 @@ Messages show the URL as scheme://host/path: query strings often carry keys.
 from __future__ import annotations
 
 import json
-import re
-import socket
 import threading
 import time
 from datetime import datetime
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 import jmespath
 import requests
-import requests.adapters
 from requests.auth import HTTPBasicAuth
-from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 from urllib3.util import Retry, Timeout
 
-from kpiwatch import __version__
 from kpiwatch.config import rules
 from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
+from kpiwatch.sources import web
 from kpiwatch.sources.base import FetchResult, observations_of
 from kpiwatch.sources.series import json_points
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
-_CHUNK = 64 * 1024
-_SNIPPET = 200  # characters of an error body shown in a message
-# a query string after "scheme://..." or "/path": hidden in messages, it often holds keys
-_URL_QUERY = re.compile(r"((?:[a-zA-Z][a-zA-Z0-9+.-]*://|/)[^\s'\"?]*)\?[^\s'\"]+")
-# urllib3's prefix naming the connection object: "<...HTTPConnection object at 0x..>: "
-# (older) or "HTTPConnection(host='h', port=80): " (newer)
-_OBJECT_REPR = re.compile(r"(<[\w.]+ object at 0x[0-9a-fA-F]+>|\b\w*Connection\([^)]*\)):?\s*")
+_ERROR_BODY = 4 * web.SNIPPET  # bytes of an error body read for its message
 # the deadline of the fetch running on this thread, for _DeadlineRetry
 _current = threading.local()
 
@@ -60,7 +49,7 @@ class HttpJsonSource:
     def __init__(self, name: str, config: rules.HttpSource, *, backoff_factor: float = 0.5) -> None:
         self.name = name
         self._url = config.url
-        self._shown_url = _shown(config.url)
+        self._shown_url = web.shown_url(config.url)
         self._method = config.method
         self._params = dict(config.params)
         self._timeout = config.timeout.total_seconds()
@@ -79,14 +68,9 @@ class HttpJsonSource:
             respect_retry_after_header=True,
             raise_on_status=False,  # give back the last 5xx: its body explains it
         )
-        adapter = requests.adapters.HTTPAdapter(
-            max_retries=retry, pool_maxsize=config.max_concurrency
+        self._session = web.new_session(
+            accept="application/json", pool_maxsize=config.max_concurrency, max_retries=retry
         )
-        self._session = requests.Session()
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers["User-Agent"] = f"kpiwatch/{__version__}"
-        self._session.headers["Accept"] = "application/json"
         self._session.headers.update(config.headers)
         if config.auth is not None:
             if config.auth.bearer is not None:
@@ -111,10 +95,10 @@ class HttpJsonSource:
             raise self._failed(kpi, f"JMESPath {kpi.query!r} failed: {_first_line(exc)}") from exc
         except Exception as exc:  # any failure becomes a SourceError
             elapsed = time.monotonic() - start
-            if elapsed >= self._timeout or _is_timeout(exc):
+            if elapsed >= self._timeout or web.is_timeout(exc):
                 raise self._timed_out(kpi, elapsed) from exc
             raise self._failed(
-                kpi, f"request to {self._shown_url} failed: {_describe(exc)}"
+                kpi, f"request to {self._shown_url} failed: {web.describe(exc)}"
             ) from exc
         if result is None:
             raise self._bad(kpi, f"JMESPath {kpi.query!r} matched nothing in the response")
@@ -164,26 +148,19 @@ class HttpJsonSource:
         finally:
             _current.deadline = None
         with response:
-            content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
             if response.status_code >= 400:
-                body = self._body(kpi, response, start, limit=4 * _SNIPPET, strict=False)
-                status = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
-                raise self._failed(kpi, f"{self._shown_url} answered {status}: {_snippet(body)}")
-            length = response.headers.get("Content-Length", "")
-            if length.isdigit() and int(length) > self._max_bytes:
-                raise self._too_large(kpi)
+                body = self._body(kpi, response, start, limit=_ERROR_BODY, strict=False)
+                raise self._failed(
+                    kpi,
+                    f"{self._shown_url} answered {web.status_line(response)}: {web.snippet(body)}",
+                )
             body = self._body(kpi, response, start, limit=self._max_bytes, strict=True)
-        if not body.strip():
-            raise self._failed(
-                kpi, f"response from {self._shown_url}: expected JSON, got an empty body"
-            )
         try:
             return json.loads(body)
-        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, deep nesting
+        except (ValueError, RecursionError):  # empty, JSONDecodeError, UnicodeDecodeError, deep
+            got = web.body_description(web.content_type(response), body)
             raise self._failed(
-                kpi,
-                f"response from {self._shown_url}: expected JSON, "
-                f"got {content_type or 'no Content-Type'}: {_snippet(body)}",
+                kpi, f"response from {self._shown_url}: expected JSON, got {got}"
             ) from None
 
     def _body(
@@ -196,40 +173,28 @@ class HttpJsonSource:
         strict: bool,
     ) -> bytes:
         """Up to ``limit`` decoded bytes; past it, an error if ``strict``, else cut short."""
-        deadline = start + self._timeout
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise self._timed_out(kpi, time.monotonic() - start)
-            _limit_socket(response, left)
-            try:
-                # read1: at most one socket read, so the deadline is checked between drips
-                chunk = response.raw.read1(_CHUNK, decode_content=True)
-            except (ReadTimeoutError, TimeoutError) as exc:
-                raise self._timed_out(kpi, time.monotonic() - start) from exc
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            chunks.append(chunk)
-            if size > limit:
-                if strict:
-                    raise self._too_large(kpi)
-                return b"".join(chunks)[:limit]
+        try:
+            return web.read_body(
+                response, deadline=start + self._timeout, limit=limit, strict=strict
+            )
+        except web.BodyTimeout as exc:
+            raise self._timed_out(kpi, time.monotonic() - start) from exc.__cause__
+        except web.BodyTooLarge:
+            raise self._too_large(kpi) from None
 
     def _failed(self, kpi: rules.Kpi, what: str) -> SourceError:
         return SourceError(
-            f"query for {kpi.id!r}: {self._scrub(what)}", source=self.name, kpi=kpi.id
+            f"query for {kpi.id!r}: {web.scrub_query(what)}", source=self.name, kpi=kpi.id
         )
 
     def _bad(self, kpi: rules.Kpi, what: str) -> BadValueError:
         return BadValueError(
-            f"query for {kpi.id!r}: {self._scrub(what)}", source=self.name, kpi=kpi.id
+            f"query for {kpi.id!r}: {web.scrub_query(what)}", source=self.name, kpi=kpi.id
         )
 
     def _too_large(self, kpi: rules.Kpi) -> SourceError:
-        return self._failed(kpi, f"response larger than {_size(self._max_bytes)} limit (max_bytes)")
+        limit = web.size(self._max_bytes)
+        return self._failed(kpi, f"response larger than {limit} limit (max_bytes)")
 
     def _timed_out(self, kpi: rules.Kpi, elapsed: float) -> SourceTimeout:
         return SourceTimeout(
@@ -238,11 +203,6 @@ class HttpJsonSource:
             source=self.name,
             kpi=kpi.id,
         )
-
-    @staticmethod
-    def _scrub(text: str) -> str:
-        # belt and braces: library messages may quote a full URL with its query string
-        return _URL_QUERY.sub(r"\1?…", text)
 
 
 class _NoTimeToRetry(Exception):
@@ -271,7 +231,7 @@ class _DeadlineRetry(Retry):
         if response is not None:
             return f"HTTP {response.status}"
         error = self.history[-1].error if self.history else None
-        return _describe(error) if error is not None else "connection failed"
+        return web.describe(error) if error is not None else "connection failed"
 
 
 class _DeadlineTimeout(Timeout):
@@ -302,61 +262,6 @@ class _DeadlineTimeout(Timeout):
         return max(min(self._seconds, self._deadline - time.monotonic()), 0.001)
 
 
-def _limit_socket(response: requests.Response, seconds: float) -> None:
-    """Let the next socket read wait no longer than ``seconds``.
-
-    urllib3 set the read timeout when it sent the request; headers that came
-    late would otherwise leave a full timeout for each read of the body.
-    urllib3 sets the timeout again when it reuses the connection. When the
-    server closes after the body, http.client has already detached the socket
-    from the connection: it is then only reachable through the response's file
-    (private attributes, so looked up defensively; without it a stalled body
-    can take up to one more timeout).
-    """
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    if sock is None:
-        reader = getattr(getattr(response.raw, "_fp", None), "fp", None)
-        sock = getattr(getattr(reader, "raw", None), "_sock", None)
-    if isinstance(sock, socket.socket):
-        sock.settimeout(seconds)
-
-
-def _shown(url: str) -> str:
-    """scheme://host[:port]/path: no credentials, no query string, no fragment."""
-    parts = urlsplit(url)
-    if not parts.netloc:  # not a URL requests can use; there is no user:password to drop
-        return url.split("?")[0].split("#")[0]
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:  # a port that is not a number
-        port = ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    return isinstance(exc, requests.Timeout | ReadTimeoutError | TimeoutError)
-
-
-def _describe(exc: BaseException) -> str:
-    """The innermost cause, on one line: outer requests/urllib3 texts repeat the full URL."""
-    while True:
-        if isinstance(exc, MaxRetryError) and exc.reason is not None:
-            exc = exc.reason
-        elif (
-            isinstance(exc, requests.RequestException)
-            and exc.args
-            and isinstance(exc.args[0], BaseException)
-        ):
-            exc = exc.args[0]
-        else:
-            break
-    text = _OBJECT_REPR.sub("", str(exc))
-    return " ".join(text.split()) or type(exc).__name__
-
-
 def _parse_reason(exc: Exception) -> str:
     if isinstance(exc, jmespath.exceptions.IncompleteExpressionError):
         return "incomplete expression"
@@ -370,16 +275,3 @@ def _parse_reason(exc: Exception) -> str:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).splitlines()
     return lines[0] if lines else type(exc).__name__
-
-
-def _snippet(body: bytes) -> str:
-    """The start of a body, on one line, quoted: what a person needs to recognise it."""
-    text = " ".join(body.decode("utf-8", errors="replace").split())
-    return repr(text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…")
-
-
-def _size(limit: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if limit >= size and limit % size == 0:
-            return f"{limit // size} {unit}"
-    return f"{limit} bytes"

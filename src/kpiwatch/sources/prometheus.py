@@ -25,29 +25,24 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-import requests
-import requests.adapters
-from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+from urllib3.exceptions import MaxRetryError
 
-from kpiwatch import __version__
 from kpiwatch.config import rules
 from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
+from kpiwatch.sources import web
 from kpiwatch.sources.base import FetchResult, observations_of
 from kpiwatch.sources.values import to_utc
 
 MAX_POINTS = 11_000  # per series and request: Prometheus refuses a finer resolution
 MIN_STEP = timedelta(minutes=1)
-_SNIPPET = 200  # characters of a non-JSON body shown in a message
 _SHOWN_SERIES = 3  # label sets named when a query gives several series
 _ONE_SERIES = "an instant query must give a scalar or exactly one series"
-_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>:?\s*")
 
 Point = tuple[datetime, float]
 
@@ -62,15 +57,12 @@ class PrometheusQuerySource:
         # string in the URL (e.g. a tenant) is sent along with every request
         self._base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
         self._extra = parse_qsl(parts.query)
-        self._shown_url = _shown(self._base)
+        self._shown_url = web.shown_url(self._base)
         self._timeout = config.timeout.total_seconds()
         self._step = config.step
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=config.max_concurrency)
-        self._session = requests.Session()
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers["User-Agent"] = f"kpiwatch/{__version__}"
-        self._session.headers["Accept"] = "application/json"
+        self._session = web.new_session(
+            accept="application/json", pool_maxsize=config.max_concurrency
+        )
         self._session.headers.update(config.headers)  # values never reach a message
 
     def fetch(self, kpi: rules.Kpi, now: datetime) -> FetchResult:
@@ -140,7 +132,7 @@ class PrometheusQuerySource:
             )
         if kind == "string":
             raise self._failed(kpi, f"PromQL {kpi.query!r} returned a string; {_ONE_SERIES}")
-        raise self._failed(kpi, f"unexpected result from {self._shown_url}: {_snippet(data)}")
+        raise self._failed(kpi, f"unexpected result from {self._shown_url}: {web.snippet(data)}")
 
     def _history(
         self, kpi: rules.Kpi, start: datetime, end: datetime, deadline: float | None
@@ -160,14 +152,14 @@ class PrometheusQuerySource:
             result = data.get("result")
             if data.get("resultType") != "matrix" or not isinstance(result, list):
                 raise self._failed(
-                    kpi, f"unexpected range result from {self._shown_url}: {_snippet(data)}"
+                    kpi, f"unexpected range result from {self._shown_url}: {web.snippet(data)}"
                 )
             # an empty window (before the metric existed) is fine; several series are not
             if result:
                 values = self._only_series(kpi, result).get("values")
                 if not isinstance(values, list):
                     raise self._failed(
-                        kpi, f"unexpected range result from {self._shown_url}: {_snippet(data)}"
+                        kpi, f"unexpected range result from {self._shown_url}: {web.snippet(data)}"
                     )
                 for pair in values:
                     at, value = self._point(kpi, pair)
@@ -191,7 +183,9 @@ class PrometheusQuerySource:
             )
         only = series[0]
         if not isinstance(only, dict):
-            raise self._failed(kpi, f"unexpected series from {self._shown_url}: {_snippet(only)}")
+            raise self._failed(
+                kpi, f"unexpected series from {self._shown_url}: {web.snippet(only)}"
+            )
         return only
 
     def _sample(self, kpi: rules.Kpi, pair: object) -> Point:
@@ -211,7 +205,7 @@ class PrometheusQuerySource:
             return at, float(pair[1])  # float() reads Prometheus' NaN, +Inf and -Inf
         except (ValueError, TypeError, OverflowError, OSError):
             raise self._failed(
-                kpi, f"unexpected sample from {self._shown_url}: {_snippet(pair)}"
+                kpi, f"unexpected sample from {self._shown_url}: {web.snippet(pair)}"
             ) from None
 
     # ------------------------------------------------------------ HTTP
@@ -235,27 +229,21 @@ class PrometheusQuerySource:
             elapsed = time.monotonic() - began
             if elapsed >= left or _is_timeout(exc):
                 raise self._timed_out(kpi, shown, elapsed) from exc
-            raise self._failed(kpi, f"request to {shown} failed: {_describe(exc)}") from exc
+            raise self._failed(kpi, f"request to {shown} failed: {web.describe(exc)}") from exc
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError
             document = None
         if not isinstance(document, dict):
-            content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-            status = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
-            got = (
-                f"{content_type or 'no Content-Type'}: {_snippet(body)}"
-                if body.strip()
-                else "an empty body"
-            )
+            got = web.body_description(web.content_type(response), body)
             if response.status_code >= 400:
-                raise self._failed(kpi, f"{shown} answered {status}: {got}")
+                raise self._failed(kpi, f"{shown} answered {web.status_line(response)}: {got}")
             raise self._failed(
                 kpi, f"{shown}: expected a Prometheus API response (JSON), got {got}"
             )
         if "error" not in document and response.status_code >= 400:  # not Prometheus' JSON
-            status = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
-            raise self._failed(kpi, f"{shown} answered {status}: {_snippet(document)}")
+            status = web.status_line(response)
+            raise self._failed(kpi, f"{shown} answered {status}: {web.snippet(document)}")
         if document.get("status") == "error" or response.status_code >= 400:
             error = str(document.get("error"))
             kind = str(document.get("errorType") or "")
@@ -265,7 +253,7 @@ class PrometheusQuerySource:
             raise self._failed(kpi, f"{what} ({kind})" if kind else what)
         data = document.get("data")
         if document.get("status") != "success" or not isinstance(data, dict):
-            raise self._failed(kpi, f"unexpected response from {shown}: {_snippet(document)}")
+            raise self._failed(kpi, f"unexpected response from {shown}: {web.snippet(document)}")
         return data
 
     # ------------------------------------------------------------ errors
@@ -321,54 +309,12 @@ def _prom_number(value: float) -> str:
     return "+Inf" if value > 0 else "-Inf"
 
 
-def _shown(url: str) -> str:
-    """scheme://host[:port]/path: no credentials, no query string, no fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:  # a port that is not a number
-        port = ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 def _is_timeout(exc: BaseException) -> bool:
     # a stall while reading the body reaches us as a ConnectionError around ReadTimeoutError
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, requests.Timeout | ReadTimeoutError | TimeoutError):
+        if web.is_timeout(seen):
             return True
         inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
         seen = inner or (seen.reason if isinstance(seen, MaxRetryError) else None)
     return False
-
-
-def _describe(exc: BaseException) -> str:
-    """The innermost cause, on one line: outer requests/urllib3 texts repeat the full URL."""
-    while True:
-        if isinstance(exc, MaxRetryError) and exc.reason is not None:
-            exc = exc.reason
-        elif (
-            isinstance(exc, requests.RequestException)
-            and exc.args
-            and isinstance(exc.args[0], BaseException)
-        ):
-            exc = exc.args[0]
-        else:
-            break
-    text = _OBJECT_REPR.sub("", str(exc))
-    return " ".join(text.split()) or type(exc).__name__
-
-
-def _snippet(value: object) -> str:
-    """The start of a body or JSON value, on one line, quoted."""
-    if isinstance(value, bytes):
-        text = value.decode("utf-8", errors="replace")
-    elif isinstance(value, str):
-        text = value
-    else:
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    text = " ".join(text.split())
-    return repr(text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…")

@@ -1,4 +1,4 @@
-"""How HttpJsonSource shows URLs, bodies and limits in messages."""
+"""How the HTTP sources show URLs, bodies and limits in messages (kpiwatch.sources.web)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from kpiwatch.sources.http import _URL_QUERY, _describe, _shown, _size, _snippet
+from kpiwatch.sources.web import URL_QUERY, describe, shown_url, size, snippet
 
 
 @pytest.mark.parametrize(
@@ -21,14 +21,12 @@ from kpiwatch.sources.http import _URL_QUERY, _describe, _shown, _size, _snippet
     ],
 )
 def test_urls_are_shown_without_credentials_or_query(url: str, shown: str) -> None:
-    assert _shown(url) == shown
+    assert shown_url(url) == shown
 
 
 def test_query_strings_in_library_text_are_hidden() -> None:
     text = "Invalid URL 'https://h/p?sig=abc&x=1': bad; see /docs?q=1 and what?"
-    assert (
-        _URL_QUERY.sub(r"\1?…", text) == "Invalid URL 'https://h/p?…': bad; see /docs?… and what?"
-    )
+    assert URL_QUERY.sub(r"\1?…", text) == "Invalid URL 'https://h/p?…': bad; see /docs?… and what?"
 
 
 def test_describe_keeps_the_innermost_cause_only() -> None:
@@ -37,13 +35,13 @@ def test_describe_keeps_the_innermost_cause_only() -> None:
     outer = requests.ConnectionError(
         MaxRetryError(HTTPConnectionPool("h"), "/x?token=abc", reason=inner)
     )
-    assert _describe(outer) == "Failed to establish a new connection: refused"
+    assert describe(outer) == "Failed to establish a new connection: refused"
 
 
 def test_snippets_are_one_line_and_short() -> None:
-    assert _snippet(b"a\n  b\tc") == "'a b c'"
-    assert _snippet(b"\xff\xfeok") == "'\ufffd\ufffdok'"
-    assert _snippet(b"x" * 500) == repr("x" * 200 + "…")
+    assert snippet(b"a\n  b\tc") == "'a b c'"
+    assert snippet(b"\xff\xfeok") == "'\ufffd\ufffdok'"
+    assert snippet(b"x" * 500) == repr("x" * 200 + "…")
 
 
 @pytest.mark.parametrize(
@@ -51,4 +49,4 @@ def test_snippets_are_one_line_and_short() -> None:
     [(10 * 1024 * 1024, "10 MiB"), (1024, "1 KiB"), (1 << 30, "1 GiB"), (1000, "1000 bytes")],
 )
 def test_sizes(limit: int, text: str) -> None:
-    assert _size(limit) == text
+    assert size(limit) == text

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from local_http import LocalServer, QuietHandler, serving
 
 from kpiwatch.config import rules
 from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
@@ -29,20 +28,18 @@ Answer = tuple[int, bytes, str]
 Route = Callable[[dict[str, str]], Answer]
 
 
-class FakePrometheus(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakePrometheus(LocalServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.routes: dict[str, Route] = {}
         self.seen: list[tuple[str, dict[str, str], dict[str, str]]] = []
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return self.base_url
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: FakePrometheus
 
     def do_GET(self) -> None:
@@ -52,15 +49,7 @@ class _Handler(BaseHTTPRequestHandler):
             (parts.path, params, {k.lower(): v for k, v in self.headers.items()})
         )
         route = self.server.routes.get(parts.path)
-        status, body, content_type = route(params) if route else (404, b"not found", "text/plain")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.reply(*(route(params) if route else (404, b"not found", "text/plain")))
 
 
 def ok(result_type: str, result: object) -> Answer:
@@ -75,11 +64,8 @@ def error(status: int, error_type: str, message: str) -> Answer:
 
 @pytest.fixture
 def fake() -> Iterator[FakePrometheus]:
-    server = FakePrometheus()
-    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(FakePrometheus(), poll_interval=0.01) as server:
+        yield server
 
 
 def _source(url: str, **options: object) -> PrometheusQuerySource:
