@@ -200,58 +200,40 @@ def evaluate(
 
     events: list[Event] = []
     if hyst.changed and (previous is not None or status is not _GREEN):
-        events.append(
-            Event(
-                kind=EventKind.STATUS_CHANGED,
-                key=f"{kpi_id}:status_changed:{now.isoformat()}",
-                at=now,
-                kpi_id=kpi_id,
-                data={
-                    "from": None if previous is None else previous.status.value,
-                    "to": status.value,
-                    "value": value,
-                    "unit": kpi.unit,
-                    "reasons": list(reasons),
-                    "first": previous is None,
-                },
-            )
-        )
+        events.append(_event(EventKind.STATUS_CHANGED, kpi_id, now, {
+            "from": None if previous is None else previous.status.value,
+            "to": status.value,
+            "value": value,
+            "unit": kpi.unit,
+            "reasons": list(reasons),
+            "first": previous is None,
+        }))  # fmt: skip
     if esc.escalated:
-        events.append(
-            Event(
-                kind=EventKind.ESCALATED,
-                key=f"{kpi_id}:escalated:{now.isoformat()}",
-                at=now,
-                kpi_id=kpi_id,
-                data={
-                    "review": review.value,
-                    "from_review": kpi.review.value,
-                    "status": status.value,
-                    "value": value,
-                    "unit": kpi.unit,
-                    "reasons": list(reasons),
-                },
-            )
-        )
+        events.append(_event(EventKind.ESCALATED, kpi_id, now, {
+            "review": review.value,
+            "from_review": kpi.review.value,
+            "status": status.value,
+            "value": value,
+            "unit": kpi.unit,
+            "reasons": list(reasons),
+        }))  # fmt: skip
     if esc.de_escalated:
         assert previous is not None
         assert previous.escalated_since is not None
-        events.append(
-            Event(
-                kind=EventKind.DE_ESCALATED,
-                key=f"{kpi_id}:de_escalated:{now.isoformat()}",
-                at=now,
-                kpi_id=kpi_id,
-                data={
-                    "review": review.value,
-                    "from_review": previous.review.value,
-                    "escalated_since": previous.escalated_since.isoformat(),
-                    "green_since": None if esc.green_since is None else esc.green_since.isoformat(),
-                    "green_count": esc.green_count,
-                },
-            )
-        )
+        events.append(_event(EventKind.DE_ESCALATED, kpi_id, now, {
+            "review": review.value,
+            "from_review": previous.review.value,
+            "escalated_since": previous.escalated_since.isoformat(),
+            "green_since": None if esc.green_since is None else esc.green_since.isoformat(),
+            "green_count": esc.green_count,
+        }))  # fmt: skip
 
     return Evaluation(
         kpi_id, now, value, observed_at, raw, tuple(findings), state, tuple(events)
     )
+
+
+def _event(kind: EventKind, kpi_id: str, now: datetime, data: dict[str, object]) -> Event:
+    """An event keyed by KPI, kind and moment: evaluating the same moment twice stores it once."""
+    return Event(kind=kind, key=f"{kpi_id}:{kind.value}:{now.isoformat()}", at=now,
+                 kpi_id=kpi_id, data=data)  # fmt: skip
