@@ -1,0 +1,9 @@
+"""The command line: parse, call, print, exit code. No logic lives here.
+
+One module per group of commands; importing them registers them on ``main``.
+"""
+
+from kpiwatch.cli import daemon, kpis, rules  # noqa: F401  (registers the commands)
+from kpiwatch.cli.group import main
+
+__all__ = ["main"]
