@@ -218,3 +218,52 @@ class OutboxMessage:
     created_at: datetime
     last_error: str | None = None
     sent_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Annotation:
+    """Why a KPI moved, recorded by a person (`kpiwatch annotate`)."""
+
+    id: int
+    kpi_id: str
+    at: datetime  # the moment it explains
+    text: str
+    author: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Someone owns the current red/yellow episode: reminders stop, reviews go on."""
+
+    id: int
+    kpi_id: str
+    episode_since: datetime  # KpiState.since of the episode acknowledged
+    author: str
+    comment: str
+    at: datetime
+
+
+class MatcherKind(StrEnum):
+    KPI = "kpi"
+    TEAM = "team"
+    LABEL = "label"  # value "key=value"
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Suppresses delivery (not recording) for matching KPIs until it ends."""
+
+    id: int
+    matcher: MatcherKind
+    value: str
+    starts_at: datetime
+    ends_at: datetime
+    author: str
+    comment: str
+    created_at: datetime
+    expired_at: datetime | None = None  # set when expired early from the CLI
+
+    def active(self, now: datetime) -> bool:
+        end = self.ends_at if self.expired_at is None else min(self.ends_at, self.expired_at)
+        return self.starts_at <= now < end
