@@ -20,24 +20,33 @@ from sqlalchemy.engine import Connection, Engine
 
 from kpiwatch.errors import StoreError, redact
 from kpiwatch.model import (
+    Ack,
+    Annotation,
     Delivery,
     DeliveryState,
     Evaluation,
     Event,
     EventKind,
     KpiState,
+    MatcherKind,
     Observation,
     OutboxMessage,
+    Silence,
     Status,
     StatusChange,
 )
 from kpiwatch.store import migrate as migrations
 from kpiwatch.store import rows, sql
 from kpiwatch.store.engine import create_store_engine
+from kpiwatch.store.schema import acks as acks_t
+from kpiwatch.store.schema import digest_marks as marks_t
 from kpiwatch.store.schema import events as events_t
+from kpiwatch.store.schema import kpi_annotations as annotations_t
 from kpiwatch.store.schema import kpi_state as state_t
 from kpiwatch.store.schema import observations as observations_t
 from kpiwatch.store.schema import outbox as outbox_t
+from kpiwatch.store.schema import silences as silences_t
+from kpiwatch.store.schema import slack_threads as threads_t
 from kpiwatch.store.schema import source_health as health_t
 from kpiwatch.store.schema import status_changes as changes_t
 
@@ -50,7 +59,8 @@ _MESSAGE_COLUMNS = [
 
 
 class Store:
-    """Observations, KPI state, history, events, the outbox and source health."""
+    """Observations, KPI state, history, events, the outbox, source health, and what
+    people add: silences, acks, annotations; plus the notifiers' bookkeeping."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -284,6 +294,31 @@ class Store:
         with self._read("count pending messages") as connection:
             return {channel: int(count) for channel, count in connection.execute(query)}
 
+    def retry_dead(self, message_ids: Sequence[int] | None, now: datetime) -> int:
+        """Make dead messages pending again, due ``now``; ``None`` means every dead one.
+
+        Attempts are kept (they are history); ids that are not dead are left alone.
+        Returns how many messages were revived.
+        """
+        if message_ids is not None and not message_ids:
+            return 0
+        query = (
+            sa.update(outbox_t)
+            .where(outbox_t.c.state == DeliveryState.DEAD.value)
+            .values(state=DeliveryState.PENDING.value, next_attempt_at=now)
+        )
+        if message_ids is not None:
+            query = query.where(outbox_t.c.id.in_(list(message_ids)))
+        with self._write("retry dead messages") as connection:
+            return int(connection.execute(query).rowcount)
+
+    def mark_suppressed(self, message_id: int, now: datetime, *, reason: str) -> None:
+        """A delivery was held back (silence or mute): recorded with why, never sent."""
+        del now
+        self._update_message(
+            message_id, state=DeliveryState.SUPPRESSED.value, last_error=redact(reason)
+        )
+
     # -- source health -------------------------------------------------------
 
     def set_source_health(
@@ -318,6 +353,157 @@ class Store:
         with self._read("read source health") as connection:
             found = connection.execute(query).all()
         return {row.source: (bool(row.up), row.since, row.last_error) for row in found}
+
+    # -- silences ------------------------------------------------------------
+
+    def add_silence(
+        self,
+        matcher: MatcherKind,
+        value: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        author: str,
+        comment: str,
+        now: datetime,
+    ) -> Silence:
+        """Store a new silence; ``ends_at`` must be after ``starts_at``."""
+        if ends_at <= starts_at:
+            raise StoreError(
+                f"a silence must end after it starts ({ends_at.isoformat()} "
+                f"<= {starts_at.isoformat()})"
+            )
+        row = {
+            "matcher": matcher.value,
+            "value": value,
+            "starts_at": starts_at,
+            "ends_at": ends_at,
+            "author": author,
+            "comment": comment,
+            "created_at": now,
+            "expired_at": None,
+        }
+        with self._write("add silence") as connection:
+            result = connection.execute(sa.insert(silences_t).values(row))
+            return self._silence(connection, _new_id(result))
+
+    def silences(self, *, active_at: datetime | None = None) -> list[Silence]:
+        """Silences newest first: all of them, or those active at ``active_at``."""
+        query = sa.select(silences_t)
+        if active_at is not None:
+            c = silences_t.c
+            query = query.where(
+                c.starts_at <= active_at,
+                c.ends_at > active_at,
+                sa.or_(c.expired_at.is_(None), c.expired_at > active_at),
+            )
+        query = query.order_by(silences_t.c.created_at.desc(), silences_t.c.id.desc())
+        with self._read("read silences") as connection:
+            return [rows.to_silence(row) for row in connection.execute(query).mappings()]
+
+    def expire_silence(self, silence_id: int, now: datetime) -> Silence:
+        """End a silence early at ``now``; expiring it again keeps the first time."""
+        with self._write("expire silence") as connection:
+            connection.execute(
+                sa.update(silences_t)
+                .where(silences_t.c.id == silence_id, silences_t.c.expired_at.is_(None))
+                .values(expired_at=now)
+            )
+            return self._silence(connection, silence_id)
+
+    @staticmethod
+    def _silence(connection: Connection, silence_id: int) -> Silence:
+        query = sa.select(silences_t).where(silences_t.c.id == silence_id)
+        row = connection.execute(query).mappings().first()
+        if row is None:
+            raise StoreError(f"no silence with id {silence_id}")
+        return rows.to_silence(row)
+
+    # -- acks and annotations ------------------------------------------------
+
+    def ack(
+        self, kpi_id: str, episode_since: datetime, author: str, comment: str, now: datetime
+    ) -> Ack:
+        """Acknowledge a KPI's episode; acking it again replaces author, comment and time."""
+        row = {
+            "kpi_id": kpi_id,
+            "episode_since": episode_since,
+            "author": author,
+            "comment": comment,
+            "at": now,
+        }
+        with self._write("save ack") as connection:
+            sql.upsert_unique(connection, acks_t, row, ("kpi_id", "episode_since"))
+            found = self._ack(connection, kpi_id, episode_since)
+        assert found is not None  # just written in this transaction
+        return found
+
+    def ack_for(self, kpi_id: str, episode_since: datetime) -> Ack | None:
+        """The ack of one episode (``KpiState.since``), if someone gave one."""
+        with self._read("read ack") as connection:
+            return self._ack(connection, kpi_id, episode_since)
+
+    @staticmethod
+    def _ack(connection: Connection, kpi_id: str, episode_since: datetime) -> Ack | None:
+        query = sa.select(acks_t).where(
+            acks_t.c.kpi_id == kpi_id, acks_t.c.episode_since == episode_since
+        )
+        row = connection.execute(query).mappings().first()
+        return None if row is None else rows.to_ack(row)
+
+    def annotate(
+        self, kpi_id: str, at: datetime, text: str, author: str, now: datetime
+    ) -> Annotation:
+        """Record why a KPI moved at ``at``."""
+        row = {"kpi_id": kpi_id, "at": at, "text": text, "author": author, "created_at": now}
+        with self._write("add annotation") as connection:
+            result = connection.execute(sa.insert(annotations_t).values(row))
+            return Annotation(
+                id=_new_id(result), kpi_id=kpi_id, at=at, text=text, author=author, created_at=now
+            )
+
+    def annotations(
+        self, kpi_id: str, *, since: datetime | None = None, limit: int | None = None
+    ) -> list[Annotation]:
+        """A KPI's annotations by ``at``, oldest first; with ``limit``, the newest ones."""
+        query = sa.select(annotations_t).where(annotations_t.c.kpi_id == kpi_id)
+        if since is not None:
+            query = query.where(annotations_t.c.at >= since)
+        order = [annotations_t.c.at, annotations_t.c.id]
+        found = self._read_last(query, order, limit, "read annotations")
+        return [rows.to_annotation(row) for row in found]
+
+    # -- notifier bookkeeping --------------------------------------------------
+
+    def slack_thread(self, kpi_id: str, channel: str, episode_since: datetime) -> str | None:
+        """The ``ts`` of the Slack message that opened this episode's thread in ``channel``."""
+        query = sa.select(threads_t.c.ts).where(
+            threads_t.c.kpi_id == kpi_id,
+            threads_t.c.channel == channel,
+            threads_t.c.episode_since == episode_since,
+        )
+        with self._read("read slack thread") as connection:
+            ts = connection.execute(query).scalar_one_or_none()
+        return None if ts is None else str(ts)
+
+    def save_slack_thread(
+        self, kpi_id: str, channel: str, episode_since: datetime, ts: str
+    ) -> None:
+        """Remember an episode's thread (idempotent; a new ``ts`` replaces the old one)."""
+        row = {"kpi_id": kpi_id, "channel": channel, "episode_since": episode_since, "ts": ts}
+        with self._write("save slack thread") as connection:
+            sql.upsert(connection, threads_t, row)
+
+    def digest_mark(self, kind: str) -> datetime | None:
+        """When the digest ``kind`` was last sent."""
+        query = sa.select(marks_t.c.sent_at).where(marks_t.c.kind == kind)
+        with self._read("read digest mark") as connection:
+            sent_at: datetime | None = connection.execute(query).scalar_one_or_none()
+        return sent_at
+
+    def set_digest_mark(self, kind: str, sent_at: datetime) -> None:
+        """Record that the digest ``kind`` went out at ``sent_at``."""
+        with self._write("save digest mark") as connection:
+            sql.upsert(connection, marks_t, {"kind": kind, "sent_at": sent_at})
 
     # -- internals -----------------------------------------------------------
 
@@ -406,6 +592,12 @@ def _message(row: sa.RowMapping) -> OutboxMessage:
     names = ("key", "kind", "kpi_id", "source", "at", "data")
     event = rows.to_event({name: row[_EVENT_PREFIX + name] for name in names})
     return rows.to_message(row, event)
+
+
+def _new_id(result: sa.CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None  # a single-row INSERT always has one
+    return int(key[0])
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,13 +7,17 @@ from datetime import datetime
 from typing import Any
 
 from kpiwatch.model import (
+    Ack,
+    Annotation,
     DeliveryState,
     Event,
     EventKind,
     KpiState,
+    MatcherKind,
     Observation,
     OutboxMessage,
     ReviewCadence,
+    Silence,
     Status,
     StatusChange,
 )
@@ -135,4 +139,40 @@ def to_message(row: Row, event: Event) -> OutboxMessage:
         created_at=row["created_at"],
         last_error=row["last_error"],
         sent_at=row["sent_at"],
+    )
+
+
+def to_silence(row: Row) -> Silence:
+    return Silence(
+        id=row["id"],
+        matcher=MatcherKind(row["matcher"]),
+        value=row["value"],
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        author=row["author"],
+        comment=row["comment"],
+        created_at=row["created_at"],
+        expired_at=row["expired_at"],
+    )
+
+
+def to_ack(row: Row) -> Ack:
+    return Ack(
+        id=row["id"],
+        kpi_id=row["kpi_id"],
+        episode_since=row["episode_since"],
+        author=row["author"],
+        comment=row["comment"],
+        at=row["at"],
+    )
+
+
+def to_annotation(row: Row) -> Annotation:
+    return Annotation(
+        id=row["id"],
+        kpi_id=row["kpi_id"],
+        at=row["at"],
+        text=row["text"],
+        author=row["author"],
+        created_at=row["created_at"],
     )

@@ -9,10 +9,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from kpiwatch.store.types import (
+    AUTHOR_LENGTH,
     CHANNEL_LENGTH,
     ENUM_LENGTH,
     EVENT_KEY_LENGTH,
     KPI_ID_LENGTH,
+    MATCHER_VALUE_LENGTH,
+    SLACK_CHANNEL_LENGTH,
+    SLACK_TS_LENGTH,
     TARGET_LENGTH,
     Id,
     UtcDateTime,
@@ -116,4 +120,63 @@ source_health = sa.Table(
     sa.Column("since", UtcDateTime(), nullable=False),
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Column("last_checked", UtcDateTime(), nullable=False),
+)
+
+# -- notifications: silences, acks, annotations, Slack threads, digest marks ---
+
+silences = sa.Table(
+    "silences",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("matcher", sa.String(ENUM_LENGTH), nullable=False),
+    sa.Column("value", sa.String(MATCHER_VALUE_LENGTH), nullable=False),
+    sa.Column("starts_at", UtcDateTime(), nullable=False),
+    sa.Column("ends_at", UtcDateTime(), nullable=False),
+    sa.Column("author", sa.String(AUTHOR_LENGTH), nullable=False),
+    sa.Column("comment", sa.Text(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("expired_at", UtcDateTime(), nullable=True),
+    sa.Index(None, "ends_at"),  # "active now" only reads silences that have not ended
+)
+
+acks = sa.Table(
+    "acks",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("kpi_id", sa.String(KPI_ID_LENGTH), nullable=False),
+    sa.Column("episode_since", UtcDateTime(), nullable=False),
+    sa.Column("author", sa.String(AUTHOR_LENGTH), nullable=False),
+    sa.Column("comment", sa.Text(), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("kpi_id", "episode_since"),  # one ack per episode; acking again replaces
+)
+
+# not "annotations": that name is taken by ``from __future__ import annotations``
+kpi_annotations = sa.Table(
+    "annotations",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("kpi_id", sa.String(KPI_ID_LENGTH), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("text", sa.Text(), nullable=False),
+    sa.Column("author", sa.String(AUTHOR_LENGTH), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Index(None, "kpi_id", "at"),
+)
+
+slack_threads = sa.Table(
+    "slack_threads",
+    metadata,
+    # one thread per KPI episode and channel: follow-ups reply in it
+    sa.Column("kpi_id", sa.String(KPI_ID_LENGTH), primary_key=True),
+    sa.Column("channel", sa.String(SLACK_CHANNEL_LENGTH), primary_key=True),
+    sa.Column("episode_since", UtcDateTime(), primary_key=True),
+    sa.Column("ts", sa.String(SLACK_TS_LENGTH), nullable=False),
+)
+
+digest_marks = sa.Table(
+    "digest_marks",
+    metadata,
+    sa.Column("kind", sa.String(ENUM_LENGTH), primary_key=True),
+    sa.Column("sent_at", UtcDateTime(), nullable=False),
 )

@@ -71,6 +71,20 @@ def _upsert(dialect: str, table: sa.Table) -> sa.Executable:
     return stmt.on_conflict_do_update(index_elements=sorted(key), set_=updates)
 
 
+@cache
+def _upsert_unique(
+    dialect: str, table: sa.Table, unique: tuple[str, ...], updated: tuple[str, ...]
+) -> sa.Executable:
+    """INSERT, or on a clash of the ``unique`` columns UPDATE only the ``updated`` ones."""
+    stmt = _insert(dialect, table)
+    if isinstance(stmt, mysql.Insert):
+        # MySQL has no conflict target: any unique key clash triggers the update
+        return stmt.on_duplicate_key_update({name: stmt.inserted[name] for name in updated})
+    assert isinstance(stmt, postgresql.Insert | sqlite.Insert)
+    updates = {name: stmt.excluded[name] for name in updated}
+    return stmt.on_conflict_do_update(index_elements=list(unique), set_=updates)
+
+
 def insert_ignore_many(connection: Connection, table: sa.Table, rows: Sequence[Row]) -> int:
     """Insert ``rows`` (one executemany), skipping those whose primary key exists.
 
@@ -107,3 +121,15 @@ def upsert(connection: Connection, table: sa.Table, row: Row) -> None:
     ``row`` must name every column of ``table``.
     """
     connection.execute(_upsert(connection.dialect.name, table), dict(row))
+
+
+def upsert_unique(
+    connection: Connection, table: sa.Table, row: Row, unique: Sequence[str]
+) -> None:
+    """Insert ``row`` or, when the ``unique`` columns clash, overwrite its other columns.
+
+    For tables with a surrogate id and a natural key: the id of an existing row stays.
+    """
+    updated = tuple(name for name in row if name not in unique)
+    stmt = _upsert_unique(connection.dialect.name, table, tuple(unique), updated)
+    connection.execute(stmt, dict(row))

@@ -56,3 +56,7 @@ EVENT_KEY_LENGTH = 512
 CHANNEL_LENGTH = 32
 TARGET_LENGTH = 512
 ENUM_LENGTH = 32
+AUTHOR_LENGTH = 255
+MATCHER_VALUE_LENGTH = 512  # a KPI id, a team name or "label=value"
+SLACK_CHANNEL_LENGTH = 255  # a channel name or id; the PK stays under MySQL's index limit
+SLACK_TS_LENGTH = 64  # Slack message timestamps look like "1712345678.123456"
