@@ -1,0 +1,268 @@
+"""Slack messages: one notice as Block Kit a person reads in five seconds, plus fallback text.
+
+Layout, top to bottom: a header (status emoji, colour word, KPI name); what
+happened; value, target, thresholds, owner, review and since as fields; the
+reasons; a sparkline; the latest notes; the ack; a link to the status board.
+
+Every piece of text from rules, data or people passes through :func:`escape`,
+so a KPI named ``<!channel>`` cannot ping a channel, and every text is clipped
+to its Block Kit limit *after* escaping (Slack counts the escaped form).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from kpiwatch.config.rules import Kpi
+from kpiwatch.model import Direction, EventKind, Status
+from kpiwatch.notify.notice import Notice
+from kpiwatch.notify.render.sparkline import sparkline
+from kpiwatch.notify.text import format_value, headline
+
+# Block Kit limits (https://api.slack.com/reference/block-kit/blocks)
+MAX_BLOCKS = 50
+MAX_SECTION = 3000
+MAX_HEADER = 150
+MAX_FIELDS = 10
+MAX_FIELD = 2000
+MAX_FALLBACK = 4000  # chat.postMessage truncates long text; keep the fallback short
+MAX_NOTE = 600  # one annotation, so that three fit in a section
+SPARK_WIDTH = 20
+
+EMOJI = {"red": "🔴", "yellow": "⚠️", "green": "✅", "unknown": "❔"}
+Block = dict[str, Any]
+
+
+def escape(text: object) -> str:
+    """``&``, ``<`` and ``>`` as Slack's entities: data can never become a mention or link."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` (already escaped) cut to ``limit`` characters with "…", never inside an entity."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:  # "&am" would show as garbage: drop the stub
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def slack_message(notice: Notice) -> dict[str, Any]:
+    """The ``text`` (notification fallback) and ``blocks`` of a Slack message for ``notice``."""
+    blocks: list[Block] = [_header(notice), _section(_summary(notice))]
+    fields = _fields(notice)
+    if fields:
+        blocks.append({"type": "section", "fields": fields})
+    reasons = _reasons(notice)
+    if reasons:
+        blocks.append(_section("*Why*\n" + "\n".join(f"• {escape(_flat(r))}" for r in reasons)))
+    spark = _spark(notice)
+    if spark:
+        blocks.append({"type": "context", "elements": [_mrkdwn(spark)]})
+    if notice.annotations:
+        notes = [
+            f"• {_date(a.at)} — {clip(escape(_flat(a.text)), MAX_NOTE)} _({escape(a.author)})_"
+            for a in notice.annotations[-3:]
+        ]
+        blocks.append(_section("*Notes*\n" + "\n".join(notes)))
+    if notice.ack is not None:
+        ack = notice.ack
+        comment = f": {escape(_flat(ack.comment))}" if ack.comment else ""
+        blocks.append(_section(f"🙋 *Acknowledged* by {escape(ack.author)}{comment}"))
+    footer = [_mrkdwn(escape(_when(notice.event.at)))]
+    link = _link(notice.url, "Open in kpiwatch")
+    if link:
+        footer.insert(0, _mrkdwn(link))
+    blocks.append({"type": "context", "elements": footer})
+    return {"text": _fallback(notice), "blocks": blocks[:MAX_BLOCKS]}
+
+
+# ------------------------------------------------------------------ pieces
+
+
+def _status(notice: Notice) -> str:
+    """The status the message is about: the event's, else the KPI's now."""
+    data = notice.event.data
+    status = data.get("to") or data.get("status")
+    if status is None and notice.state is not None:
+        status = notice.state.status.value
+    if status is None and notice.event.kind is EventKind.DE_ESCALATED:
+        status = Status.GREEN.value  # de-escalation only happens on a green run
+    return str(status) if str(status) in EMOJI else Status.UNKNOWN.value
+
+
+def _name(notice: Notice) -> str:
+    event = notice.event
+    if notice.kpi is not None:
+        return notice.kpi.name
+    return event.kpi_id or event.source or "kpiwatch"
+
+
+def _header(notice: Notice) -> Block:
+    event = notice.event
+    if event.kind is EventKind.SOURCE_DOWN:
+        text = f"🚫 Source down · {escape(event.source or '?')}"
+    elif event.kind is EventKind.SOURCE_RECOVERED:
+        text = f"✅ Source recovered · {escape(event.source or '?')}"
+    else:
+        status = _status(notice)
+        text = f"{EMOJI[status]} {status.capitalize()} · {escape(_flat(_name(notice)))}"
+    return {"type": "header", "text": {"type": "plain_text", "text": clip(text, MAX_HEADER)}}
+
+
+def _summary(notice: Notice) -> str:
+    """What happened, worded per event kind."""
+    event, data = notice.event, notice.event.data
+    name = f"*{escape(_flat(_name(notice)))}*"
+    match event.kind:
+        case EventKind.STATUS_CHANGED:
+            to = escape(data.get("to", "unknown"))
+            if data.get("first") or not data.get("from"):
+                return f"{name} is *{to}* on its first evaluation."
+            return f"{name} changed from {escape(data['from'])} to *{to}*."
+        case EventKind.ESCALATED:
+            return (
+                f"⏫ {name} *escalated* while {escape(data.get('status', 'red'))}: reviews move "
+                f"from {escape(data.get('from_review', '?'))} to "
+                f"*{escape(data.get('review', '?'))}* until it is stable again."
+            )
+        case EventKind.DE_ESCALATED:
+            since = _parse(data.get("green_since"))
+            run = f"green since {_when(since)}" if since else "green again"
+            count = data.get("green_count")
+            checks = f" ({escape(count)} checks in a row)" if count else ""
+            return (
+                f"⏬ {name} is *stable again* — {run}{checks}: reviews go back from "
+                f"{escape(data.get('from_review', '?'))} to *{escape(data.get('review', '?'))}*."
+            )
+        case EventKind.REVIEW_DUE:
+            badge = " `escalated`" if data.get("escalated") else ""
+            return f"📅 {name} is due for its *{escape(data.get('cadence', ''))}* review{badge}."
+        case EventKind.SOURCE_DOWN:
+            error = escape(_flat(str(data.get("error") or "no error given")))
+            return f"Source *{escape(event.source or '?')}* is failing:\n> {error}"
+        case EventKind.SOURCE_RECOVERED:
+            return f"Source *{escape(event.source or '?')}* answers again."
+        case _:
+            return f"*{escape(event.kind.value)}*: {name}"
+
+
+def _fields(notice: Notice) -> list[Block]:
+    kpi, state, data = notice.kpi, notice.state, notice.event.data
+    if kpi is None and state is None:
+        return []  # source events: nothing about a KPI to show
+    unit = kpi.unit if kpi is not None else str(data.get("unit", ""))
+    value = data.get("value", state.value if state is not None else None)
+    fields: list[tuple[str, str]] = []
+    if notice.event.kind is not EventKind.DE_ESCALATED or value is not None:
+        fields.append(("Value", escape(format_value(value, unit))))
+    if kpi is not None and kpi.target is not None:
+        target = escape(format_value(kpi.target.value, unit))
+        by = f" by {kpi.target.by.isoformat()}" if kpi.target.by else ""
+        fields.append(("Target", target + by))
+    if kpi is not None:
+        thresholds = _thresholds(kpi)
+        if thresholds:
+            fields.append(("Thresholds", thresholds))
+        fields.append(("Owner", escape(kpi.owner) + (f" ({escape(kpi.team)})" if kpi.team else "")))
+    if state is not None:
+        review = escape(state.review.value) + (" `escalated`" if state.escalated else "")
+        if state.next_review is not None:
+            review += f"\nnext {_when(state.next_review)}"
+        fields.append(("Review", review))
+        fields.append((f"{escape(state.status.value.capitalize())} since", _when(state.since)))
+    elif kpi is not None:
+        fields.append(("Review", escape(kpi.review.value)))
+    return [_mrkdwn(clip(f"*{title}*\n{text}", MAX_FIELD)) for title, text in fields][:MAX_FIELDS]
+
+
+def _thresholds(kpi: Kpi) -> str:
+    """``red < 1,000 $ · yellow < 1,500 $``: the side that is bad, as in the reasons."""
+    t = kpi.thresholds
+    if t is None:
+        return ""
+    sign = ">" if kpi.direction is Direction.LOWER_IS_BETTER else "<"
+    parts = [
+        f"{colour} {escape(sign)} {escape(format_value(level, kpi.unit))}"
+        for colour, level in (("red", t.red), ("yellow", t.yellow))
+        if level is not None
+    ]
+    return " · ".join(parts)
+
+
+def _reasons(notice: Notice) -> list[str]:
+    reasons = notice.event.data.get("reasons")
+    if reasons is None and notice.state is not None and notice.event.kind in _ABOUT_NOW:
+        reasons = notice.state.reasons
+    return [str(r) for r in reasons or ()]
+
+
+_ABOUT_NOW = (EventKind.REVIEW_DUE, EventKind.ESCALATED)  # messages about the current state
+
+
+def _spark(notice: Notice) -> str:
+    values = [o.value for o in notice.recent if math.isfinite(o.value)][-SPARK_WIDTH:]
+    line = sparkline(values, SPARK_WIDTH)
+    if not line:
+        return ""
+    unit = notice.kpi.unit if notice.kpi is not None else ""
+    low, high = format_value(min(values), unit), format_value(max(values), unit)
+    return f"`{line}`  last {len(values)} values · min {escape(low)} · max {escape(high)}"
+
+
+def _fallback(notice: Notice) -> str:
+    """The notification / screen-reader text: the headline and the first reasons."""
+    text = escape(_flat(headline(notice.event, notice.kpi)))
+    reasons = _reasons(notice)
+    if reasons:
+        text += " — " + escape("; ".join(_flat(r) for r in reasons))
+    return clip(text, MAX_FALLBACK)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": _mrkdwn(clip(text, MAX_SECTION))}
+
+
+def _mrkdwn(text: str) -> Block:
+    return {"type": "mrkdwn", "text": clip(text, MAX_SECTION)}
+
+
+def _link(url: str, label: str) -> str:
+    """``<url|label>`` for an http(s) URL; ``""`` for anything else (no ``javascript:``)."""
+    if not url.lower().startswith(("https://", "http://")):
+        return ""
+    # "|" would end the URL part of the link; &, <, > would break out of it
+    return f"<{escape(url).replace('|', '%7C')}|{escape(label)}>"
+
+
+def _flat(text: str) -> str:
+    """One line: newlines in a name or reason would break the bullet list."""
+    return " ".join(text.split())
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "—"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _date(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def _parse(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
