@@ -1,0 +1,1 @@
+"""Rendering of notifications: emails, their templates and charts."""
