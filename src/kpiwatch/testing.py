@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 from kpiwatch.config.rules import Kpi
 from kpiwatch.errors import DeliveryError, SourceError
-from kpiwatch.model import Observation, OutboxMessage
+from kpiwatch.model import Observation
+from kpiwatch.notify.notice import Notice
 from kpiwatch.sources.base import FetchResult
 
 
@@ -66,16 +67,16 @@ class RecordingChannel:
 
     def __init__(self, name: str = "log") -> None:
         self.name = name
-        self.sent: list[OutboxMessage] = []
-        self._fail: Callable[[OutboxMessage], DeliveryError | None] | None = None
+        self.sent: list[Notice] = []
+        self._fail: Callable[[Notice], DeliveryError | None] | None = None
         self._lock = threading.Lock()
 
-    def fail_with(self, decide: Callable[[OutboxMessage], DeliveryError | None] | None) -> None:
+    def fail_with(self, decide: Callable[[Notice], DeliveryError | None] | None) -> None:
         self._fail = decide
 
-    def send(self, message: OutboxMessage) -> None:
-        error = self._fail(message) if self._fail else None
+    def send(self, notice: Notice) -> None:
+        error = self._fail(notice) if self._fail else None
         if error is not None:
             raise error
         with self._lock:
-            self.sent.append(message)
+            self.sent.append(notice)

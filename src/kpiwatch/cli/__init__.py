@@ -3,7 +3,7 @@
 One module per group of commands; importing them registers them on ``main``.
 """
 
-from kpiwatch.cli import daemon, kpis, rules  # noqa: F401  (registers the commands)
+from kpiwatch.cli import daemon, kpis, notifications, rules, silences  # noqa: F401  (registers)
 from kpiwatch.cli.group import main
 
 __all__ = ["main"]

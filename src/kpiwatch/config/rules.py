@@ -149,6 +149,7 @@ Source = Annotated[
 class Team(_Model):
     slack: str | None = None
     email: EmailList = Field(default_factory=list)
+    webhook: str | None = None  # a URL that receives every event as signed JSON
 
 
 # ---------------------------------------------------------------- KPI parts
@@ -233,6 +234,7 @@ class Escalation(_Model):
 class Notify(_Model):
     slack: str | None = None
     email: EmailList = Field(default_factory=list)
+    webhook: str | None = None
 
 
 class Kpi(_Model):

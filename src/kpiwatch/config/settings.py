@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     email_from: str = "kpiwatch@localhost"
     oncall_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)
     oncall_cron: str = "0 8 * * *"
+    webhook_secret: SecretStr | None = None  # signs webhook payloads (HMAC-SHA256)
     pushgateway_url: str | None = None
     api_token: SecretStr | None = None
     log_format: Literal["console", "json"] | None = None  # None: console on a TTY, else json

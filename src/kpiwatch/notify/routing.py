@@ -51,6 +51,12 @@ class Router:
         slack, emails = self._recipients(kpi)
         owner = [Delivery("email", kpi.owner)]
         chat = [Delivery("slack", slack)] if slack else []
+        return self._by_kind(event, kpi, chat, owner, emails) + self._webhooks(kpi)
+
+    def _by_kind(
+        self, event: Event, kpi: Kpi, chat: list[Delivery], owner: list[Delivery],
+        emails: list[str],
+    ) -> list[Delivery]:  # fmt: skip
         match event.kind:
             case EventKind.STATUS_CHANGED:
                 red = event.data.get("to") == "red"
@@ -65,6 +71,12 @@ class Router:
                 return owner + team_chat
             case _:
                 return chat or [Delivery("email", e) for e in emails]
+
+    def _webhooks(self, kpi: Kpi) -> list[Delivery]:
+        """Every KPI event also goes to the KPI's webhook, else its team's."""
+        team = self._rules.teams.get(kpi.team or "")
+        url = (kpi.notify.webhook if kpi.notify else None) or (team.webhook if team else None)
+        return [Delivery("webhook", url)] if url else []
 
     def _recipients(self, kpi: Kpi) -> tuple[str | None, list[str]]:
         """(Slack channel, email addresses): the KPI's notify, else its team's, else the owner."""

@@ -16,9 +16,11 @@ from kpiwatch.config.loader import LoadedRules, load_rules
 from kpiwatch.config.rules import Kpi
 from kpiwatch.config.settings import Settings
 from kpiwatch.errors import RuleLoadError
-from kpiwatch.notify.channels.base import Channel
-from kpiwatch.notify.channels.log import LogChannel
+from kpiwatch.notify.channels.email import EmailChannel
+from kpiwatch.notify.notices import NoticeBuilder
 from kpiwatch.notify.outbox import Outbox
+from kpiwatch.notify.suppression import Suppressor
+from kpiwatch.runtime.channels import build_channels, send_oncall_digest, verify_slack
 from kpiwatch.runtime.runner import CycleStats, Runner
 from kpiwatch.runtime.scheduler import Scheduler
 from kpiwatch.runtime.workspace import Workspace, build_workspace
@@ -28,7 +30,7 @@ from kpiwatch.store.repository import Store
 log = structlog.get_logger("kpiwatch.app")
 
 REVIEW_TICK_SECONDS = 60
-OUTBOX_TICK_SECONDS = 2
+OUTBOX_TICK_SECONDS = 1  # Slack pacing is one message a second per channel
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,9 @@ class App:
         self.store = Store.open(url)
         self._stack.callback(self.store.close)
         loaded = load_rules(settings.rules_dir)
-        self._channel_names = frozenset({"log"})
+        self.channels = build_channels(settings, self.store)
+        verify_slack(self.channels)
+        self._channel_names = frozenset(self.channels)
         self.runner = Runner(
             self.store,
             self.clock,
@@ -60,9 +64,11 @@ class App:
             review_time=settings.review_time,
             max_workers=settings.max_workers,
         )
-        self.channels: dict[str, Channel] = {"log": LogChannel(self.kpi)}
         self._stack.callback(lambda: self.runner.workspace.close())
-        self.outbox = Outbox(self.store, self.channels, self.clock)
+        notices = NoticeBuilder(self.store, lambda: self.runner.workspace.rules, settings.base_url)
+        self.outbox = Outbox(self.store, self.channels, self.clock, notices,
+                             suppress=Suppressor(self.store, settings.tz).reason)  # fmt: skip
+        self._mute_checked = self.clock.now()
         self._scheduler: Scheduler | None = None
         self._forget_removed_kpis()
         log.info(
@@ -101,6 +107,8 @@ class App:
         scheduler.sync_kpis(self.runner.workspace.rules, self.store.states(), now, self._run_kpi)
         scheduler.every("reviews", REVIEW_TICK_SECONDS, self._tick_reviews, now=now)
         scheduler.every("outbox", OUTBOX_TICK_SECONDS, self._deliver, now=now)
+        scheduler.every("mute-ends", REVIEW_TICK_SECONDS, self._tick_mute_ends)
+        scheduler.cron("oncall-digest", self.settings.oncall_cron, self._send_oncall_digest)
         scheduler.start()
         self._scheduler = scheduler
         log.info(
@@ -163,6 +171,24 @@ class App:
             self.runner.tick_reviews()
         except Exception:
             log.exception("review tick failed")
+
+    def _tick_mute_ends(self) -> None:
+        try:
+            since, self._mute_checked = self._mute_checked, self.clock.now()
+            self.runner.tick_mute_ends(since)
+        except Exception:
+            log.exception("mute window check failed")
+
+    def _send_oncall_digest(self) -> None:
+        try:
+            email = self.channels.get("email")
+            done = send_oncall_digest(
+                self.store, self.runner.workspace.rules, self.settings,
+                email if isinstance(email, EmailChannel) else None, self.clock.now(),
+            )  # fmt: skip
+            log.info("on-call digest", result=done)
+        except Exception as exc:  # the mark stays: the next run covers this period too
+            log.error("on-call digest failed; the next one covers this period", error=str(exc))
 
     def _deliver(self) -> None:
         try:

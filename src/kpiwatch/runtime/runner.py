@@ -23,7 +23,8 @@ from kpiwatch.clock import Clock
 from kpiwatch.config.rules import BUILTIN_SOURCES, Kpi
 from kpiwatch.errors import SourceError, SourceTimeout, StoreError
 from kpiwatch.evaluation import evaluate, review_tick
-from kpiwatch.model import Evaluation, Event, EventKind, Observation
+from kpiwatch.model import Evaluation, Event, EventKind, Observation, Status
+from kpiwatch.notify.silencing import active_mute
 from kpiwatch.runtime.workspace import Workspace
 from kpiwatch.sources.base import FetchResult, Source
 from kpiwatch.store.repository import Store
@@ -266,6 +267,36 @@ class Runner:
                 self._store.save_state(new_state, events, deliveries)
                 due += len(events)
         return due
+
+    def tick_mute_ends(self, since: datetime) -> int:
+        """Notify KPIs not green when a mute window closed between ``since`` and now.
+
+        Their transitions were held back during the window; people hear the
+        state they are left with. Returns how many were notified.
+        """
+        workspace = self._workspace
+        now = self._clock.now()
+        states = self._store.states()
+        notified = 0
+        for kpi in workspace.rules.kpis:
+            state = states.get(kpi.id)
+            if not kpi.mute or state is None or state.status is Status.GREEN:
+                continue
+            ended = active_mute(kpi, since, self._tz)
+            if ended is None or active_mute(kpi, now, self._tz) is not None:
+                continue
+            event = Event(EventKind.STATUS_CHANGED, f"{kpi.id}:mute_ended:{now.isoformat()}",
+                          now, kpi_id=kpi.id, data={
+                              "from": state.status.value, "to": state.status.value,
+                              "value": state.value, "unit": kpi.unit,
+                              "reasons": list(state.reasons),
+                              "after_mute": ended.comment or ended.cron,
+                          })  # fmt: skip
+            with self._lock_for(kpi.id):
+                current = self._store.get_state(kpi.id) or state
+                self._store.save_state(current, [event], {event.key: workspace.router.route(event)})
+            notified += 1
+        return notified
 
     def _lock_for(self, kpi_id: str) -> threading.Lock:
         with self._locks_guard:

@@ -13,6 +13,7 @@ from kpiwatch.clock import Clock, SystemClock
 from kpiwatch.config.loader import LoadedRules
 from kpiwatch.config.settings import Settings
 from kpiwatch.model import Evaluation, KpiState
+from kpiwatch.runtime.channels import channel_names
 from kpiwatch.runtime.runner import Runner
 from kpiwatch.runtime.workspace import build_workspace
 from kpiwatch.store.repository import Store
@@ -24,7 +25,7 @@ def standalone_runner(
 ) -> Iterator[tuple[Store, Runner]]:
     """The store and a runner over the given rules; both closed on exit."""
     store = Store.open(settings.database_url.get_secret_value())
-    workspace = build_workspace(loaded, settings, store.latest, frozenset({"log"}))
+    workspace = build_workspace(loaded, settings, store.latest, channel_names(settings))
     try:
         yield store, Runner(
             store,

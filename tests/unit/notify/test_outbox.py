@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from kpiwatch.config.rules import RuleSet
 from kpiwatch.errors import DeliveryError
 from kpiwatch.model import (
     Delivery,
@@ -19,6 +21,7 @@ from kpiwatch.model import (
     ReviewCadence,
     Status,
 )
+from kpiwatch.notify.notices import NoticeBuilder
 from kpiwatch.notify.outbox import Outbox, RetryPolicy
 from kpiwatch.store.repository import Store
 from kpiwatch.testing import FixedClock, RecordingChannel
@@ -40,10 +43,18 @@ def _queue(store: Store, key: str = "e1", channel: str = "log") -> None:
     store.save_evaluation(evaluation, {key: [Delivery(channel, "#x")]})
 
 
+def _outbox(
+    store: Store, channels: dict[str, Any], clock: FixedClock, *args: Any, **kwargs: Any
+) -> Outbox:
+    """An outbox with no rules loaded (the events' KPIs are unknown to it)."""
+    notices = NoticeBuilder(store, RuleSet, "http://kpiwatch.test")
+    return Outbox(store, channels, clock, notices, *args, **kwargs)
+
+
 def test_a_due_message_is_sent_once(store: Store) -> None:
     clock, channel = FixedClock(START), RecordingChannel()
     _queue(store)
-    outbox = Outbox(store, {"log": channel}, clock)
+    outbox = _outbox(store, {"log": channel}, clock)
     assert outbox.deliver_due() == 1
     assert outbox.deliver_due() == 0
     assert [m.event.key for m in channel.sent] == ["e1"]
@@ -54,12 +65,12 @@ def test_retryable_failure_backs_off_then_succeeds(store: Store) -> None:
     clock, channel = FixedClock(START), RecordingChannel()
     channel.fail_with(lambda m: DeliveryError("500", channel="log", retryable=True))
     _queue(store)
-    outbox = Outbox(
+    outbox = _outbox(
         store,
         {"log": channel},
         clock,
-        RetryPolicy(first_delay=timedelta(seconds=10)),
-        random.Random(1),
+        policy=RetryPolicy(first_delay=timedelta(seconds=10)),
+        rng=random.Random(1),
     )
     assert outbox.deliver_due() == 0
     message = store.messages()[0]
@@ -80,7 +91,7 @@ def test_retry_after_is_a_floor_for_the_next_attempt(store: Store) -> None:
         lambda m: DeliveryError("429", channel="log", retryable=True, retry_after=120)
     )
     _queue(store)
-    Outbox(store, {"log": channel}, clock).deliver_due()
+    _outbox(store, {"log": channel}, clock).deliver_due()
     assert store.messages()[0].next_attempt_at >= START + timedelta(seconds=120)
 
 
@@ -88,7 +99,7 @@ def test_permanent_failure_is_dead_at_once_and_never_silently_dropped(store: Sto
     clock, channel = FixedClock(START), RecordingChannel()
     channel.fail_with(lambda m: DeliveryError("channel_not_found", channel="log", retryable=False))
     _queue(store)
-    Outbox(store, {"log": channel}, clock).deliver_due()
+    _outbox(store, {"log": channel}, clock).deliver_due()
     [dead] = store.messages(states=[DeliveryState.DEAD])
     assert dead.last_error is not None
     assert "channel_not_found" in dead.last_error
@@ -98,11 +109,11 @@ def test_budget_spent_makes_a_message_dead(store: Store) -> None:
     clock, channel = FixedClock(START), RecordingChannel()
     channel.fail_with(lambda m: DeliveryError("timeout", channel="log", retryable=True))
     _queue(store)
-    outbox = Outbox(
+    outbox = _outbox(
         store,
         {"log": channel},
         clock,
-        RetryPolicy(first_delay=timedelta(minutes=10), budget=timedelta(minutes=30)),
+        policy=RetryPolicy(first_delay=timedelta(minutes=10), budget=timedelta(minutes=30)),
     )
     for _ in range(10):
         pending = store.messages(states=[DeliveryState.PENDING])
@@ -117,6 +128,48 @@ def test_budget_spent_makes_a_message_dead(store: Store) -> None:
 
 def test_a_message_for_an_unconfigured_channel_is_dead_with_a_reason(store: Store) -> None:
     _queue(store, channel="slack")
-    Outbox(store, {"log": RecordingChannel()}, FixedClock(START)).deliver_due()
+    _outbox(store, {"log": RecordingChannel()}, FixedClock(START)).deliver_due()
     [dead] = store.messages(states=[DeliveryState.DEAD])
     assert dead.last_error == "channel 'slack' is not configured"
+
+
+def test_a_suppressed_message_is_recorded_not_sent(store: Store) -> None:
+    clock, channel = FixedClock(START), RecordingChannel()
+    _queue(store)
+    outbox = _outbox(store, {"log": channel}, clock, suppress=lambda n, now: "silenced by #1")
+    assert outbox.deliver_due() == 0
+    assert channel.sent == []
+    [held] = store.messages(states=[DeliveryState.SUPPRESSED])
+    assert held.last_error == "silenced by #1"
+
+
+def test_each_slack_channel_is_paced_to_one_message_a_second(store: Store) -> None:
+    clock, channel = FixedClock(START), RecordingChannel("slack")
+    for key in ("a", "b", "c"):
+        _queue(store, key=key, channel="slack")
+    # pass 1: send a (100.0), b and c paced; pass 2: b is due at 101.5, c again too soon
+    ticks = iter([100.0, 100.1, 100.2, 101.5, 101.6, 101.7])
+    outbox = _outbox(store, {"slack": channel}, clock, monotonic=lambda: next(ticks))
+    assert outbox.deliver_due() == 1  # the other two wait: same channel within a second
+    assert outbox.deliver_due() == 1
+    assert [n.event.key for n in channel.sent] == ["a", "b"]
+
+
+class BatchRecorder(RecordingChannel):
+    def __init__(self) -> None:
+        super().__init__("email")
+        self.batches: list[list[str]] = []
+
+    def send_batch(self, notices: Any) -> None:
+        self.batches.append([n.event.key for n in notices])
+
+
+def test_reviews_for_one_owner_go_out_as_one_email(store: Store) -> None:
+    for key in ("r1", "r2"):
+        event = Event(EventKind.REVIEW_DUE, key, START, kpi_id="k", data={"cadence": "weekly"})
+        state = KpiState("k", Status.GREEN, START, ReviewCadence.WEEKLY)
+        store.save_state(state, [event], {key: [Delivery("email", "dana@example.com")]})
+    channel = BatchRecorder()
+    assert _outbox(store, {"email": channel}, FixedClock(START)).deliver_due() == 2
+    assert channel.batches == [["r1", "r2"]]
+    assert len(store.messages(states=[DeliveryState.SENT])) == 2

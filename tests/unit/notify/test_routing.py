@@ -89,3 +89,16 @@ def test_without_slack_or_smtp_everything_goes_to_the_log_naming_the_intended_re
 def test_an_event_with_nobody_to_tell_still_reaches_the_log() -> None:
     router = _router(channels=frozenset({"log"}), oncall=())
     assert router.route(_event(EventKind.SOURCE_DOWN, source="api")) == [Delivery("log", "on-call")]
+
+
+def test_webhooks_receive_every_kpi_event_from_notify_or_team() -> None:
+    rules = load_rule_text(
+        RULES.replace('cs: {slack: "#cs"', 'cs: {webhook: "https://hooks.test/cs", slack: "#cs"')
+    ).rules
+    router = Router(rules, channels=ALL | {"webhook"})
+    assert Delivery("webhook", "https://hooks.test/cs") in router.route(
+        _event(EventKind.STATUS_CHANGED, "teamed", to="yellow")
+    )
+    assert Delivery("webhook", "https://hooks.test/cs") in router.route(
+        _event(EventKind.REVIEW_DUE, "teamed")
+    )

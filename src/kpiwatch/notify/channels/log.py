@@ -6,31 +6,29 @@ fresh install: the operator sees every notification in the daemon's log.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import structlog
 
-from kpiwatch.config.rules import Kpi
-from kpiwatch.model import OutboxMessage
+from kpiwatch.notify.notice import Notice
 from kpiwatch.notify.text import headline
 
 
 class LogChannel:
     name = "log"
 
-    def __init__(self, kpi_lookup: Callable[[str], Kpi | None]) -> None:
-        self._kpi = kpi_lookup
+    def __init__(self) -> None:
         self._log = structlog.get_logger("kpiwatch.notification")
 
-    def send(self, message: OutboxMessage) -> None:
-        event = message.event
-        kpi = self._kpi(event.kpi_id) if event.kpi_id else None
+    def send(self, notice: Notice) -> None:
+        event = notice.event
         self._log.warning(
-            headline(event, kpi),
+            headline(event, notice.kpi),
             notification=event.kind.value,
             kpi=event.kpi_id,
             source=event.source,
-            to=message.target or None,
+            to=notice.message.target or None,
             reasons=list(event.data.get("reasons", [])) or None,
+            ack=f"{notice.ack.author}: {notice.ack.comment}" if notice.ack else None,
+            annotations=[a.text for a in notice.annotations[-3:]] or None,
+            url=notice.url,
             event_key=event.key,
         )
