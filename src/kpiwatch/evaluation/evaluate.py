@@ -210,6 +210,7 @@ def evaluate(
         }))  # fmt: skip
     if esc.escalated:
         events.append(_event(EventKind.ESCALATED, kpi_id, now, {
+            "since": state.since.isoformat(),  # the episode it belongs to (Slack threads)
             "review": review.value,
             "from_review": kpi.review.value,
             "status": status.value,
@@ -221,6 +222,7 @@ def evaluate(
         assert previous is not None
         assert previous.escalated_since is not None
         events.append(_event(EventKind.DE_ESCALATED, kpi_id, now, {
+            "since": state.since.isoformat(),
             "review": review.value,
             "from_review": previous.review.value,
             "escalated_since": previous.escalated_since.isoformat(),

@@ -79,6 +79,7 @@ def review_tick(
         kpi_id=state.kpi_id,
         data={
             "cadence": state.review.value,
+            "since": state.since.isoformat(),  # the episode it belongs to (Slack threads)
             "escalated": state.escalated,
             "status": state.status.value,
             "value": state.value,

@@ -23,7 +23,7 @@ import structlog
 
 from kpiwatch.clock import Clock
 from kpiwatch.errors import DeliveryError, StoreError
-from kpiwatch.model import EventKind
+from kpiwatch.model import DeliveryState, EventKind, OutboxMessage
 from kpiwatch.notify.channels.base import BatchChannel, Channel
 from kpiwatch.notify.notice import Notice
 from kpiwatch.notify.notices import NoticeBuilder
@@ -81,24 +81,52 @@ class Outbox:
         now = self._clock.now()
         sent = 0
         batches: dict[tuple[str, str], list[Notice]] = {}
-        for message in self._store.due_messages(now, limit=limit):
+        first_pending = self._first_pending()
+        done: set[int] = set()  # handled in this pass (sent, suppressed or batched)
+        held: set[tuple[str, str, str | None]] = set()  # conversations waiting this pass
+        due = sorted(self._store.due_messages(now, limit=limit), key=lambda m: m.id)
+        for message in due:  # in the order they were made: a conversation's head first
+            key = _conversation(message)
+            head = first_pending.get(key, message.id)
+            if key in held or (head < message.id and head not in done):
+                held.add(key)  # an earlier message to the same people about this KPI goes first
+                continue
             notice = self._notices.build(message)
             reason = self._suppress(notice, now)
             if reason is not None:
                 self._store.mark_suppressed(message.id, now, reason=reason)
                 log.info("notification suppressed", id=message.id, kpi=message.event.kpi_id,
                          reason=reason)  # fmt: skip
+                done.add(message.id)
                 continue
             channel = self._channels.get(message.channel)
             if isinstance(channel, BatchChannel) and message.event.kind is EventKind.REVIEW_DUE:
                 batches.setdefault((message.channel, message.target), []).append(notice)
+                done.add(message.id)
                 continue
             if self._paced(message.channel, message.target):
-                continue  # stays due; the next pass sends it
-            sent += self._deliver(channel, [notice])
+                held.add(key)  # stays due; the next pass sends it
+                continue
+            if self._deliver(channel, [notice]):
+                sent += 1
+                done.add(message.id)
+            else:
+                held.add(key)
         for (name, _), notices in batches.items():
             sent += self._deliver(self._channels.get(name), notices)
         return sent
+
+    def _first_pending(self) -> dict[tuple[str, str, str | None], int]:
+        """The oldest pending message of each conversation (channel, target, KPI).
+
+        Keeps a conversation in order while its head is being retried: an
+        escalation never overtakes the status change it replies to in Slack.
+        """
+        first: dict[tuple[str, str, str | None], int] = {}
+        for message in self._store.messages(states=[DeliveryState.PENDING], limit=10_000):
+            key = _conversation(message)
+            first[key] = min(first.get(key, message.id), message.id)
+        return first
 
     def _paced(self, channel: str, target: str) -> bool:
         interval = PACING.get(channel)
@@ -155,3 +183,7 @@ class Outbox:
         log.warning("notification will be retried", id=message.id, channel=message.channel,
                     attempts=attempts, retry_in=round(delay.total_seconds(), 1),
                     error=str(exc))  # fmt: skip
+
+
+def _conversation(message: OutboxMessage) -> tuple[str, str, str | None]:
+    return (message.channel, message.target, message.event.kpi_id)

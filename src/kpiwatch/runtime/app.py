@@ -209,7 +209,11 @@ class App:
             sent = self.outbox.deliver_due()
             delivered += sent
             if sent == 0:
-                break
+                # still due means paced or queued behind its conversation: wait a moment;
+                # failures are no longer due (their retry is later), so this ends
+                if not self.store.due_messages(self.clock.now(), limit=1):
+                    break
+                _time.sleep(0.25)
         undelivered = sum(self.store.pending_counts().values())
         return OnceResult(stats, reviews, delivered, undelivered)
 

@@ -36,10 +36,10 @@ def store(tmp_path: Path) -> Store:
     opened.close()
 
 
-def _queue(store: Store, key: str = "e1", channel: str = "log") -> None:
-    event = Event(EventKind.STATUS_CHANGED, key, START, kpi_id="k", data={"to": "red"})
-    state = KpiState("k", Status.RED, START, ReviewCadence.WEEKLY, last_evaluated=START)
-    evaluation = Evaluation("k", START, 6.0, START, Status.RED, (), state, (event,))
+def _queue(store: Store, key: str = "e1", channel: str = "log", kpi: str = "k") -> None:
+    event = Event(EventKind.STATUS_CHANGED, key, START, kpi_id=kpi, data={"to": "red"})
+    state = KpiState(kpi, Status.RED, START, ReviewCadence.WEEKLY, last_evaluated=START)
+    evaluation = Evaluation(kpi, START, 6.0, START, Status.RED, (), state, (event,))
     store.save_evaluation(evaluation, {key: [Delivery(channel, "#x")]})
 
 
@@ -145,8 +145,8 @@ def test_a_suppressed_message_is_recorded_not_sent(store: Store) -> None:
 
 def test_each_slack_channel_is_paced_to_one_message_a_second(store: Store) -> None:
     clock, channel = FixedClock(START), RecordingChannel("slack")
-    for key in ("a", "b", "c"):
-        _queue(store, key=key, channel="slack")
+    for key in ("a", "b", "c"):  # three KPIs, one Slack channel
+        _queue(store, key=key, channel="slack", kpi=f"kpi_{key}")
     # pass 1: send a (100.0), b and c paced; pass 2: b is due at 101.5, c again too soon
     ticks = iter([100.0, 100.1, 100.2, 101.5, 101.6, 101.7])
     outbox = _outbox(store, {"slack": channel}, clock, monotonic=lambda: next(ticks))
@@ -173,3 +173,20 @@ def test_reviews_for_one_owner_go_out_as_one_email(store: Store) -> None:
     assert _outbox(store, {"email": channel}, FixedClock(START)).deliver_due() == 2
     assert channel.batches == [["r1", "r2"]]
     assert len(store.messages(states=[DeliveryState.SENT])) == 2
+
+
+def test_a_conversation_stays_in_order_while_its_first_message_is_retried(store: Store) -> None:
+    clock, channel = FixedClock(START), RecordingChannel()
+    channel.fail_with(lambda n: DeliveryError("500", channel="log", retryable=True)
+                      if n.event.key == "first" else None)  # fmt: skip
+    _queue(store, key="first")
+    _queue(store, key="second")  # same KPI, same recipient
+    _queue(store, key="other", kpi="another")
+    outbox = _outbox(store, {"log": channel}, clock)
+    assert outbox.deliver_due() == 1
+    assert [n.event.key for n in channel.sent] == ["other"]  # "second" waits for "first"
+    channel.fail_with(None)
+    clock.set(max(m.next_attempt_at for m in store.messages(states=[DeliveryState.PENDING])))
+    outbox.deliver_due()
+    outbox.deliver_due()
+    assert [n.event.key for n in channel.sent] == ["other", "first", "second"]

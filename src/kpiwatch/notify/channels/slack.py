@@ -123,7 +123,7 @@ class SlackChannel:
             ts = self._post(target, message, None)
             self._remember(kpi_id, target, event.at, ts)
             return
-        since = notice.state.since if notice.state is not None else event.at
+        since = _episode(notice)
         thread_ts = self._threads.get(kpi_id, target, since)
         if thread_ts is None:
             self._post(target, message, None)
@@ -254,3 +254,18 @@ def _retry_after(headers: Any) -> float | None:
 def _short(value: object, limit: int = 200) -> str:
     text = " ".join(str(value).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _episode(notice: Notice) -> datetime:
+    """The episode an event belongs to: the one it was raised in, not the one now.
+
+    A status change starts its own; other events carry their episode's start in
+    ``data["since"]``; older rows without it fall back to the current episode.
+    """
+    event = notice.event
+    if event.kind is EventKind.STATUS_CHANGED:
+        return event.at
+    since = event.data.get("since")
+    if isinstance(since, str):
+        return datetime.fromisoformat(since)
+    return notice.state.since if notice.state is not None else event.at
