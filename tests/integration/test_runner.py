@@ -302,3 +302,31 @@ kpis:
     finally:
         stuck.release.set()
         workspace.close()
+
+
+def test_a_kpi_still_red_when_its_mute_window_ends_is_notified_then(
+    store: Store, clock: FixedClock
+) -> None:
+    rules = load_rule_text(
+        """
+sources: {wh: {type: sql, url: "sqlite://"}}
+kpis:
+  - {id: sales, name: Sales, owner: o@example.com, direction: higher_is_better, source: wh,
+     query: SELECT 1, thresholds: {red: 10},
+     mute: [{cron: "0 0 * * *", for: 2h, comment: nightly load}]}
+""",
+        "rules.yaml",
+    )
+    source = FakeSource("wh")
+    workspace = Workspace(rules, {"wh": source}, Router(rules.rules))
+    runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=time(9, 0))
+    clock.set(datetime(2026, 3, 3, 0, 30, tzinfo=UTC))  # inside the window
+    source.set("sales", 5.0)
+    runner.evaluate_kpi("sales")
+    assert runner.tick_mute_ends(clock.now() - timedelta(minutes=1)) == 0  # still muted
+    clock.set(datetime(2026, 3, 3, 2, 0, 30, tzinfo=UTC))  # the window closed at 02:00
+    assert runner.tick_mute_ends(datetime(2026, 3, 3, 1, 59, 30, tzinfo=UTC)) == 1
+    reminders = [e for e in store.events(kpi_id="sales") if "after_mute" in e.data]
+    assert len(reminders) == 1
+    assert reminders[0].data["to"] == "red"
+    assert reminders[0].data["after_mute"] == "nightly load"
