@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from kpiwatch.config.rules import RuleSet
-from kpiwatch.model import KpiState, Status
+from kpiwatch.model import Ack, KpiState, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,7 @@ class KpiOverview:
     next_review: datetime | None
     last_evaluated: datetime | None
     error: str | None
+    ack: str | None = None  # "author: comment" of the current episode's ack
 
     def as_json(self) -> dict[str, Any]:
         """The stable ``status --json`` object (documented in the README)."""
@@ -53,10 +54,13 @@ class KpiOverview:
             "last_evaluated": _iso(self.last_evaluated),
             "observed_at": _iso(self.observed_at),
             "error": self.error,
+            "ack": self.ack,
         }
 
 
-def overview(rules: RuleSet, states: Mapping[str, KpiState]) -> list[KpiOverview]:
+def overview(
+    rules: RuleSet, states: Mapping[str, KpiState], acks: Mapping[str, Ack] | None = None
+) -> list[KpiOverview]:
     """One row per KPI of the rules, in rule order; never-evaluated KPIs show unknown."""
     rows = []
     for kpi in rules.kpis:
@@ -88,9 +92,14 @@ def overview(rules: RuleSet, states: Mapping[str, KpiState]) -> list[KpiOverview
                 next_review=state.next_review if state else None,
                 last_evaluated=state.last_evaluated if state else None,
                 error=state.error if state else None,
+                ack=_ack_text((acks or {}).get(kpi.id)),
             )
         )
     return rows
+
+
+def _ack_text(ack: Ack | None) -> str | None:
+    return f"{ack.author}: {ack.comment}" if ack is not None else None
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -83,6 +83,8 @@ def status_table(rows: Sequence[KpiOverview]) -> str:
     for row in rows:
         review = row.review + (" ⏫" if row.escalated else "")
         why = row.reasons[0] if row.reasons else ""
+        if row.ack:
+            why = f"[ack {row.ack}] {why}"
         table.append(
             (
                 _MARK[row.status.value],

@@ -150,6 +150,9 @@ def test_ack_needs_a_red_or_yellow_kpi(tmp_path: Path) -> None:
                      env=env)  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert "by kim: vendor fixing" in again.stdout
+    shown = json.loads(kpiwatch(tmp_path, "status", "--json", env=env).stdout)
+    assert shown[0]["ack"] == "kim: vendor fixing"  # the ack shows wherever the KPI does
+    assert "[ack kim: vendor fixing]" in kpiwatch(tmp_path, "status", env=env).stdout
 
     unknown = kpiwatch(tmp_path, "ack", "np", "--comment", "x", env=env)
     assert unknown.returncode == 2

@@ -56,7 +56,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
     loaded = load_rules(settings.rules_dir)
     store = Store.open(settings.database_url.get_secret_value())
     try:
-        rows = overview(loaded.rules, store.states())
+        states = store.states()
+        acks = {kpi_id: ack for kpi_id, state in states.items()
+                if (ack := store.ack_for(kpi_id, state.since)) is not None}  # fmt: skip
+        rows = overview(loaded.rules, states, acks)
     finally:
         store.close()
     if as_json:
