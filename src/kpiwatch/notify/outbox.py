@@ -75,6 +75,8 @@ class Outbox:
         self._rng = rng or random.Random()
         self._monotonic = monotonic
         self._last_sent: dict[tuple[str, str], float] = {}
+        # (channel, result) with result sent | dead | suppressed | retried: for metrics
+        self.on_result: Callable[[str, str], None] = lambda channel, result: None
 
     def deliver_due(self, limit: int = 100) -> int:
         """Send what is due now; returns how many messages were sent."""
@@ -95,6 +97,7 @@ class Outbox:
             reason = self._suppress(notice, now)
             if reason is not None:
                 self._store.mark_suppressed(message.id, now, reason=reason)
+                self.on_result(message.channel, "suppressed")
                 log.info("notification suppressed", id=message.id, kpi=message.event.kpi_id,
                          reason=reason)  # fmt: skip
                 done.add(message.id)
@@ -144,6 +147,7 @@ class Outbox:
                     self._clock.now(),
                     error=f"channel {first.channel!r} is not configured",
                 )
+                self.on_result(first.channel, "dead")
             log.error("notification dead", channel=first.channel, error="channel not configured")
             return 0
         try:
@@ -166,6 +170,7 @@ class Outbox:
         now = self._clock.now()
         for notice in notices:
             self._store.mark_sent(notice.message.id, now)
+            self.on_result(first.channel, "sent")
         return len(notices)
 
     def _failed(self, notice: Notice, exc: DeliveryError) -> None:
@@ -176,10 +181,12 @@ class Outbox:
         out_of_budget = now + delay > message.created_at + self._policy.budget
         if not exc.retryable or out_of_budget:
             self._store.mark_dead(message.id, now, error=str(exc))
+            self.on_result(message.channel, "dead")
             log.error("notification dead", id=message.id, channel=message.channel,
                       target=message.target, attempts=attempts, error=str(exc))  # fmt: skip
             return
         self._store.mark_retry(message.id, now, error=str(exc), next_attempt_at=now + delay)
+        self.on_result(message.channel, "retried")
         log.warning("notification will be retried", id=message.id, channel=message.channel,
                     attempts=attempts, retry_in=round(delay.total_seconds(), 1),
                     error=str(exc))  # fmt: skip

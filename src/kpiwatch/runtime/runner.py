@@ -69,6 +69,7 @@ class Runner:
             name: up for name, (up, _, _) in store.source_health().items()
         }
         self.on_evaluated: Callable[[Evaluation], None] | None = None  # hook for metrics
+        self.on_fetched: Callable[[str, float], None] | None = None  # (source, seconds)
 
     @property
     def workspace(self) -> Workspace:
@@ -134,6 +135,15 @@ class Runner:
         if source is None:  # the loader rejects this; a guard, not a path
             return (), f"source {kpi.source!r} is not configured"
         started = _time.perf_counter()
+        try:
+            return self._fetch_timed(workspace, kpi, source, now, started)
+        finally:
+            if self.on_fetched is not None and kpi.source in workspace.rules.sources:
+                self.on_fetched(kpi.source, _time.perf_counter() - started)
+
+    def _fetch_timed(
+        self, workspace: Workspace, kpi: Kpi, source: Source, now: datetime, started: float
+    ) -> tuple[tuple[Observation, ...], str | None]:
         try:
             result = self._call_source(workspace, kpi, source, now)
         except SourceError as exc:
