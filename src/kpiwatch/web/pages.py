@@ -1,0 +1,341 @@
+"""The status board (``/``) and one page per KPI (``/kpis/{id}``): server-rendered HTML.
+
+Everything a page needs is inline (CSS and SVG): no scripts, fonts or images
+from anywhere, so the board works on a closed network and needs no CSP
+exceptions. Templates autoescape every value; only the SVG from
+:mod:`kpiwatch.web.svg` (numbers and escaped text) is marked safe.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, tzinfo
+from functools import cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+from markupsafe import Markup
+
+from kpiwatch.config.rules import Kpi, RuleSet
+from kpiwatch.evaluation.target import day_start
+from kpiwatch.model import Ack, KpiState, Observation, Status
+from kpiwatch.notify.text import format_value, headline
+from kpiwatch.overview import KpiOverview, overview
+from kpiwatch.web.context import WebContext
+from kpiwatch.web.svg import COLOURS, Glide, chart_svg, sparkline_svg
+
+UNASSIGNED = "Unassigned"
+SPARK_POINTS = 30  # a month of daily values: enough to see a trend at a glance
+CHART_POINTS = 365
+TABLE_ROWS = 50  # status changes, annotations, events on a KPI page (newest)
+REFRESH_SECONDS = 60
+# Worst first, so a glance down a team's list meets the problems before the fine ones.
+_ORDER = {Status.RED: 0, Status.YELLOW: 1, Status.UNKNOWN: 2, Status.GREEN: 3}
+_WORDS = {
+    Status.RED: "Red",
+    Status.YELLOW: "Yellow",
+    Status.GREEN: "Green",
+    Status.UNKNOWN: "Unknown",
+}
+
+
+@cache
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("kpiwatch.web", "templates"),
+        autoescape=True,  # every template is HTML: names, reasons, comments are user text
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(colours=COLOURS, refresh=REFRESH_SECONDS)
+    return env
+
+
+# ---------------------------------------------------------------- view models
+
+
+@dataclass(frozen=True)
+class Card:
+    """One KPI as the board shows it."""
+
+    id: str
+    name: str
+    status: str  # green | yellow | red | unknown
+    word: str
+    value: str
+    target: str | None
+    owner: str
+    review: str
+    escalated: bool
+    since: str | None
+    since_ago: str | None
+    reason: str | None
+    more_reasons: int
+    ack: str | None
+    error: str | None
+    spark: Markup
+
+    @property
+    def colour(self) -> str:
+        return COLOURS[self.status]
+
+
+@dataclass(frozen=True)
+class Group:
+    team: str
+    cards: tuple[Card, ...]
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    name: str
+    since: str
+    error: str | None
+
+
+def pages_router(ctx: WebContext) -> APIRouter:
+    """The HTML pages: ``GET /`` (the board) and ``GET /kpis/{kpi_id}``."""
+    router = APIRouter()
+
+    # Plain ``def`` handlers: the store is synchronous, so FastAPI runs them in its
+    # thread pool instead of blocking the event loop.
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def board() -> HTMLResponse:
+        return HTMLResponse(_board_html(ctx))
+
+    @router.get("/kpis/{kpi_id}", response_class=HTMLResponse, include_in_schema=False)
+    def kpi_page(kpi_id: str) -> HTMLResponse:
+        rules = ctx.rules()
+        kpi = rules.by_id.get(kpi_id)
+        if kpi is None:
+            close = difflib.get_close_matches(kpi_id, list(rules.by_id), n=3)
+            names = [(k, rules.by_id[k].name) for k in close]
+            html = _render("not_found.html.j2", kpi_id=kpi_id, close=names, title="Not found")
+            return HTMLResponse(html, status_code=404)
+        return HTMLResponse(_kpi_html(ctx, kpi))
+
+    return router
+
+
+def _render(template: str, /, **context: Any) -> str:
+    return _env().get_template(template).render(**context)
+
+
+def _tz(ctx: WebContext) -> tzinfo:
+    try:
+        return ZoneInfo(ctx.settings.timezone)
+    except (KeyError, ValueError):  # settings validate it; a page must render regardless
+        return UTC
+
+
+def _when(moment: datetime | None, tz: tzinfo) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def _ago(moment: datetime | None, now: datetime) -> str | None:
+    """``3 days``, ``5 hours``: how long an episode has lasted, for people."""
+    if moment is None:
+        return None
+    seconds = max((now - moment).total_seconds(), 0.0)
+    for size, word in ((86_400, "day"), (3_600, "hour"), (60, "minute")):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {word}{'s' if count != 1 else ''}"
+    return "just now"
+
+
+def _target_text(kpi: Kpi) -> str | None:
+    if kpi.target is None:
+        return None
+    text = format_value(kpi.target.value, kpi.unit)
+    return f"{text} by {kpi.target.by.isoformat()}" if kpi.target.by else text
+
+
+def _acks(ctx: WebContext, states: Mapping[str, KpiState]) -> dict[str, Ack]:
+    return {kpi_id: ack for kpi_id, state in states.items()
+            if (ack := ctx.store.ack_for(kpi_id, state.since)) is not None}  # fmt: skip
+
+
+# ---------------------------------------------------------------- the board
+
+
+def _board_html(ctx: WebContext) -> str:
+    rules = ctx.rules()
+    tz = _tz(ctx)
+    now = ctx.clock.now()
+    states = ctx.store.states()
+    rows = overview(rules, states, _acks(ctx, states))
+    cards: dict[str, list[Card]] = {}
+    for row in rows:
+        kpi = rules.by_id[row.id]
+        recent = ctx.store.history(row.id, limit=SPARK_POINTS)
+        cards.setdefault(row.team or UNASSIGNED, []).append(_card(row, kpi, recent, tz, now))
+    groups = [
+        Group(team, tuple(sorted(found, key=lambda c: _ORDER[Status(c.status)])), _count(found))
+        for team, found in sorted(cards.items(), key=lambda item: _team_key(rules, item[0]))
+    ]
+    health = ctx.store.source_health()
+    down = [
+        SourceProblem(name, _when(since, tz) or "", error)
+        for name, (up, since, error) in sorted(health.items())
+        if not up
+    ]
+    return _render(
+        "board.html.j2",
+        title="KPI status board",
+        groups=groups,
+        counts=_count([c for found in cards.values() for c in found]),
+        total=len(rows),
+        sources_checked=len(health),
+        down=down,
+        updated=_when(now, tz),
+    )
+
+
+def _team_key(rules: RuleSet, team: str) -> tuple[int, int, str]:
+    """Teams in the order the rules declare them, then the rest by name, Unassigned last."""
+    declared = list(rules.teams)
+    if team == UNASSIGNED:
+        return (2, 0, team)
+    if team in declared:
+        return (0, declared.index(team), team)
+    return (1, 0, team.casefold())
+
+
+def _count(cards: Sequence[Card]) -> dict[str, int]:
+    counts = {"red": 0, "yellow": 0, "unknown": 0, "green": 0}
+    for card in cards:
+        counts[card.status] += 1
+    return counts
+
+
+def _card(
+    row: KpiOverview, kpi: Kpi, recent: Sequence[Observation], tz: tzinfo, now: datetime
+) -> Card:
+    value = format_value(row.value, row.unit) if row.value is not None else "no value"
+    reason = row.reasons[0] if row.reasons else None
+    if reason is not None and row.error is not None and row.error in reason:
+        reason = None  # the data problem line says it already, in red
+    return Card(
+        id=row.id,
+        name=row.name,
+        status=row.status.value,
+        word=_WORDS[row.status],
+        value=value,
+        target=_target_text(kpi),
+        owner=row.owner,
+        review=row.review,
+        escalated=row.escalated,
+        since=_when(row.since, tz),
+        since_ago=_ago(row.since, now),
+        reason=reason,
+        more_reasons=max(len(row.reasons) - 1, 0),
+        ack=row.ack,
+        error=row.error,
+        spark=Markup(sparkline_svg([o.value for o in recent], colour=COLOURS[row.status.value])),
+    )
+
+
+# ---------------------------------------------------------------- one KPI
+
+
+def _kpi_html(ctx: WebContext, kpi: Kpi) -> str:
+    tz = _tz(ctx)
+    now = ctx.clock.now()
+    state = ctx.store.get_state(kpi.id)
+    states = {kpi.id: state} if state is not None else {}
+    ack = _acks(ctx, states).get(kpi.id)
+    row = overview(RuleSet(kpis=(kpi,)), states, {kpi.id: ack} if ack else None)[0]
+    needs_first = (
+        kpi.target is not None
+        and kpi.target.by is not None
+        and (kpi.target.baseline is None or kpi.target.baseline_date is None)
+    )
+    # The glide's default baseline is the very first observation, which may be older
+    # than the points shown; read the whole history only when that is needed.
+    if needs_first:
+        everything = ctx.store.history(kpi.id)
+        first, history = (everything[0] if everything else None), everything[-CHART_POINTS:]
+    else:
+        history = ctx.store.history(kpi.id, limit=CHART_POINTS)
+        first = None
+    chart = chart_svg(
+        [(o.observed_at, o.value) for o in history],
+        thresholds=row.thresholds,
+        target=kpi.target.value if kpi.target else None,
+        glide=_glide(kpi, first, tz),
+        unit=kpi.unit,
+    )
+    changes = ctx.store.status_changes(kpi.id, limit=TABLE_ROWS)
+    annotations = ctx.store.annotations(kpi.id, limit=TABLE_ROWS)
+    events = ctx.store.events(kpi_id=kpi.id, limit=TABLE_ROWS)
+    return _render(
+        "kpi.html.j2",
+        title=kpi.name,
+        kpi=kpi,
+        row=row,
+        status=row.status.value,
+        word=_WORDS[row.status],
+        value=format_value(row.value, kpi.unit) if row.value is not None else "no value",
+        observed=_when(row.observed_at, tz),
+        target=_target_text(kpi),
+        thresholds=[
+            (name, format_value(level, kpi.unit)) for name, level in row.thresholds.items()
+        ],
+        since=_when(row.since, tz),
+        since_ago=_ago(row.since, now),
+        next_review=_when(row.next_review, tz),
+        last_evaluated=_when(row.last_evaluated, tz),
+        ack=ack,
+        ack_at=_when(ack.at, tz) if ack else None,
+        chart=Markup(chart),
+        points=len(history),
+        changes=[
+            {
+                "at": _when(c.at, tz),
+                "from": c.from_status.value if c.from_status else None,
+                "to": c.to_status.value,
+                "value": format_value(c.value, kpi.unit) if c.value is not None else "no value",
+                "reasons": c.reasons,
+            }
+            for c in reversed(changes)
+        ],
+        annotations=[
+            {"at": _when(a.at, tz), "author": a.author, "text": a.text}
+            for a in reversed(annotations)
+        ],
+        events=[{"at": _when(e.at, tz), "text": headline(e, kpi)} for e in reversed(events)],
+    )
+
+
+def _glide(kpi: Kpi, first: Observation | None, tz: tzinfo) -> Glide | None:
+    """Baseline at baseline_date -> target at ``by``, as the evaluation computes it
+    (calendar dates are the start of that day in the configured timezone)."""
+    target = kpi.target
+    if target is None or target.by is None:
+        return None
+    base_value = target.baseline
+    if base_value is None and first is not None:
+        base_value = first.value
+    if target.baseline_date is not None:
+        base_at: datetime | None = _day(target.baseline_date, tz)
+    else:
+        base_at = first.observed_at if first is not None else None
+    if base_value is None or base_at is None:
+        return None
+    return ((base_at, base_value), (_day(target.by, tz), target.value))
+
+
+def _day(day: date, tz: tzinfo) -> datetime:
+    if isinstance(tz, ZoneInfo):
+        return datetime.fromtimestamp(day_start(day, tz), UTC)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)  # only when the zone was invalid

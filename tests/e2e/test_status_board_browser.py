@@ -1,0 +1,202 @@
+"""The status board in a real headless Chromium: what a person sees, and screenshots.
+
+Serves the pages with uvicorn on a free port, fills a real SQLite store through
+the real runner (6 KPIs over 2 teams, one red and escalated, one unknown with a
+source error, annotations), then asks Chromium for the rendered DOM and PNGs.
+Set ``KPIWATCH_SCREENSHOTS=docs`` to also save ``status-board.png`` and
+``kpi-page.png`` there (the README's pictures).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import uvicorn
+from browser import chromium_binary, keep_screenshot, run_chromium, visible_text
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from kpiwatch.config.loader import load_rule_text
+from kpiwatch.config.settings import Settings
+from kpiwatch.errors import SourceError
+from kpiwatch.model import Observation
+from kpiwatch.notify.routing import Router
+from kpiwatch.runtime.runner import Runner
+from kpiwatch.runtime.workspace import Workspace
+from kpiwatch.sources.base import Source
+from kpiwatch.sources.formula import FormulaSource
+from kpiwatch.sources.push import PushSource
+from kpiwatch.store.repository import Store
+from kpiwatch.testing import FakeSource, FixedClock
+from kpiwatch.web.context import WebContext
+from kpiwatch.web.pages import pages_router
+
+RULES = """
+sources:
+  warehouse: {type: sql, url: "sqlite://"}
+  billing: {type: sql, url: "sqlite://"}
+teams:
+  growth: {}
+  platform: {}
+kpis:
+  - {id: signups, name: Weekly signups, owner: ava@example.com, team: growth,
+     direction: higher_is_better, source: warehouse, query: SELECT 1,
+     thresholds: {yellow: 900, red: 800}, target: {value: 1400, by: 2026-09-30}}
+  - {id: churn, name: Monthly churn, owner: ben@example.com, team: growth, unit: "%",
+     direction: lower_is_better, source: warehouse, query: SELECT 1,
+     thresholds: {yellow: 3, red: 4}, target: {value: 2, by: 2026-06-30}}
+  - {id: mrr, name: Monthly recurring revenue, owner: ava@example.com, team: growth,
+     unit: "$", direction: higher_is_better, source: billing, query: SELECT 1,
+     review: quarterly, thresholds: {red: 100000}}
+  - {id: latency, name: API latency p95, owner: cy@example.com, team: platform, unit: ms,
+     direction: lower_is_better, source: warehouse, query: SELECT 1, review: weekly,
+     thresholds: {yellow: 300, red: 500}}
+  - {id: uptime, name: Uptime, owner: cy@example.com, team: platform, unit: "%",
+     direction: higher_is_better, source: billing, query: SELECT 1,
+     thresholds: {yellow: 99.9, red: 99.5}}
+  - {id: nps, name: Net promoter score, owner: dee@example.com, direction: higher_is_better,
+     source: warehouse, query: SELECT 1, review: quarterly, thresholds: {yellow: 30, red: 20}}
+"""
+NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+SERIES = {  # 90 daily values each: (start, daily drift, wobble)
+    "signups": (950.0, 2.5, 40.0),
+    "churn": (2.6, 0.012, 0.25),
+    "mrr": (118_000.0, 120.0, 900.0),
+    "latency": (240.0, 0.4, 25.0),
+    "uptime": (99.95, 0.0, 0.03),
+    "nps": (38.0, 0.02, 2.0),
+}
+
+
+def _value(kpi_id: str, day: int) -> float:
+    start, drift, wobble = SERIES[kpi_id]
+    return round(start + drift * day + wobble * ((day * 7919) % 13 - 6) / 6, 3)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    return chromium_binary()
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    workdir = tmp_path_factory.mktemp("board")
+    store = Store.open(f"sqlite:///{workdir}/state.db")
+    clock = FixedClock(NOW - timedelta(days=1))
+    warehouse, billing = FakeSource("warehouse"), FakeSource("billing")
+    loaded = load_rule_text(RULES, "rules.yaml")
+    sources: dict[str, Source] = {
+        "warehouse": warehouse,
+        "billing": billing,
+        "formula": FormulaSource(store.latest),
+        "push": PushSource(store.latest),
+    }
+    workspace = Workspace(loaded, sources, Router(loaded.rules))
+    runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=dtime(9, 0))
+    store.add_observations(
+        Observation(kpi_id, NOW - timedelta(days=90 - day, hours=2), _value(kpi_id, day))
+        for kpi_id in SERIES
+        for day in range(89)
+    )
+    for kpi_id in SERIES:
+        source = billing if kpi_id in ("mrr", "uptime") else warehouse
+        source.set(kpi_id, _value(kpi_id, 89))
+        runner.evaluate_kpi(kpi_id)
+    clock.set(NOW)
+    warehouse.set("churn", 4.6)
+    warehouse.set("latency", 342.0)
+    billing.set("uptime", SourceError("connection refused (billing-db:5432)", source="billing"))
+    for kpi_id in ("churn", "latency", "uptime"):
+        runner.evaluate_kpi(kpi_id)
+    churn = store.get_state("churn")
+    assert churn is not None
+    assert churn.escalated
+    store.annotate("churn", NOW - timedelta(days=20), "Price change went live in EU", "ben", NOW)
+    store.annotate("churn", NOW - timedelta(hours=6), "Payment provider outage", "ben", NOW)
+    store.ack("churn", churn.since, "ben", "investigating with billing", NOW)
+    ctx = WebContext(
+        store=store,
+        rules=lambda: loaded.rules,
+        settings=Settings(),
+        clock=clock,
+        runner=runner,
+        registry=CollectorRegistry(),
+        heartbeat=lambda: 0.0,
+    )
+    app = FastAPI()
+    app.include_router(pages_router(ctx))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start within 10 s")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    store.close()
+
+
+def test_board_renders_teams_values_and_problems(
+    chromium: str, base_url: str, tmp_path: Path
+) -> None:
+    dom = run_chromium(chromium, tmp_path / "profile", "--dump-dom", base_url + "/")
+    text = visible_text(dom)
+    assert "6 KPIs: 1 red 1 yellow 1 unknown 3 green" in text
+    assert "1 data source is down" in text
+    assert "billing" in text
+    growth = text[text.index("growth") : text.index("platform 1 yellow")]
+    platform = text[text.index("platform 1 yellow") : text.index("Unassigned")]
+    assert "Monthly churn Red 4.6 %" in growth
+    assert "escalated" in growth
+    assert "Acknowledged ben: investigating with billing" in growth
+    assert "Weekly signups Green" in growth
+    assert "Monthly recurring revenue Green" in growth
+    assert "API latency p95 Yellow 342 ms" in platform
+    assert "Uptime Unknown no value" in platform
+    assert "Data problem: source 'billing': connection refused" in platform
+    assert "Net promoter score" in text[text.index("Unassigned") :]
+    assert dom.count('<svg class="spark"') == 6
+
+
+def test_kpi_page_renders_chart_and_history(chromium: str, base_url: str, tmp_path: Path) -> None:
+    dom = run_chromium(chromium, tmp_path / "profile", "--dump-dom", base_url + "/kpis/churn")
+    text = visible_text(dom)
+    assert "Monthly churn Red escalated" in text
+    assert "target 2 % by 2026-06-30" in text
+    assert "Payment provider outage" in text
+    assert "yellow → red" in text
+    assert '<svg class="chart"' in dom
+    assert 'class="glide"' in dom
+    missing = run_chromium(chromium, tmp_path / "p2", "--dump-dom", base_url + "/kpis/chrun")
+    assert "Did you mean" in visible_text(missing)
+    assert "Monthly churn" in visible_text(missing)
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "size"),
+    [
+        ("/", "status-board.png", "1280,1000"),
+        ("/kpis/churn", "kpi-page.png", "1280,1000"),
+        ("/", "status-board-phone.png", "390,1400"),
+    ],
+)
+def test_screenshots(
+    chromium: str, base_url: str, tmp_path: Path, path: str, name: str, size: str
+) -> None:
+    shot = tmp_path / name
+    run_chromium(
+        chromium, tmp_path / "profile", f"--screenshot={shot}", f"--window-size={size}",
+        base_url + path,
+    )  # fmt: skip
+    keep_screenshot(shot)

@@ -1,0 +1,262 @@
+"""The HTML pages against a real SQLite store filled by the real evaluation runner."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from kpiwatch.config.loader import load_rule_text
+from kpiwatch.config.settings import Settings
+from kpiwatch.errors import SourceError
+from kpiwatch.model import Observation
+from kpiwatch.notify.routing import Router
+from kpiwatch.runtime.runner import Runner
+from kpiwatch.runtime.workspace import Workspace
+from kpiwatch.sources.formula import FormulaSource
+from kpiwatch.sources.push import PushSource
+from kpiwatch.store.repository import Store
+from kpiwatch.testing import FakeSource, FixedClock
+from kpiwatch.web.context import WebContext
+from kpiwatch.web.pages import pages_router
+
+XSS_NAME = "<script>alert(1)</script>"
+XSS_NOTE = '"><img src=x onerror=alert(1)>'
+RULES = f"""
+sources:
+  wh: {{type: sql, url: "sqlite://"}}
+teams:
+  growth: {{}}
+  platform: {{}}
+kpis:
+  - id: signups
+    name: Weekly signups
+    owner: ava@example.com
+    team: growth
+    direction: higher_is_better
+    source: wh
+    query: SELECT 1
+    thresholds: {{yellow: 100, red: 80}}
+    target: {{value: 150, by: 2026-12-31}}
+  - id: churn
+    name: Churn rate
+    owner: ben@example.com
+    team: growth
+    unit: "%"
+    direction: lower_is_better
+    source: wh
+    query: SELECT 1
+    thresholds: {{yellow: 3, red: 5}}
+  - id: latency
+    name: API latency p95
+    owner: cy@example.com
+    team: platform
+    unit: ms
+    direction: lower_is_better
+    source: wh
+    query: SELECT 1
+    thresholds: {{yellow: 300, red: 500}}
+  - id: uptime
+    name: Uptime
+    owner: cy@example.com
+    team: platform
+    unit: "%"
+    direction: higher_is_better
+    source: wh
+    query: SELECT 1
+    thresholds: {{red: 99}}
+  - id: xss
+    name: "{XSS_NAME}"
+    owner: eve@example.com
+    direction: higher_is_better
+    source: wh
+    query: SELECT 1
+"""
+NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Iterator[WebContext]:
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    clock = FixedClock(NOW - timedelta(hours=2))
+    source = FakeSource("wh")
+    loaded = load_rule_text(RULES, "rules.yaml")
+    workspace = Workspace(
+        loaded,
+        {"wh": source, "formula": FormulaSource(store.latest), "push": PushSource(store.latest)},
+        Router(loaded.rules),
+    )
+    runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=time(9, 0))
+    history = {"signups": 120.0, "churn": 2.0, "latency": 250.0, "uptime": 99.9, "xss": 1.0}
+    store.add_observations(
+        Observation(kpi_id, NOW - timedelta(days=30 - day, hours=3), base + day % 5)
+        for kpi_id, base in history.items()
+        for day in range(30)
+    )
+    first = {"signups": 130.0, "churn": 2.5, "latency": 250.0, "uptime": 99.95, "xss": 1.0}
+    for kpi_id, value in first.items():
+        source.set(kpi_id, value)
+        runner.evaluate_kpi(kpi_id)
+    clock.set(NOW)
+    source.set("churn", 6.2)
+    source.set("latency", 340.0)
+    source.set("uptime", SourceError("connection refused", source="wh"))
+    for kpi_id in ("churn", "latency", "uptime"):
+        runner.evaluate_kpi(kpi_id)
+    churn = store.get_state("churn")
+    assert churn is not None
+    store.annotate("churn", NOW - timedelta(days=1), XSS_NOTE, "ben", NOW)
+    store.annotate("churn", NOW - timedelta(days=2), "price change went live", "ben", NOW)
+    store.ack("churn", churn.since, "ben", f"looking {XSS_NOTE}", NOW)
+    yield WebContext(
+        store=store,
+        rules=lambda: loaded.rules,
+        settings=Settings(),
+        clock=clock,
+        runner=runner,
+        registry=CollectorRegistry(),
+        heartbeat=lambda: 0.0,
+    )
+    store.close()
+
+
+@pytest.fixture
+def client(ctx: WebContext) -> TestClient:
+    app = FastAPI()
+    app.include_router(pages_router(ctx))
+    return TestClient(app)
+
+
+def _section(html: str, team: str) -> str:
+    match = re.search(
+        rf'<section class="team" aria-label="team {team}">(.*?)</section>', html, re.S
+    )
+    assert match, f"no section for {team}"
+    return match.group(1)
+
+
+def test_board_groups_kpis_by_team_with_unassigned_last(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    html = response.text
+    teams = re.findall(r'aria-label="team ([^"]+)"', html)
+    assert teams == ["growth", "platform", "Unassigned"]
+    growth, platform = _section(html, "growth"), _section(html, "platform")
+    assert "Weekly signups" in growth
+    assert "Churn rate" in growth
+    assert "API latency p95" in platform
+    assert "Uptime" in platform
+    assert "Churn rate" not in platform
+    # worst first inside a team: red churn before green signups
+    assert growth.index("Churn rate") < growth.index("Weekly signups")
+
+
+def test_board_shows_status_colours_values_and_summary(client: TestClient) -> None:
+    html = client.get("/").text
+    growth = _section(html, "growth")
+    churn = growth[growth.index('class="card status-red"') :]
+    assert "border-left-color:#d93025" in churn
+    assert "6.2 %" in churn
+    assert 'class="badge escalated"' in churn
+    assert "reviewed weekly" in churn
+    assert '<svg class="spark"' in churn
+    assert 'stroke="#d93025"' in churn
+    platform = _section(html, "platform")
+    assert "border-left-color:#f9ab00" in platform  # latency is yellow
+    assert "border-left-color:#80868b" in platform  # uptime is unknown
+    assert "Data problem:" in platform
+    assert "connection refused" in platform
+    assert "target 150 by 2026-12-31" in growth
+    summary = re.search(r'<div class="summary"[^>]*>(.*?)</div>', html, re.S)
+    assert summary is not None
+    assert re.sub(r"<[^>]+>", "", summary.group(1)).split() == [
+        "5", "KPIs:", "1", "red", "1", "yellow", "1", "unknown", "2", "green",
+    ]  # fmt: skip
+
+
+def test_board_names_the_source_that_is_down(client: TestClient) -> None:
+    html = client.get("/").text
+    alert = html[html.index('class="alert"') :]
+    assert "1 data source is down" in alert
+    assert "<strong>wh</strong>" in alert
+
+
+def test_user_text_is_escaped_everywhere(client: TestClient) -> None:
+    for path in ("/", "/kpis/xss", "/kpis/churn", "/kpis/nope%3Cscript%3E"):
+        html = client.get(path).text
+        assert "<script" not in html, path
+        assert "<img" not in html, path
+    board = client.get("/").text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in board
+    assert "looking &#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in board  # the ack comment
+    page = client.get("/kpis/churn").text
+    assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_pages_reference_nothing_outside(client: TestClient) -> None:
+    for path in ("/", "/kpis/signups", "/kpis/uptime", "/kpis/missing"):
+        html = client.get(path).text
+        # the SVG namespace is an identifier, not something a browser fetches
+        fetched = html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        assert "http://" not in fetched, path
+        assert "https://" not in fetched, path
+        assert "<script" not in fetched
+        assert "<link" not in fetched
+        assert "<img" not in fetched
+        assert '<meta name="viewport"' in html
+
+
+def test_kpi_page_shows_header_chart_and_history(client: TestClient) -> None:
+    response = client.get("/kpis/churn")
+    assert response.status_code == 200
+    html = response.text
+    assert "<h1>Churn rate" in html
+    assert "6.2 %" in html
+    assert "yellow 3 %" in html
+    assert "red 5 %" in html
+    assert "ben@example.com" in html
+    assert "growth" in html
+    assert '<svg class="chart"' in html
+    assert 'stroke="#d93025" stroke-width="1.5" stroke-dasharray="6 4"' in html  # red line
+    assert 'stroke="#f9ab00" stroke-width="1.5" stroke-dasharray="6 4"' in html  # yellow line
+    assert "value 6.2 % &gt; red 5 %" in html  # the reason
+    assert "price change went live" in html
+    assert "Acknowledged</span> by ben" in html
+    changes = html[html.index("Status changes") :]
+    assert re.search(r"green</span> &rarr; <strong class=\"fg-red\">red", changes)
+
+
+def test_kpi_page_draws_target_and_glide(client: TestClient) -> None:
+    html = client.get("/kpis/signups").text
+    assert 'class="glide"' in html
+    assert "target 150" in html
+    assert "2026-12-31" in html  # the chart runs to the target date
+
+
+def test_unknown_kpi_is_a_404_with_did_you_mean(client: TestClient) -> None:
+    response = client.get("/kpis/churm")
+    assert response.status_code == 404
+    assert 'href="/kpis/churn"' in response.text
+    assert "Did you mean" in response.text
+
+
+def test_board_with_no_data_yet(tmp_path: Path, ctx: WebContext) -> None:
+    empty = Store.open(f"sqlite:///{tmp_path}/empty.db")
+    try:
+        app = FastAPI()
+        app.include_router(pages_router(WebContext(**{**vars(ctx), "store": empty})))
+        html = TestClient(app).get("/").text
+        assert html.count('class="card status-unknown"') == 5
+        assert "not evaluated yet" in html
+        page = TestClient(app).get("/kpis/signups").text
+        assert "no observations yet" in page
+    finally:
+        empty.close()
