@@ -36,7 +36,13 @@ def record_push(
         raise PushRejected(f"time {at.isoformat()!r} has no timezone")
     if at > now + MAX_FUTURE:
         raise PushRejected(f"time {at.isoformat()} is in the future (now {now.isoformat()})")
-    store.add_observations([Observation(kpi.id, at, float(value))])
+    if store.add_observations([Observation(kpi.id, at, float(value))]) == 0:
+        # a silent no-op would answer with the old value's verdict as if this one counted
+        stored = [o.value for o in store.history(kpi.id, since=at) if o.observed_at == at]
+        shown = f" ({stored[0]:g})" if stored else ""
+        raise PushRejected(
+            f"{kpi.id!r} already has a value at {at.isoformat()}{shown}; nothing changed"
+        )
     evaluation = runner.evaluate_kpi(kpi.id)
     assert evaluation is not None  # the KPI is in the runner's rules
     return evaluation

@@ -72,6 +72,17 @@ def test_push_refuses_bad_input_and_stores_nothing(tmp_path: Path) -> None:
     assert history["observations"] == []
 
 
+def test_push_at_a_stored_time_is_refused_not_ignored(tmp_path: Path) -> None:
+    _setup(tmp_path)
+    at = "2026-10-01T09:00:00+00:00"
+    assert kpiwatch(tmp_path, "push", "nps", "41", "--at", at).returncode == 0
+    again = kpiwatch(tmp_path, "push", "nps", "12", "--at", at)
+    assert again.returncode == 2
+    assert f"'nps' already has a value at {at} (41); nothing changed" in again.stderr
+    history = json.loads(kpiwatch(tmp_path, "history", "nps", "--json").stdout)
+    assert [o["value"] for o in history["observations"]] == [41]
+
+
 def test_backfill_loads_history_once(tmp_path: Path) -> None:
     _setup(tmp_path)
     since = (datetime.now(UTC).date() - timedelta(days=9)).isoformat()  # today and 9 days back
