@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
@@ -41,9 +42,9 @@ def run_chromium(binary: str, profile: Path, *args: str) -> str:
 
 
 def visible_text(dom: str) -> str:
-    """What a person reads: tags dropped, whitespace folded."""
+    """What a person reads: tags dropped, entities decoded, whitespace folded."""
     dom = re.sub(r"<(style|svg)\b.*?</\1>", " ", dom, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", dom).replace("&nbsp;", " ").split())
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
 
 
 def keep_screenshot(shot: Path) -> None:

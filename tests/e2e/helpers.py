@@ -22,6 +22,7 @@ def environment(workdir: Path, **extra: str) -> dict[str, str]:
             "KPIWATCH_DATABASE_URL": f"sqlite:///{workdir}/state.db",
             "KPIWATCH_RULES_DIR": str(workdir / "rules"),
             "KPIWATCH_LOG_FORMAT": "json",
+            "KPIWATCH_HTTP_PORT": "0",  # a free port: daemons of parallel tests never clash
         }
     )
     env.update(extra)

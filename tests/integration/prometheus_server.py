@@ -95,6 +95,22 @@ def _unavailable(message: str) -> None:
 @contextmanager
 def running_prometheus(workdir: Path) -> Iterator[Prometheus]:
     """Exporter plus Prometheus (scrape interval 1s), stopped on exit."""
+    exporter = Exporter()
+    threading.Thread(target=exporter.serve_forever, daemon=True).start()
+    try:
+        with scraping_prometheus(
+            workdir, f"127.0.0.1:{exporter.port}", job="kpi", ready_query="kpi_demo_value"
+        ) as url:
+            yield Prometheus(url, exporter)
+    finally:
+        exporter.shutdown()
+        exporter.server_close()
+
+
+@contextmanager
+def scraping_prometheus(workdir: Path, target: str, *, job: str, ready_query: str) -> Iterator[str]:
+    """A Prometheus scraping ``target`` every second; yields its URL once ``ready_query``
+    returns samples. Stopped on exit."""
     binary = shutil.which(PROMETHEUS)
     if binary is None:
         _unavailable(
@@ -102,18 +118,16 @@ def running_prometheus(workdir: Path) -> Iterator[Prometheus]:
             "apt-get install prometheus, or set KPIWATCH_TEST_PROMETHEUS"
         )
         raise AssertionError("unreachable")  # for type checkers: skip/fail raise
-    exporter = Exporter()
-    threading.Thread(target=exporter.serve_forever, daemon=True).start()
     config = workdir / "prometheus.yml"
     config.write_text(
         "global:\n"
         "  scrape_interval: 1s\n"
         "  evaluation_interval: 1s\n"
         "scrape_configs:\n"
-        "  - job_name: kpi\n"
+        f"  - job_name: {job}\n"
         "    honor_labels: true  # keep the exporter's own instance labels\n"
         "    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{exporter.port}']\n"
+        f"      - targets: ['{target}']\n"
     )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -130,8 +144,8 @@ def running_prometheus(workdir: Path) -> Iterator[Prometheus]:
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait_ready(url, process, workdir / "prometheus.log")
-        yield Prometheus(url, exporter)
+        _wait_ready(url, process, workdir / "prometheus.log", ready_query)
+        yield url
     finally:
         process.terminate()
         try:
@@ -140,24 +154,27 @@ def running_prometheus(workdir: Path) -> Iterator[Prometheus]:
             process.kill()
             process.wait()
         log.close()
-        exporter.shutdown()
-        exporter.server_close()
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Until a query finds the exporter's first scrape, at most READY_WITHIN seconds."""
+def query(url: str, promql: str) -> list[dict[str, Any]]:
+    """The result vector of an instant query."""
+    answer = requests.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5).json()
+    assert answer["status"] == "success", answer
+    result: list[dict[str, Any]] = answer["data"]["result"]
+    return result
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, ready_query: str) -> None:
+    """Until ``ready_query`` finds samples, at most READY_WITHIN seconds."""
     deadline = time.monotonic() + READY_WITHIN
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"prometheus exited with {process.returncode}:\n{tail}")
         try:
-            answer = requests.get(
-                f"{url}/api/v1/query", params={"query": "kpi_demo_value"}, timeout=2
-            ).json()
-            if answer["data"]["result"]:
+            if query(url, ready_query):
                 return
-        except (requests.RequestException, ValueError, KeyError):
+        except (requests.RequestException, ValueError, KeyError, AssertionError):
             pass  # not listening yet
         time.sleep(0.2)
     raise RuntimeError(f"prometheus at {url} had no samples after {READY_WITHIN:g}s")

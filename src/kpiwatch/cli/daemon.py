@@ -23,10 +23,11 @@ def run(ctx: click.Context, once: bool) -> None:
     """Run the daemon (or one cycle with --once)."""
     from kpiwatch.runtime.app import App
     from kpiwatch.runtime.daemon import Daemon
+    from kpiwatch.runtime.systemd import SystemdNotifier
 
     app = App(load_settings(ctx))
     if not once:
-        sys.exit(Daemon(app).run())
+        sys.exit(Daemon(app, SystemdNotifier.from_env()).run())
     try:
         result = app.run_once()
     finally:
@@ -37,7 +38,9 @@ def run(ctx: click.Context, once: bool) -> None:
         f"{result.stats.failed} failed; {result.reviews_due} reviews due; "
         f"{result.delivered} notifications delivered, {result.undelivered} left for next run"
     )
-    if result.stats.failed:
+    if result.push_error is not None:
+        click.echo(f"push to the Pushgateway failed: {result.push_error}", err=True)
+    if result.stats.failed or result.push_error is not None:
         sys.exit(EXIT_FAILURES)
 
 
@@ -58,10 +61,13 @@ def demo(ctx: click.Context, directory: Path, once: bool) -> None:
     from kpiwatch.demo import prepare_demo
 
     ctx.obj.update(prepare_demo(directory))
+    base = load_settings(ctx).base_url
     click.echo(
         f"kpiwatch demo in {directory}/: sample warehouse {directory}/warehouse.db, "
         f"rules {directory}/rules/, state {directory}/kpiwatch.db\n"
-        "Notifications go to this log (no Slack or SMTP configured). In another terminal:\n"
+        + ("" if once else f"Status board: {base}/   metrics: {base}/metrics   "
+           f"API: {base}/api/v1/kpis\n")
+        + "Notifications go to this log (no Slack or SMTP configured). In another terminal:\n"
         f"  .venv/bin/kpiwatch --rules-dir {directory}/rules --database-url "
         f"sqlite:///{directory}/kpiwatch.db status\n"
         "Stop with Ctrl-C.\n"

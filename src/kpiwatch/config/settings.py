@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     oncall_cron: str = "0 8 * * *"
     webhook_secret: SecretStr | None = None  # signs webhook payloads (HMAC-SHA256)
     pushgateway_url: str | None = None
+    # the Pushgateway group is {job="kpiwatch", instance=this}: stable across runs and
+    # hosts (a cron pod's hostname changes), so each run replaces the last one's series
+    pushgateway_instance: str = Field(default="default", min_length=1)
     api_token: SecretStr | None = None
     log_format: Literal["console", "json"] | None = None  # None: console on a TTY, else json
     log_level: str = "info"

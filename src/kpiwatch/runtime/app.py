@@ -22,15 +22,22 @@ from kpiwatch.notify.outbox import Outbox
 from kpiwatch.notify.suppression import Suppressor
 from kpiwatch.runtime.channels import build_channels, send_oncall_digest, verify_slack
 from kpiwatch.runtime.runner import CycleStats, Runner
-from kpiwatch.runtime.scheduler import Scheduler
+from kpiwatch.runtime.scheduler import HEARTBEAT_EXECUTOR, Scheduler
 from kpiwatch.runtime.workspace import Workspace, build_workspace
 from kpiwatch.store.lock import InstanceLock
 from kpiwatch.store.repository import Store
+from kpiwatch.web.app import create_app
+from kpiwatch.web.context import WebContext
+from kpiwatch.web.exporter import Metrics, build_registry
+from kpiwatch.web.pushgateway import push_metrics
+from kpiwatch.web.server import WebServer
 
 log = structlog.get_logger("kpiwatch.app")
 
 REVIEW_TICK_SECONDS = 60
 OUTBOX_TICK_SECONDS = 1  # Slack pacing is one message a second per channel
+HEARTBEAT_SECONDS = 5
+HEARTBEAT_MAX_AGE = 30.0  # /healthz and the systemd watchdog: the scheduler is stuck
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class OnceResult:
     reviews_due: int
     delivered: int
     undelivered: int
+    push_error: str | None = None  # the Pushgateway push failed (when one is configured)
 
 
 class App:
@@ -70,6 +78,17 @@ class App:
                              suppress=Suppressor(self.store, settings.tz).reason)  # fmt: skip
         self._mute_checked = self.clock.now()
         self._scheduler: Scheduler | None = None
+        self._web: WebServer | None = None
+        self._heartbeat: float | None = None
+        self.metrics = Metrics(self.channels)
+        self.registry = build_registry(
+            self.store, lambda: self.runner.workspace.rules, self.metrics,
+            clock=self.clock, tz=settings.tz,
+        )  # fmt: skip
+        self.runner.on_evaluated = self.metrics.evaluated
+        self.runner.on_fetched = self.metrics.fetched
+        self.runner.on_failed = self.metrics.evaluation_failed
+        self.outbox.on_result = self.metrics.delivered
         self._forget_removed_kpis()
         log.info(
             "rules loaded",
@@ -96,8 +115,31 @@ class App:
 
     # ------------------------------------------------------------ daemon
 
+    def web_context(self) -> WebContext:
+        return WebContext(
+            store=self.store,
+            rules=lambda: self.runner.workspace.rules,
+            settings=self.settings,
+            clock=self.clock,
+            runner=self.runner,
+            registry=self.registry,
+            heartbeat=lambda: self._heartbeat,
+            heartbeat_max_age=HEARTBEAT_MAX_AGE,
+        )
+
+    def heartbeat_fresh(self) -> bool:
+        beat = self._heartbeat
+        return beat is not None and _time.monotonic() - beat <= HEARTBEAT_MAX_AGE
+
+    @property
+    def http_url(self) -> str | None:
+        return self._web.url if self._web is not None else None
+
     def start(self) -> None:
-        """Schedule every KPI, reviews and outbox delivery, and start the scheduler."""
+        """Schedule every KPI, reviews and outbox delivery; start the scheduler and HTTP."""
+        # bind first: a taken port fails the start before any work is done
+        web = WebServer(create_app(self.web_context()), self.settings.http_host,
+                        self.settings.http_port)  # fmt: skip
         scheduler = Scheduler(
             max_workers=self.settings.max_workers,
             misfire_grace=self.settings.misfire_grace,
@@ -109,8 +151,17 @@ class App:
         scheduler.every("outbox", OUTBOX_TICK_SECONDS, self._deliver, now=now)
         scheduler.every("mute-ends", REVIEW_TICK_SECONDS, self._tick_mute_ends)
         scheduler.cron("oncall-digest", self.settings.oncall_cron, self._send_oncall_digest)
+        scheduler.every("heartbeat", HEARTBEAT_SECONDS, self._beat, now=now,
+                        executor=HEARTBEAT_EXECUTOR)  # fmt: skip
         scheduler.start()
         self._scheduler = scheduler
+        try:
+            web.start()
+        except Exception:
+            scheduler.shutdown(wait=False)
+            self._scheduler = None
+            raise
+        self._web = web
         log.info(
             "daemon started",
             kpis=len(self.runner.workspace.rules.kpis),
@@ -118,6 +169,9 @@ class App:
         )
 
     def stop(self) -> None:
+        if self._web is not None:
+            self._web.stop()
+            self._web = None
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
@@ -159,6 +213,9 @@ class App:
         return self._scheduler.next_run(kpi_id) if self._scheduler else None
 
     # ------------------------------------------------------------ jobs (never raise)
+
+    def _beat(self) -> None:
+        self._heartbeat = _time.monotonic()
 
     def _run_kpi(self, kpi_id: str) -> None:
         try:
@@ -215,7 +272,20 @@ class App:
                     break
                 _time.sleep(0.25)
         undelivered = sum(self.store.pending_counts().values())
-        return OnceResult(stats, reviews, delivered, undelivered)
+        return OnceResult(stats, reviews, delivered, undelivered, self._push())
+
+    def _push(self) -> str | None:
+        """Push this run's metrics to the Pushgateway, if one is configured."""
+        url = self.settings.pushgateway_url
+        if not url:
+            return None
+        try:
+            push_metrics(url, self.registry, instance=self.settings.pushgateway_instance)
+        except Exception as exc:
+            log.error("push to the Pushgateway failed", error=str(exc))
+            return str(exc)
+        log.info("metrics pushed to the Pushgateway", instance=self.settings.pushgateway_instance)
+        return None
 
     def close(self) -> None:
         self._stack.close()

@@ -70,6 +70,7 @@ class Runner:
         }
         self.on_evaluated: Callable[[Evaluation], None] | None = None  # hook for metrics
         self.on_fetched: Callable[[str, float], None] | None = None  # (source, seconds)
+        self.on_failed: Callable[[str], None] | None = None  # an evaluation that raised
 
     @property
     def workspace(self) -> Workspace:
@@ -95,7 +96,12 @@ class Runner:
         if kpi is None:
             return None
         with self._lock_for(kpi_id):
-            evaluation = self._evaluate_locked(workspace, kpi, persist)
+            try:
+                evaluation = self._evaluate_locked(workspace, kpi, persist)
+            except Exception:
+                if self.on_failed is not None:
+                    self.on_failed(kpi_id)
+                raise
         if follow and persist:
             for dependent in workspace.rules.dependents.get(kpi_id, ()):
                 if self._inputs_ready(workspace, dependent):

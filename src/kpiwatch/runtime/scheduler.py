@@ -24,6 +24,7 @@ from kpiwatch.model import KpiState
 log = structlog.get_logger("kpiwatch.scheduler")
 
 KPI_JOB_PREFIX = "kpi:"
+HEARTBEAT_EXECUTOR = "heartbeat"
 
 
 def kpi_trigger(kpi: Kpi, tz: ZoneInfo) -> BaseTrigger:
@@ -49,7 +50,11 @@ class Scheduler:
     def __init__(self, *, max_workers: int, misfire_grace: int, tz: ZoneInfo) -> None:
         self._tz = tz
         self._scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers)},
+            executors={
+                "default": ThreadPoolExecutor(max_workers),
+                # its own thread: a pool busy with slow sources is not a dead scheduler
+                HEARTBEAT_EXECUTOR: ThreadPoolExecutor(1),
+            },
             job_defaults={
                 "coalesce": True,  # many missed runs become one
                 "max_instances": 1,  # never two runs of one KPI at once
@@ -100,6 +105,7 @@ class Scheduler:
         func: Callable[[], object],
         *,
         now: datetime | None = None,
+        executor: str = "default",
     ) -> None:
         """A housekeeping job (reviews, outbox, heartbeat) every ``seconds``."""
         self._scheduler.add_job(
@@ -109,6 +115,7 @@ class Scheduler:
             name=job_id,
             replace_existing=True,
             next_run_time=now,
+            executor=executor,
         )
 
     def cron(self, job_id: str, expression: str, func: Callable[[], object]) -> None:

@@ -1,0 +1,54 @@
+"""The ASGI app: health, the JSON API, the pages and ``/metrics`` on one server."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client.exposition import choose_encoder
+
+from kpiwatch import __version__
+from kpiwatch.web.api import api_router
+from kpiwatch.web.context import WebContext
+from kpiwatch.web.health import health_router
+from kpiwatch.web.pages import pages_router
+
+# The pages carry their CSS and SVG inline and load nothing: forbid everything else,
+# so injected markup could neither run script nor call out of a closed network.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def create_app(ctx: WebContext) -> FastAPI:
+    app = FastAPI(
+        title="kpiwatch",
+        version=__version__,
+        description="KPI status, history, silences, annotations, acks and pushed values. "
+        "Writes need `Authorization: Bearer $KPIWATCH_API_TOKEN`.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN: not on a closed network
+        redoc_url=None,
+    )
+    app.include_router(health_router(ctx))
+    app.include_router(api_router(ctx))
+    app.include_router(pages_router(ctx))
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(ctx.registry), media_type=content_type)
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if response.headers.get("content-type", "").startswith("text/html"):
+            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        return response
+
+    return app
