@@ -7,14 +7,19 @@ delivered, what was stored), not on calls.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
+from kpiwatch.config.loader import load_rule_text
 from kpiwatch.config.rules import Kpi
 from kpiwatch.errors import DeliveryError, SourceError
 from kpiwatch.model import Observation
 from kpiwatch.notify.notice import Notice
-from kpiwatch.sources.base import FetchResult
+from kpiwatch.notify.routing import Router
+from kpiwatch.runtime.workspace import Workspace
+from kpiwatch.sources.base import FetchResult, Source
+from kpiwatch.sources.formula import FormulaSource
+from kpiwatch.sources.push import PushSource
 
 
 class FixedClock:
@@ -80,3 +85,21 @@ class RecordingChannel:
             raise error
         with self._lock:
             self.sent.append(notice)
+
+
+def fake_workspace(
+    rules_yaml: str,
+    latest: Callable[[str], Observation | None],
+    sources: Mapping[str, Source],
+    *,
+    channels: frozenset[str] | None = None,
+) -> Workspace:
+    """A workspace over rules given as YAML text, reading the given (fake) sources.
+
+    The built-in ``formula`` and ``push`` sources are added, reading ``latest``
+    (normally ``store.latest``), so formulas and pushes work as in the daemon.
+    """
+    loaded = load_rule_text(rules_yaml, "rules.yaml")
+    builtin: dict[str, Source] = {"formula": FormulaSource(latest), "push": PushSource(latest)}
+    router = Router(loaded.rules) if channels is None else Router(loaded.rules, channels=channels)
+    return Workspace(loaded, {**sources, **builtin}, router)

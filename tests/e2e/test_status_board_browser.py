@@ -22,18 +22,12 @@ from browser import chromium_binary, run_chromium, visible_text
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from kpiwatch.config.loader import load_rule_text
 from kpiwatch.config.settings import Settings
 from kpiwatch.errors import SourceError
 from kpiwatch.model import Observation
-from kpiwatch.notify.routing import Router
 from kpiwatch.runtime.runner import Runner
-from kpiwatch.runtime.workspace import Workspace
-from kpiwatch.sources.base import Source
-from kpiwatch.sources.formula import FormulaSource
-from kpiwatch.sources.push import PushSource
 from kpiwatch.store.repository import Store
-from kpiwatch.testing import FakeSource, FixedClock
+from kpiwatch.testing import FakeSource, FixedClock, fake_workspace
 from kpiwatch.web.context import WebContext
 from kpiwatch.web.pages import pages_router
 
@@ -90,14 +84,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store = Store.open(f"sqlite:///{workdir}/state.db")
     clock = FixedClock(NOW - timedelta(days=1))
     warehouse, billing = FakeSource("warehouse"), FakeSource("billing")
-    loaded = load_rule_text(RULES, "rules.yaml")
-    sources: dict[str, Source] = {
-        "warehouse": warehouse,
-        "billing": billing,
-        "formula": FormulaSource(store.latest),
-        "push": PushSource(store.latest),
-    }
-    workspace = Workspace(loaded, sources, Router(loaded.rules))
+    workspace = fake_workspace(RULES, store.latest, {"warehouse": warehouse, "billing": billing})
+    loaded = workspace.loaded
     runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=dtime(9, 0))
     store.add_observations(
         Observation(kpi_id, NOW - timedelta(days=90 - day, hours=2), _value(kpi_id, day))

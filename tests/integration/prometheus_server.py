@@ -8,7 +8,6 @@ when ``CI`` is set (as tests/conftest.py does for the database servers).
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -20,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
+from processes import require_tool, stop
 
 PROMETHEUS = os.environ.get("KPIWATCH_TEST_PROMETHEUS", "prometheus")
 READY_WITHIN = 30.0  # seconds for start-up plus the first scrape
@@ -86,12 +85,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _unavailable(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set, so this test must run: {message}")
-    pytest.skip(message)
-
-
 @contextmanager
 def running_prometheus(workdir: Path) -> Iterator[Prometheus]:
     """Exporter plus Prometheus (scrape interval 1s), stopped on exit."""
@@ -111,13 +104,7 @@ def running_prometheus(workdir: Path) -> Iterator[Prometheus]:
 def scraping_prometheus(workdir: Path, target: str, *, job: str, ready_query: str) -> Iterator[str]:
     """A Prometheus scraping ``target`` every second; yields its URL once ``ready_query``
     returns samples. Stopped on exit."""
-    binary = shutil.which(PROMETHEUS)
-    if binary is None:
-        _unavailable(
-            f"the prometheus binary ({PROMETHEUS!r}) is not installed: "
-            "apt-get install prometheus, or set KPIWATCH_TEST_PROMETHEUS"
-        )
-        raise AssertionError("unreachable")  # for type checkers: skip/fail raise
+    binary = require_tool(PROMETHEUS, "apt-get install prometheus, or set KPIWATCH_TEST_PROMETHEUS")
     config = workdir / "prometheus.yml"
     config.write_text(
         "global:\n"
@@ -147,12 +134,7 @@ def scraping_prometheus(workdir: Path, target: str, *, job: str, ready_query: st
         _wait_ready(url, process, workdir / "prometheus.log", ready_query)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
 
 

@@ -8,15 +8,14 @@ persistence and always stops it; without the binary it skips, or fails when
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 import requests
+from processes import require_tool, stop
 from prometheus_server import free_port
 
 PUSHGATEWAY = os.environ.get("KPIWATCH_TEST_PUSHGATEWAY", "prometheus-pushgateway")
@@ -27,21 +26,10 @@ PASSWORD = "s3cr3t:p@ss"
 PASSWORD_HASH = "$2b$04$4U3EAxU.ElGQK6fSaxVTge3zfCEAaUVNWe61fp/bo0G0k/vjXYVZy"
 
 
-def _require(tool: str) -> str:
-    """The tool's path; skips the test without it, fails when CI is set."""
-    path = shutil.which(tool)
-    if path is None:
-        message = f"{tool} is not installed: apt-get install prometheus-pushgateway"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set, so this test must run: {message}")
-        pytest.skip(message)
-    return path
-
-
 @contextmanager
 def running_pushgateway(workdir: Path, *, basic_auth: bool = False) -> Iterator[str]:
     """A Pushgateway on a free port; yields its URL (without credentials)."""
-    binary = _require(PUSHGATEWAY)
+    binary = require_tool(PUSHGATEWAY, "apt-get install prometheus-pushgateway")
     port = free_port()
     args = [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="]
     auth = None
@@ -58,12 +46,7 @@ def running_pushgateway(workdir: Path, *, basic_auth: bool = False) -> Iterator[
             _wait_ready(url, auth, process, log_path)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 def _wait_ready(

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from processes import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -66,17 +67,6 @@ PROMQL_WORDS = frozenset(
 )  # fmt: skip
 
 
-def _require(tool: str) -> str:
-    """The tool's path; skips the test without it, fails when CI is set."""
-    path = shutil.which(tool)
-    if path is None:
-        message = f"{tool} is not installed"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set, so this test must run: {message}")
-        pytest.skip(message)
-    return path
-
-
 def metric_names(expr: str) -> set[str]:
     """The metric names an expression selects (label matchers, strings, ranges removed)."""
     text = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)  # strings
@@ -109,7 +99,7 @@ def _alert_rules() -> list[dict[str, Any]]:
 
 
 def test_promtool_check_rules() -> None:
-    promtool = _require("promtool")
+    promtool = require_tool("promtool")
     result = subprocess.run(
         [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False
     )
@@ -117,7 +107,7 @@ def test_promtool_check_rules() -> None:
 
 
 def test_promtool_test_rules() -> None:
-    promtool = _require("promtool")
+    promtool = require_tool("promtool")
     result = subprocess.run(
         [promtool, "test", "rules", ALERT_TESTS.name],
         cwd=ALERT_TESTS.parent,
@@ -162,7 +152,7 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     The unit is copied with ExecStart on an existing binary, since kpiwatch is not installed
     at /usr/bin here; everything else is verified as shipped.
     """
-    analyze = _require("systemd-analyze")
+    analyze = require_tool("systemd-analyze")
     unit = tmp_path / "kpiwatch.service"
     text = UNIT.read_text()
     assert "\nExecStart=/usr/bin/kpiwatch run\n" in text
@@ -184,7 +174,7 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
 
 def test_systemd_verify_catches_unknown_directives(tmp_path: Path) -> None:
     """The test above is meaningful: a bad directive produces output."""
-    analyze = _require("systemd-analyze")
+    analyze = require_tool("systemd-analyze")
     unit = tmp_path / "bad.service"
     unit.write_text("[Service]\nExecStart=/bin/true\nNoSuchDirective=yes\n")
     result = subprocess.run(
@@ -289,7 +279,7 @@ def _compose_command() -> list[str]:
         )
         if probe.returncode == 0:
             return [docker, "compose"]
-    return [_require("docker-compose")]
+    return [require_tool("docker-compose")]
 
 
 def test_compose_config_validates(tmp_path: Path) -> None:
@@ -311,7 +301,7 @@ def test_compose_config_validates(tmp_path: Path) -> None:
 
 
 def test_prometheus_config_for_compose() -> None:
-    promtool = _require("promtool")
+    promtool = require_tool("promtool")
     config = yaml.safe_load((COMPOSE.parent / "prometheus.yml").read_text())
     targets = [
         target

@@ -17,10 +17,8 @@ from kpiwatch.model import DeliveryState, EventKind, Status
 from kpiwatch.notify.routing import Router
 from kpiwatch.runtime.runner import Runner
 from kpiwatch.runtime.workspace import Workspace, fetch_pools
-from kpiwatch.sources.formula import FormulaSource
-from kpiwatch.sources.push import PushSource
 from kpiwatch.store.repository import Store
-from kpiwatch.testing import FakeSource, FixedClock
+from kpiwatch.testing import FakeSource, FixedClock, fake_workspace
 
 RULES = """
 sources:
@@ -80,12 +78,7 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 def runner(store: Store, source: FakeSource, clock: FixedClock) -> Runner:
-    loaded = load_rule_text(RULES, "rules.yaml")
-    workspace = Workspace(
-        loaded,
-        {"wh": source, "formula": FormulaSource(store.latest), "push": PushSource(store.latest)},
-        Router(loaded.rules),
-    )
+    workspace = fake_workspace(RULES, store.latest, {"wh": source})
     return Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=time(9, 0))
 
 

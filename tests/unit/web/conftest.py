@@ -18,16 +18,11 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from kpiwatch.config.loader import load_rule_text
 from kpiwatch.config.settings import Settings
 from kpiwatch.model import Observation
-from kpiwatch.notify.routing import Router
 from kpiwatch.runtime.runner import Runner
-from kpiwatch.runtime.workspace import Workspace
-from kpiwatch.sources.formula import FormulaSource
-from kpiwatch.sources.push import PushSource
 from kpiwatch.store.repository import Store
-from kpiwatch.testing import FakeSource, FixedClock
+from kpiwatch.testing import FakeSource, FixedClock, fake_workspace
 from kpiwatch.web.api import api_router
 from kpiwatch.web.context import WebContext
 from kpiwatch.web.health import health_router
@@ -95,12 +90,8 @@ def api_ctx(tmp_path: Path) -> Iterator[WebContext]:
     store = Store.open(f"sqlite:///{tmp_path}/state.db")
     clock = FixedClock(NOW - timedelta(days=1))
     source = FakeSource("wh")
-    loaded = load_rule_text(API_RULES, "rules.yaml")
-    workspace = Workspace(
-        loaded,
-        {"wh": source, "formula": FormulaSource(store.latest), "push": PushSource(store.latest)},
-        Router(loaded.rules),
-    )
+    workspace = fake_workspace(API_RULES, store.latest, {"wh": source})
+    loaded = workspace.loaded
     runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=time(9, 0))
     store.add_observations(
         Observation("signups", NOW - timedelta(days=30 - day), 120.0 + day) for day in range(30)

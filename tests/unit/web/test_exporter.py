@@ -29,13 +29,10 @@ from kpiwatch.config.rules import RuleSet
 from kpiwatch.errors import DeliveryError, SourceError, StoreError
 from kpiwatch.notify.notices import NoticeBuilder
 from kpiwatch.notify.outbox import Outbox
-from kpiwatch.notify.routing import Router
 from kpiwatch.runtime.runner import Runner
 from kpiwatch.runtime.workspace import Workspace
-from kpiwatch.sources.formula import FormulaSource
-from kpiwatch.sources.push import PushSource
 from kpiwatch.store.repository import Store
-from kpiwatch.testing import FakeSource, FixedClock, RecordingChannel
+from kpiwatch.testing import FakeSource, FixedClock, RecordingChannel, fake_workspace
 from kpiwatch.web.exporter import Metrics, build_registry
 
 QUOTED_NAME = 'Say "hi"\nback\\slash'
@@ -144,13 +141,8 @@ def _parse(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
 
 
 def _workspace(text: str, store: Store, source: FakeSource) -> Workspace:
-    loaded = load_rule_text(text, "rules.yaml")
     sources = {"wh": source, "crm": source}
-    return Workspace(
-        loaded,
-        {**sources, "formula": FormulaSource(store.latest), "push": PushSource(store.latest)},
-        Router(loaded.rules, channels=frozenset({"email", "log"})),
-    )
+    return fake_workspace(text, store.latest, sources, channels=frozenset({"email", "log"}))
 
 
 @pytest.fixture

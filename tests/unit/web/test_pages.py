@@ -13,17 +13,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from kpiwatch.config.loader import load_rule_text
 from kpiwatch.config.settings import Settings
 from kpiwatch.errors import SourceError
 from kpiwatch.model import Observation
-from kpiwatch.notify.routing import Router
 from kpiwatch.runtime.runner import Runner
-from kpiwatch.runtime.workspace import Workspace
-from kpiwatch.sources.formula import FormulaSource
-from kpiwatch.sources.push import PushSource
 from kpiwatch.store.repository import Store
-from kpiwatch.testing import FakeSource, FixedClock
+from kpiwatch.testing import FakeSource, FixedClock, fake_workspace
 from kpiwatch.web.context import WebContext
 from kpiwatch.web.pages import pages_router
 
@@ -87,12 +82,8 @@ def ctx(tmp_path: Path) -> Iterator[WebContext]:
     store = Store.open(f"sqlite:///{tmp_path}/state.db")
     clock = FixedClock(NOW - timedelta(hours=2))
     source = FakeSource("wh")
-    loaded = load_rule_text(RULES, "rules.yaml")
-    workspace = Workspace(
-        loaded,
-        {"wh": source, "formula": FormulaSource(store.latest), "push": PushSource(store.latest)},
-        Router(loaded.rules),
-    )
+    workspace = fake_workspace(RULES, store.latest, {"wh": source})
+    loaded = workspace.loaded
     runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=time(9, 0))
     history = {"signups": 120.0, "churn": 2.0, "latency": 250.0, "uptime": 99.9, "xss": 1.0}
     store.add_observations(
