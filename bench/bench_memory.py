@@ -1,0 +1,238 @@
+"""Resident memory of kpiwatch's daemon objects with 10,000 KPIs over an hour of cycles.
+
+Run:  .venv/bin/python bench/bench_memory.py [--kpis 10000] [--every 5] [--hours 1]
+      [--source push|sql]
+      [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench_kpiwatch_mem]
+      [--tracemalloc]
+
+The measurement runs in a fresh child process (so RSS holds nothing of the
+parent's). It builds what the daemon holds: the rules loaded from a temporary
+rules directory (thresholds, ``worsening_streak``, ``for: 2``, a monthly review;
+``--source push``, the default: values stored each cycle as the push API does;
+``--source sql``: one ``type: sql`` source on a SQLite warehouse file and one
+query per KPI, the real fetch path but ~10x slower per cycle), the
+store (SQLite file by default, or ``--database-url``, which must be an empty
+database), the workspace (sources, router, fetch pools) and the Runner with 8
+workers. Then it runs ``Runner.evaluate_all`` once per poll interval
+(``every: 5m`` -> 12 cycles an hour), advancing a fixed clock by the interval
+and moving every warehouse value a little between cycles, and reports VmRSS
+(``/proc/self/status``) after start, after the first cycle, every 10 cycles and
+at the end. ``--tracemalloc`` also reports Python's traced peak (it slows the
+cycles about 2x and adds its own memory to RSS, so it is off by default).
+
+Baseline (quoted, not measured): Prometheus uses about 127 MiB for the same rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+PROMETHEUS_MIB = 127.0  # quoted in issue 6, not measured here
+WORKERS = 8
+PER_FILE = 500  # KPIs per rule file
+START = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+def rss_mib() -> float:
+    """VmRSS of this process, MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def hwm_mib() -> float:
+    """VmHWM (peak RSS) of this process, MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def traced_mib() -> str:
+    return (
+        f"{tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB"
+        if tracemalloc.is_tracing()
+        else "(--tracemalloc)"
+    )
+
+
+def make_warehouse(path: Path, n: int, rng: random.Random) -> list[float]:
+    values = [round(rng.uniform(10.0, 100.0), 2) for _ in range(n)]
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE metrics (kpi TEXT PRIMARY KEY, value REAL)")
+        conn.executemany("INSERT INTO metrics VALUES (?, ?)",
+                         [(f"kpi_{i}", v) for i, v in enumerate(values)])  # fmt: skip
+    return values
+
+
+def nudge_warehouse(path: Path, values: list[float], rng: random.Random) -> None:
+    """Move every value by up to +-2 %: a few KPIs cross a threshold each cycle."""
+    for i, v in enumerate(values):
+        values[i] = round(v * (1 + rng.uniform(-0.02, 0.02)), 3)
+    with sqlite3.connect(path) as conn:
+        conn.executemany("UPDATE metrics SET value = ? WHERE kpi = ?",
+                         [(v, f"kpi_{i}") for i, v in enumerate(values)])  # fmt: skip
+
+
+def write_rules(
+    rules_dir: Path, warehouse: Path, values: list[float], every: int, source: str
+) -> None:
+    (rules_dir / "sources.yaml").write_text(
+        "sources:\n"
+        f'  warehouse: {{type: sql, url: "sqlite:///{warehouse}", timeout: 10s,'
+        f" max_concurrency: {WORKERS}, owner: data@example.com}}\n"
+    )
+    lines = ["kpis:"]
+    for i, v in enumerate(values):
+        lower = i % 2 == 0
+        yellow, red = (v * 1.05, v * 1.15) if lower else (v * 0.95, v * 0.85)
+        where = (
+            f" source: warehouse, query: \"SELECT value FROM metrics WHERE kpi = 'kpi_{i}'\","
+            if source == "sql"
+            else " source: push,"
+        )
+        lines.append(
+            f"  - {{id: kpi_{i}, name: KPI {i}, owner: owner{i % 50}@example.com,"
+            f" direction: {'lower_is_better' if lower else 'higher_is_better'},"
+            f"{where} every: {every}m,"
+            f" thresholds: {{yellow: {yellow:.3f}, red: {red:.3f}}},"
+            " trend: {worsening_streak: 3}, for: 2, review: monthly}"
+        )
+    for start in range(0, len(values), PER_FILE):  # one file a team, as users split them
+        chunk = lines[1 + start : 1 + start + PER_FILE]
+        (rules_dir / f"kpis_{start // PER_FILE:03d}.yaml").write_text(
+            "\n".join(["kpis:", *chunk]) + "\n"
+        )
+
+
+def child(args: argparse.Namespace) -> None:
+    """The measurement itself, in a fresh process."""
+    if args.tracemalloc:
+        tracemalloc.start()
+    print(f"{'point':<34} {'RSS MiB':>8} {'cycle s':>8}  notes", flush=True)
+    print(f"{'interpreter':<34} {rss_mib():>8.1f}", flush=True)
+
+    import structlog
+
+    from kpiwatch.config.loader import load_rules
+    from kpiwatch.config.settings import Settings
+    from kpiwatch.model import Observation
+    from kpiwatch.runtime.runner import Runner
+    from kpiwatch.runtime.workspace import build_workspace
+    from kpiwatch.store.repository import Store
+    from kpiwatch.testing import FixedClock
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    print(f"{'kpiwatch imported':<34} {rss_mib():>8.1f}", flush=True)
+
+    rng = random.Random(11)
+    with tempfile.TemporaryDirectory(prefix="kpiwatch-mem-") as tmp:
+        root = Path(tmp)
+        warehouse = root / "warehouse.db"
+        values = make_warehouse(warehouse, args.kpis, rng)
+        rules_dir = root / "rules"
+        rules_dir.mkdir()
+        write_rules(rules_dir, warehouse, values, args.every, args.source)
+        url = args.database_url or f"sqlite:///{root / 'state.db'}"
+        t0 = time.perf_counter()
+        loaded = load_rules(rules_dir)
+        gc.collect()
+        load_s = time.perf_counter() - t0
+        print(f"{'rules loaded (load_rules)':<34} {rss_mib():>8.1f} {load_s:>8.1f}"
+              f"  traced Python objects {traced_mib()}", flush=True)  # fmt: skip
+        store = Store.open(url)
+        settings = Settings(database_url=url, rules_dir=rules_dir, max_workers=WORKERS)
+        workspace = build_workspace(loaded, settings, store.latest, frozenset())
+        clock = FixedClock(START)
+        runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=dtime(9, 0),
+                        max_workers=WORKERS)  # fmt: skip
+        gc.collect()
+        start_rss = rss_mib()
+        print(f"{'started (+ store, workspace, runner)':<34} {start_rss:>8.1f}"
+              f"          {args.kpis:,} KPIs loaded", flush=True)  # fmt: skip
+        cycles = args.hours * 60 // args.every
+        durations: list[float] = []
+        for c in range(1, cycles + 1):
+            if args.source == "push":  # what the push API would have stored since
+                store.add_observations(
+                    Observation(f"kpi_{i}", clock.now(), v) for i, v in enumerate(values)
+                )
+            t0 = time.perf_counter()
+            stats = runner.evaluate_all()
+            durations.append(time.perf_counter() - t0)
+            if stats.failed or stats.evaluated != args.kpis:
+                raise SystemExit(f"cycle {c} went wrong: {stats}")
+            gc.collect()
+            if c == 1 or c % 10 == 0 or c == cycles:
+                mix = ", ".join(f"{v} {k}" for k, v in sorted(stats.by_status.items()))
+                label = f"after cycle {c} ({c * args.every} min simulated)"
+                print(f"{label:<34} {rss_mib():>8.1f} {durations[-1]:>8.1f}  {mix}", flush=True)
+            clock.advance(timedelta(minutes=args.every))
+            nudge_warehouse(warehouse, values, rng)
+        end_rss = rss_mib()
+        size = ""
+        if url.startswith("sqlite:///"):
+            state = Path(url[len("sqlite:///") :])
+            on_disk = sum(p.stat().st_size for p in state.parent.glob(state.name + "*"))
+            size = f"; state.db on disk {on_disk / 2**20:.1f} MiB"
+        print(f"\nend: RSS {end_rss:.1f} MiB (peak VmHWM {hwm_mib():.1f} MiB), growth over"
+              f" {cycles} cycles {end_rss - start_rss:+.1f} MiB{size}")  # fmt: skip
+        if args.tracemalloc:
+            current, peak = tracemalloc.get_traced_memory()
+            print(f"tracemalloc: current {current / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB"
+                  " (Python objects only)")  # fmt: skip
+        print(f"baseline: Prometheus ~{PROMETHEUS_MIB:.0f} MiB for the same rules"
+              f" (quoted); kpiwatch/Prometheus = {end_rss / PROMETHEUS_MIB:.2f}"
+              f"; median cycle {sorted(durations)[len(durations) // 2]:.1f} s")  # fmt: skip
+        workspace.close()
+        store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--kpis", type=int, default=10_000)
+    parser.add_argument("--every", type=int, default=5, help="poll interval, minutes")
+    parser.add_argument("--hours", type=int, default=1, help="simulated hours")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="state store (an empty database); default a SQLite file",
+    )
+    parser.add_argument(
+        "--source",
+        choices=("push", "sql"),
+        default="push",
+        help="push: values stored each cycle as the push API does (fast);"
+        " sql: one query per KPI on a SQLite warehouse (slow: ~10x)",
+    )
+    parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args)
+        return
+    print(f"{args.kpis:,} KPIs, every {args.every}m, {args.hours} h simulated,"
+          f" Python {sys.version.split()[0]}, fresh process:\n", flush=True)  # fmt: skip
+    argv_child = [sys.executable, os.path.abspath(__file__), *(argv or sys.argv[1:]), "--child"]
+    raise SystemExit(subprocess.call(argv_child))
+
+
+if __name__ == "__main__":
+    main()
