@@ -14,6 +14,8 @@ from kpiwatch.store.types import (
     ENUM_LENGTH,
     EVENT_KEY_LENGTH,
     KPI_ID_LENGTH,
+    LEASE_HOLDER_LENGTH,
+    LEASE_NAME_LENGTH,
     MATCHER_VALUE_LENGTH,
     SLACK_CHANNEL_LENGTH,
     SLACK_TS_LENGTH,
@@ -108,6 +110,9 @@ outbox = sa.Table(
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Column("sent_at", UtcDateTime(), nullable=True),
+    # a replica delivering this row; others leave it alone until claimed_until passes
+    sa.Column("claimed_by", sa.String(LEASE_HOLDER_LENGTH), nullable=True),
+    sa.Column("claimed_until", UtcDateTime(), nullable=True),
     sa.UniqueConstraint("event_id", "channel", "target"),
     sa.Index(None, "state", "next_attempt_at"),  # the dispatcher's "what is due" query
 )
@@ -179,4 +184,18 @@ digest_marks = sa.Table(
     metadata,
     sa.Column("kind", sa.String(ENUM_LENGTH), primary_key=True),
     sa.Column("sent_at", UtcDateTime(), nullable=False),
+)
+
+# -- replicas: who does which piece of work -----------------------------------
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    # "kpi:<id>" for an evaluation, "job:<name>" for reviews, digests and the like
+    sa.Column("name", sa.String(LEASE_NAME_LENGTH), primary_key=True),
+    sa.Column("holder", sa.String(LEASE_HOLDER_LENGTH), nullable=True),
+    # database time: replicas' clocks may differ, the database has one
+    sa.Column("expires_at", UtcDateTime(), nullable=True),
+    sa.Column("claimed_slot", UtcDateTime(), nullable=True),  # the due time being worked on
+    sa.Column("done_slot", UtcDateTime(), nullable=True),  # the newest due time finished
 )

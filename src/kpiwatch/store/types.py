@@ -58,5 +58,7 @@ TARGET_LENGTH = 512
 ENUM_LENGTH = 32
 AUTHOR_LENGTH = 255
 MATCHER_VALUE_LENGTH = 512  # a KPI id, a team name or "label=value"
+LEASE_NAME_LENGTH = 300  # "kpi:" + a KPI id, or a job name
+LEASE_HOLDER_LENGTH = 255  # host:pid:random of a replica
 SLACK_CHANNEL_LENGTH = 255  # a channel name or id; the PK stays under MySQL's index limit
 SLACK_TS_LENGTH = 64  # Slack message timestamps look like "1712345678.123456"
