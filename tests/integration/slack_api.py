@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -147,7 +148,9 @@ class SlackApi(LocalServer):
     def record(
         self, method: str, body: dict[str, Any], authorization: str | None
     ) -> dict[str, Any]:
-        call = {"method": method, "authorization": authorization, **body}
+        # "received": when it arrived (monotonic), for tests that kill a sender mid-send
+        call = {"method": method, "authorization": authorization, **body,
+                "received": time.monotonic()}  # fmt: skip
         with self._lock:
             self.calls.append(call)
         return call

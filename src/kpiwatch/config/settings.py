@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     max_workers: int = Field(default=8, ge=1, le=256)  # concurrent source fetches
     misfire_grace: int = Field(default=300, ge=1)  # seconds a late poll may still run
     delivery_timeout: float = Field(default=30.0, gt=0)  # run --once: time to deliver
+    # replicas: how long a claim on a piece of work lasts before others may take it over
+    lease_seconds: float = Field(default=60.0, ge=1, le=86_400)
 
     @field_validator("timezone")
     @classmethod

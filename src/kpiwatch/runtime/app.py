@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time as _time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -21,9 +21,17 @@ from kpiwatch.notify.notices import NoticeBuilder
 from kpiwatch.notify.outbox import Outbox
 from kpiwatch.notify.suppression import Suppressor
 from kpiwatch.runtime.channels import build_channels, send_oncall_digest, verify_slack
+from kpiwatch.runtime.leases import Leases, replica_id
 from kpiwatch.runtime.runner import CycleStats, Runner
-from kpiwatch.runtime.scheduler import HEARTBEAT_EXECUTOR, Scheduler
+from kpiwatch.runtime.scheduler import (
+    HEARTBEAT_EXECUTOR,
+    INTERVAL_ANCHOR,
+    Scheduler,
+    cron_slot,
+    due_slot,
+)
 from kpiwatch.runtime.workspace import Workspace, build_workspace
+from kpiwatch.store.leases import LeaseBook
 from kpiwatch.store.lock import InstanceLock
 from kpiwatch.store.repository import Store
 from kpiwatch.web.app import create_app
@@ -38,6 +46,11 @@ REVIEW_TICK_SECONDS = 60
 OUTBOX_TICK_SECONDS = 1  # Slack pacing is one message a second per channel
 HEARTBEAT_SECONDS = 5
 HEARTBEAT_MAX_AGE = 30.0  # /healthz and the systemd watchdog: the scheduler is stuck
+LEASE_CHECK_SECONDS = 10  # how often a replica looks for work a dead replica left
+KPI_LEASE = "kpi:"
+REVIEWS_LEASE = "job:reviews"
+MUTE_ENDS_LEASE = "job:mute-ends"
+ONCALL_LEASE = "job:oncall-digest"
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,8 @@ class App:
         self._stack.enter_context(InstanceLock(url))
         self.store = Store.open(url)
         self._stack.callback(self.store.close)
+        self.leases = Leases(LeaseBook(self.store.engine), replica_id(),
+                             timedelta(seconds=settings.lease_seconds))  # fmt: skip
         loaded = load_rules(settings.rules_dir)
         self.channels = build_channels(settings, self.store)
         verify_slack(self.channels)
@@ -151,6 +166,7 @@ class App:
         scheduler.every("outbox", OUTBOX_TICK_SECONDS, self._deliver, now=now)
         scheduler.every("mute-ends", REVIEW_TICK_SECONDS, self._tick_mute_ends)
         scheduler.cron("oncall-digest", self.settings.oncall_cron, self._send_oncall_digest)
+        scheduler.every("leases", LEASE_CHECK_SECONDS, self._take_over_abandoned)
         scheduler.every("heartbeat", HEARTBEAT_SECONDS, self._beat, now=now,
                         executor=HEARTBEAT_EXECUTOR)  # fmt: skip
         scheduler.start()
@@ -217,35 +233,84 @@ class App:
     def _beat(self) -> None:
         self._heartbeat = _time.monotonic()
 
-    def _run_kpi(self, kpi_id: str) -> None:
+    def _run_kpi(self, kpi_id: str, slot: datetime | None = None) -> None:
+        """A KPI's scheduled evaluation, done by the one replica that claims its due time."""
         try:
-            self.runner.evaluate_kpi(kpi_id)
+            kpi = self.kpi(kpi_id)
+            if kpi is None:
+                return
+            if slot is None:
+                slot = due_slot(kpi, self.clock.now(), self.settings.tz)
+            with self.leases.hold(KPI_LEASE + kpi_id, slot=slot, ttl=self._kpi_ttl(kpi)) as claim:
+                if claim is None:
+                    log.debug("evaluation skipped: done or claimed elsewhere", kpi=kpi_id,
+                              slot=slot.isoformat())  # fmt: skip
+                    return
+                self.runner.evaluate_kpi(kpi_id)
         except Exception:  # one failing KPI never stops the others
             log.exception("evaluation failed", kpi=kpi_id)
 
+    def _kpi_ttl(self, kpi: Kpi) -> timedelta:
+        """A claim must outlast the evaluation: the fetch timeout plus room to persist."""
+        ttl = self.leases.ttl
+        source = self.runner.workspace.rules.sources.get(kpi.source)
+        if source is not None:
+            ttl = max(ttl, source.timeout + timedelta(seconds=30))
+        return ttl
+
     def _tick_reviews(self) -> None:
         try:
-            self.runner.tick_reviews()
+            with self.leases.hold(REVIEWS_LEASE, slot=self._tick_slot()) as claim:
+                if claim is not None:
+                    self.runner.tick_reviews()
         except Exception:
             log.exception("review tick failed")
 
     def _tick_mute_ends(self) -> None:
         try:
-            since, self._mute_checked = self._mute_checked, self.clock.now()
-            self.runner.tick_mute_ends(since)
+            now = self.clock.now()
+            with self.leases.hold(MUTE_ENDS_LEASE, slot=self._tick_slot()) as claim:
+                if claim is None:
+                    return
+                # from where the last replica to check left off, not where this one did
+                since = claim.previous_done or self._mute_checked
+                self._mute_checked = now
+                self.runner.tick_mute_ends(since)
         except Exception:
             log.exception("mute window check failed")
 
-    def _send_oncall_digest(self) -> None:
+    def _tick_slot(self) -> datetime:
+        """This minute: review and mute ticks run once a minute, on one replica."""
+        elapsed = int((self.clock.now() - INTERVAL_ANCHOR).total_seconds())
+        return INTERVAL_ANCHOR + timedelta(seconds=elapsed - elapsed % REVIEW_TICK_SECONDS)
+
+    def _send_oncall_digest(self, slot: datetime | None = None) -> None:
         try:
-            email = self.channels.get("email")
-            done = send_oncall_digest(
-                self.store, self.runner.workspace.rules, self.settings,
-                email if isinstance(email, EmailChannel) else None, self.clock.now(),
-            )  # fmt: skip
-            log.info("on-call digest", result=done)
+            now = self.clock.now()
+            slot = slot or cron_slot(self.settings.oncall_cron, now, self.settings.tz)
+            with self.leases.hold(ONCALL_LEASE, slot=slot) as claim:
+                if claim is None:
+                    return
+                email = self.channels.get("email")
+                done = send_oncall_digest(
+                    self.store, self.runner.workspace.rules, self.settings,
+                    email if isinstance(email, EmailChannel) else None, now,
+                )  # fmt: skip
+                log.info("on-call digest", result=done)
         except Exception as exc:  # the mark stays: the next run covers this period too
             log.error("on-call digest failed; the next one covers this period", error=str(exc))
+
+    def _take_over_abandoned(self) -> None:
+        """Finish the due work a replica claimed and never finished (it died)."""
+        try:
+            for name, slot in self.leases.abandoned(KPI_LEASE):
+                log.info("taking over an abandoned evaluation", work=name,
+                         slot=slot.isoformat() if slot else None)  # fmt: skip
+                self._run_kpi(name[len(KPI_LEASE):], slot)
+            for _, slot in self.leases.abandoned(ONCALL_LEASE):
+                self._send_oncall_digest(slot)
+        except Exception:
+            log.exception("looking for abandoned work failed")
 
     def _deliver(self) -> None:
         try:

@@ -8,7 +8,7 @@ down run once at start.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -16,6 +16,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from kpiwatch.config.rules import Kpi, RuleSet
@@ -24,14 +25,51 @@ from kpiwatch.model import KpiState
 log = structlog.get_logger("kpiwatch.scheduler")
 
 KPI_JOB_PREFIX = "kpi:"
+CATCH_UP_PREFIX = "catch-up:"  # one run now for a KPI that fell due while we were down
 HEARTBEAT_EXECUTOR = "heartbeat"
+# Interval jobs count from one fixed instant, so every replica fires a KPI at the
+# same times and names the same due slot; a start-time anchor would differ per host.
+INTERVAL_ANCHOR = datetime(2000, 1, 1, tzinfo=UTC)
+# how far back to look for a cron expression's latest fire time (29 February at most)
+_CRON_LOOKBACKS = (timedelta(hours=2), timedelta(days=2), timedelta(days=9),
+                   timedelta(days=33), timedelta(days=100), timedelta(days=400),
+                   timedelta(days=1500))  # fmt: skip
+
+
+def _every_seconds(kpi: Kpi) -> int:
+    every = kpi.schedule_every or timedelta(hours=1)
+    return max(1, int(every.total_seconds()))
 
 
 def kpi_trigger(kpi: Kpi, tz: ZoneInfo) -> BaseTrigger:
     if kpi.cron is not None:
         return CronTrigger.from_crontab(kpi.cron, timezone=tz)
-    every = kpi.schedule_every or timedelta(hours=1)
-    return IntervalTrigger(seconds=max(1, int(every.total_seconds())), timezone=tz)
+    return IntervalTrigger(seconds=_every_seconds(kpi), start_date=INTERVAL_ANCHOR, timezone=tz)
+
+
+def due_slot(kpi: Kpi, now: datetime, tz: ZoneInfo) -> datetime:
+    """The newest time at or before ``now`` when ``kpi`` fell due: the same on every
+    replica, so a lease can say "this due time is done"."""
+    if kpi.cron is not None:
+        return cron_slot(kpi.cron, now, tz)
+    every = _every_seconds(kpi)
+    elapsed = int((now - INTERVAL_ANCHOR).total_seconds())
+    return INTERVAL_ANCHOR + timedelta(seconds=elapsed - elapsed % every)
+
+
+def cron_slot(expression: str, now: datetime, tz: ZoneInfo) -> datetime:
+    """The newest fire time of a crontab ``expression`` at or before ``now``."""
+    trigger = CronTrigger.from_crontab(expression, timezone=tz)
+    for lookback in _CRON_LOOKBACKS:
+        fire: datetime | None = trigger.get_next_fire_time(None, now - lookback)
+        if fire is None or fire > now:
+            continue
+        while True:
+            later: datetime | None = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+            if later is None or later > now:
+                return fire.astimezone(UTC)
+            fire = later
+    return INTERVAL_ANCHOR  # never fired in four years: one slot for all that time
 
 
 def first_run(kpi: Kpi, state: KpiState | None, now: datetime, tz: ZoneInfo) -> datetime:
@@ -87,16 +125,18 @@ class Scheduler:
             existing = self._scheduler.get_job(job_id)
             if existing is not None and str(existing.trigger) == str(trigger):
                 continue
-            start = starts[kpi.id]
+            # the regular job keeps to its trigger's times (the same on every replica);
+            # a KPI that is due now gets one extra run now
             self._scheduler.add_job(
-                run,
-                trigger,
-                args=[kpi.id],
-                id=job_id,
-                name=f"evaluate {kpi.id}",
+                run, trigger, args=[kpi.id], id=job_id, name=f"evaluate {kpi.id}",
                 replace_existing=True,
-                next_run_time=start,
-            )
+            )  # fmt: skip
+            if starts[kpi.id] <= now:
+                self._scheduler.add_job(
+                    run, DateTrigger(now, timezone=self._tz), args=[kpi.id],
+                    id=CATCH_UP_PREFIX + kpi.id, name=f"catch up {kpi.id}",
+                    replace_existing=True, misfire_grace_time=None,
+                )  # fmt: skip
 
     def every(
         self,
@@ -128,8 +168,11 @@ class Scheduler:
         )
 
     def next_run(self, kpi_id: str) -> datetime | None:
-        job = self._scheduler.get_job(KPI_JOB_PREFIX + kpi_id)
-        return job.next_run_time if job is not None else None
+        """When ``kpi_id`` runs next: its catch-up run if one waits, else its trigger."""
+        jobs = [self._scheduler.get_job(p + kpi_id) for p in (CATCH_UP_PREFIX, KPI_JOB_PREFIX)]
+        # a job added before the scheduler starts has no next_run_time yet
+        times = [t for j in jobs if (t := getattr(j, "next_run_time", None)) is not None]
+        return min(times, default=None)
 
     def start(self) -> None:
         self._scheduler.start()

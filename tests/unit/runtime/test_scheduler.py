@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from kpiwatch.config.rules import Kpi
 from kpiwatch.model import KpiState, ReviewCadence, Status
-from kpiwatch.runtime.scheduler import first_run, kpi_trigger
+from kpiwatch.runtime.scheduler import cron_slot, due_slot, first_run, kpi_trigger
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)  # a Wednesday
 UTC_ZONE = ZoneInfo("UTC")
@@ -77,11 +78,53 @@ kpis:
     ).rules
     now = datetime.now(UTC)  # the real scheduler runs on the wall clock
     scheduler = Scheduler(max_workers=1, misfire_grace=60, tz=UTC_ZONE)
-    scheduler.sync_kpis(rules, {}, now, lambda kpi_id: None)
+    ran: list[str] = []
+    scheduler.sync_kpis(rules, {}, now, ran.append)
     scheduler.start()
     try:
         ratio = scheduler.next_run("ratio")
         assert ratio is not None
-        assert ratio >= now + timedelta(minutes=59)
+        # not now: at its next time on the hourly grid, after its inputs have run
+        next_hour = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        assert ratio == next_hour
+        deadline = time.monotonic() + 10
+        while not ran and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ran == ["a"]
+        assert scheduler.next_run("a") == next_hour  # back on the grid after catching up
     finally:
         scheduler.shutdown(wait=False)
+
+
+# -- due slots: every replica must name the same due time -----------------------
+
+
+def test_interval_slots_are_aligned_the_same_on_every_replica() -> None:
+    kpi = _kpi(every="15m")
+    slot = due_slot(kpi, NOW + timedelta(minutes=7, seconds=3), UTC_ZONE)
+    assert slot == NOW  # 12:00 is on the 15-minute grid
+    assert due_slot(kpi, NOW + timedelta(minutes=15), UTC_ZONE) == NOW + timedelta(minutes=15)
+    assert due_slot(kpi, NOW - timedelta(microseconds=1), UTC_ZONE) == NOW - timedelta(minutes=15)
+    # the trigger fires on the same grid, whenever the replica started
+    fire = kpi_trigger(kpi, UTC_ZONE).get_next_fire_time(None, NOW + timedelta(minutes=1))
+    assert fire == NOW + timedelta(minutes=15)
+
+
+def test_a_replica_a_second_off_names_the_same_slot() -> None:
+    kpi = _kpi(every="1m")
+    fired = NOW + timedelta(minutes=3, milliseconds=20)  # a job runs a little after its time
+    assert due_slot(kpi, fired, UTC_ZONE) == due_slot(kpi, fired + timedelta(seconds=1), UTC_ZONE)
+
+
+def test_cron_slot_is_the_latest_fire_time_at_or_before_now() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    assert cron_slot("*/5 * * * *", NOW + timedelta(minutes=7), UTC_ZONE) == NOW + timedelta(
+        minutes=5
+    )
+    assert cron_slot("0 8 * * *", NOW, berlin) == datetime(2026, 3, 4, 7, tzinfo=UTC)
+    assert cron_slot("0 14 * * *", NOW, berlin) == datetime(2026, 3, 3, 13, tzinfo=UTC)
+    assert cron_slot("0 9 1 */3 *", NOW, UTC_ZONE) == datetime(2026, 1, 1, 9, tzinfo=UTC)
+    assert cron_slot("30 8 29 2 *", NOW, UTC_ZONE) == datetime(2024, 2, 29, 8, 30, tzinfo=UTC)
+    exact = datetime(2026, 3, 4, 11, 55, tzinfo=UTC)
+    assert cron_slot("*/5 * * * *", exact, UTC_ZONE) == exact
+    assert due_slot(_kpi(cron="0 8 * * *"), NOW, berlin) == datetime(2026, 3, 4, 7, tzinfo=UTC)

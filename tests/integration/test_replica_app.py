@@ -1,0 +1,113 @@
+"""Two daemons' worth of wiring (App) on one PostgreSQL database, in-process:
+a due evaluation is done by one of them, and work a dead replica claimed is
+taken over once its claim expires."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from kpiwatch.config.settings import Settings
+from kpiwatch.runtime.app import App
+from kpiwatch.runtime.scheduler import due_slot
+from kpiwatch.store.leases import LeaseBook
+from kpiwatch.testing import FixedClock
+
+pytestmark = pytest.mark.postgres
+
+RULES = """
+kpis:
+  - {id: signups, name: Signups, owner: ava@example.com, direction: higher_is_better,
+     source: push, every: 1m, thresholds: {red: 10}}
+"""
+START = datetime(2026, 3, 2, 8, 0, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def apps(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[App, App, FixedClock]]:
+    monkeypatch.chdir(tmp_path)  # no config/kpiwatch.toml or .env here
+    for name in [n for n in os.environ if n.startswith("KPIWATCH_")]:
+        monkeypatch.delenv(name)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "kpis.yaml").write_text(RULES)
+    settings = Settings(database_url=postgres_url, rules_dir=str(tmp_path / "rules"),
+                        lease_seconds=30)  # fmt: skip
+    clock = FixedClock(START)
+    first, second = App(settings, clock), App(settings, clock)
+    yield first, second, clock
+    first.close()
+    second.close()
+
+
+def _evaluated(app: App) -> datetime | None:
+    state = app.store.get_state("signups")
+    return None if state is None else state.last_evaluated
+
+
+def test_a_due_evaluation_is_done_by_one_replica(apps: tuple[App, App, FixedClock]) -> None:
+    first, second, clock = apps
+    assert first.leases.holder != second.leases.holder
+    first._run_kpi("signups")
+    assert _evaluated(first) == START
+    clock.advance(timedelta(seconds=20))  # the same minute: the same due slot
+    second._run_kpi("signups")
+    assert _evaluated(second) == START  # done already: skipped
+    clock.advance(timedelta(seconds=40))  # the next minute
+    second._run_kpi("signups")
+    assert _evaluated(first) == START + timedelta(minutes=1)
+
+
+def test_work_claimed_by_a_dead_replica_is_taken_over_once(
+    apps: tuple[App, App, FixedClock], postgres_url: str
+) -> None:
+    first, second, clock = apps
+    kpi = first.kpi("signups")
+    assert kpi is not None
+    slot = due_slot(kpi, clock.now(), first.settings.tz)
+    book = LeaseBook(first.store.engine)
+    # a replica claimed this evaluation and died before finishing it
+    assert book.claim("kpi:signups", "dead-replica", timedelta(seconds=-1), slot=slot)
+    second._run_kpi("signups")  # its own schedule: the slot is claimed, but expired
+    assert _evaluated(second) == START  # an expired claim does not block the due time
+    # again, with the claim still valid when the schedule fires: skipped, then taken over
+    clock.advance(timedelta(minutes=1))
+    slot = due_slot(kpi, clock.now(), first.settings.tz)
+    assert book.claim("kpi:signups", "dead-replica", timedelta(seconds=1), slot=slot)
+    second._run_kpi("signups")
+    assert _evaluated(second) == START  # someone else holds it: not evaluated twice
+    assert book.abandoned("kpi:") == []  # not expired yet: not abandoned
+    _wait_for_expiry(book)
+    assert book.abandoned("kpi:") == [("kpi:signups", slot)]
+    first._take_over_abandoned()
+    assert _evaluated(first) == clock.now()
+    assert book.abandoned("kpi:") == []
+    second._take_over_abandoned()  # nothing left: the slot is done
+    assert _evaluated(first) == clock.now()
+
+
+def test_review_ticks_and_digests_run_on_one_replica_per_slot(
+    apps: tuple[App, App, FixedClock],
+) -> None:
+    first, second, clock = apps
+    book = LeaseBook(first.store.engine)
+    first._tick_reviews()
+    slot = first._tick_slot()
+    # the second replica's tick in the same minute finds the slot done
+    assert book.claim("job:reviews", second.leases.holder, timedelta(seconds=5), slot=slot) is None
+    clock.advance(timedelta(minutes=1))
+    second._tick_reviews()
+    assert book.claim("job:reviews", first.leases.holder, timedelta(seconds=5),
+                      slot=second._tick_slot()) is None  # fmt: skip
+
+
+def _wait_for_expiry(book: LeaseBook) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not book.abandoned("kpi:"):
+        time.sleep(0.1)
