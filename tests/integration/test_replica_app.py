@@ -29,21 +29,48 @@ START = datetime(2026, 3, 2, 8, 0, 5, tzinfo=UTC)
 
 
 @pytest.fixture
-def apps(
-    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[App, App, FixedClock]]:
+def settings(tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.chdir(tmp_path)  # no config/kpiwatch.toml or .env here
     for name in [n for n in os.environ if n.startswith("KPIWATCH_")]:
         monkeypatch.delenv(name)
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "kpis.yaml").write_text(RULES)
-    settings = Settings(database_url=postgres_url, rules_dir=str(tmp_path / "rules"),
-                        lease_seconds=30)  # fmt: skip
+    return Settings(database_url=postgres_url, rules_dir=str(tmp_path / "rules"),
+                    lease_seconds=30)  # fmt: skip
+
+
+@pytest.fixture
+def apps(settings: Settings) -> Iterator[tuple[App, App, FixedClock]]:
     clock = FixedClock(START)
     first, second = App(settings, clock), App(settings, clock)
     yield first, second, clock
     first.close()
     second.close()
+
+
+def test_replicas_whose_clocks_differ_by_a_second_evaluate_each_slot_once(
+    settings: Settings,
+) -> None:
+    """Each replica's job fires just after a minute starts by its own clock; one clock
+    runs a second ahead of the other, so each minute both fire about a second apart."""
+    minute = START.replace(second=0)
+    ahead, behind = FixedClock(minute), FixedClock(minute)
+    first, second = App(settings, ahead), App(settings, behind)
+    try:
+        evaluated = []
+        for n in range(3):
+            fire = minute + timedelta(minutes=n, milliseconds=50)
+            for app, clock in ((first, ahead), (second, behind)):  # ahead fires first
+                clock.set(fire)
+                before = _evaluated(app)
+                app._run_kpi("signups")
+                if _evaluated(app) != before:
+                    evaluated.append((app is first, _evaluated(app)))
+        assert evaluated == [(True, minute + timedelta(minutes=n, milliseconds=50))
+                             for n in range(3)]  # fmt: skip
+    finally:
+        first.close()
+        second.close()
 
 
 def _evaluated(app: App) -> datetime | None:
