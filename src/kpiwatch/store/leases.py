@@ -16,17 +16,17 @@ instance on it (``store.lock``), so the same code is correct there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from kpiwatch.errors import StoreError
 from kpiwatch.store import sql
 from kpiwatch.store.schema import leases as leases_t
+from kpiwatch.store.transactions import writing
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,20 +53,12 @@ class LeaseBook:
         ``slot`` is already done. ``slot=None`` asks for exclusion only."""
         with self._write(f"claim lease {name!r}") as connection:
             now = database_now(connection)
-            row = connection.execute(
-                sa.select(leases_t)
-                .where(leases_t.c.name == name)
-                .with_for_update(skip_locked=True)
-            ).first()
+            row = _locked(connection, name)
             if row is None:
                 if _exists(connection, name):
                     return None  # another replica holds the row lock this instant
                 sql.insert_ignore_many(connection, leases_t, [_blank(name)])
-                row = connection.execute(
-                    sa.select(leases_t)
-                    .where(leases_t.c.name == name)
-                    .with_for_update(skip_locked=True)
-                ).first()
+                row = _locked(connection, name)
                 if row is None:
                     return None
             if slot is not None and row.done_slot is not None and row.done_slot >= slot:
@@ -121,14 +113,8 @@ class LeaseBook:
         with self._write("read the database clock") as connection:
             return database_now(connection)
 
-    @contextmanager
-    def _write(self, action: str) -> Iterator[Connection]:
-        try:
-            with self._engine.begin() as connection:
-                yield connection
-        except sa.exc.SQLAlchemyError as exc:
-            first = str(exc).strip().splitlines()
-            raise StoreError(f"{action}: {first[0] if first else type(exc).__name__}") from exc
+    def _write(self, action: str) -> AbstractContextManager[Connection]:
+        return writing(self._engine, action)
 
 
 def database_now(connection: Connection) -> datetime:
@@ -143,6 +129,12 @@ def database_now(connection: Connection) -> datetime:
         value = connection.execute(sa.text("SELECT UTC_TIMESTAMP(6)")).scalar_one()
     assert isinstance(value, datetime)  # each query above returns a timestamp
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _locked(connection: Connection, name: str) -> sa.Row[Any] | None:
+    """The lease row, locked for this transaction; None if absent or locked by another."""
+    query = sa.select(leases_t).where(leases_t.c.name == name).with_for_update(skip_locked=True)
+    return connection.execute(query).first()
 
 
 def _exists(connection: Connection, name: str) -> bool:
