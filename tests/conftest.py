@@ -66,3 +66,16 @@ def mariadb_url() -> Iterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path: object) -> str:
     return f"sqlite:///{tmp_path}/kpiwatch.db"  # type: ignore[str-bytes-safe]
+
+
+@pytest.fixture(
+    params=[
+        "sqlite_url",
+        pytest.param("postgres_url", marks=pytest.mark.postgres),
+        pytest.param("mariadb_url", marks=pytest.mark.mariadb),
+    ]
+)
+def store_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database on each backend the state store supports, in turn."""
+    url: str = request.getfixturevalue(request.param)
+    return url

@@ -21,15 +21,9 @@ MINUTE = timedelta(minutes=1)
 EXPIRED = timedelta(seconds=-5)
 
 
-@pytest.fixture(
-    params=[
-        "sqlite_url",
-        pytest.param("postgres_url", marks=pytest.mark.postgres),
-        pytest.param("mariadb_url", marks=pytest.mark.mariadb),
-    ]
-)
-def book(request: pytest.FixtureRequest) -> Iterator[LeaseBook]:
-    store = Store.open(request.getfixturevalue(request.param))
+@pytest.fixture
+def book(store_url: str) -> Iterator[LeaseBook]:
+    store = Store.open(store_url)
     yield LeaseBook(store.engine)
     store.close()
 
