@@ -133,11 +133,17 @@ class Outbox:
             lanes.setdefault((message.channel, message.target), []).append(message)
         finished: set[int] = set()  # sent, retried, dead, suppressed: their claims ended
         try:
+            # every recipient's first message is built (its recipient is not paced: those
+            # were skipped); one bulk read for all, the rare others one by one
+            firsts = [lane[0] for lane in lanes.values()]
+            built = dict(zip((m.id for m in firsts), self._notices.build_many(firsts),
+                             strict=True))  # fmt: skip
             if self._senders == 1 or len(lanes) == 1:
-                return sum(self._lane(lane, now, started, finished) for lane in lanes.values())
+                return sum(self._lane(lane, built, now, started, finished)
+                           for lane in lanes.values())  # fmt: skip
             workers = min(self._senders, len(lanes))
             with ThreadPoolExecutor(workers, thread_name_prefix="outbox") as pool:
-                futures = [pool.submit(self._lane, lane, now, started, finished)
+                futures = [pool.submit(self._lane, lane, built, now, started, finished)
                            for lane in lanes.values()]  # fmt: skip
                 wait(futures)
             return sum(future.result() for future in futures)  # re-raises a lane's StoreError
@@ -145,7 +151,12 @@ class Outbox:
             self._release([m.id for m in claimed if m.id not in finished])
 
     def _lane(
-        self, messages: Sequence[OutboxMessage], now: datetime, started: float, finished: set[int]
+        self,
+        messages: Sequence[OutboxMessage],
+        built: Mapping[int, Notice],
+        now: datetime,
+        started: float,
+        finished: set[int],
     ) -> int:
         """One recipient's claimed messages, in order; returns how many were sent."""
         sent = 0
@@ -162,7 +173,7 @@ class Outbox:
                 continue  # an earlier message to the same people about this KPI goes first
             if self._paced(message.channel, message.target, started):
                 break  # the rest wait for the next pass; checked before building a notice
-            notice = self._notices.build(message)
+            notice = built.get(message.id) or self._notices.build(message)
             reason = self._suppress(notice, now)
             if reason is not None:
                 self._store.mark_suppressed(message.id, now, reason=reason)

@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from alembic.util import CommandError
@@ -50,6 +50,16 @@ from kpiwatch.store.schema import silences as silences_t
 from kpiwatch.store.schema import slack_threads as threads_t
 from kpiwatch.store.schema import source_health as health_t
 from kpiwatch.store.schema import status_changes as changes_t
+
+
+class NoticeContext(NamedTuple):
+    """What a notice about one KPI shows, read in bulk (:meth:`Store.notice_context`)."""
+
+    state: KpiState | None
+    recent: tuple[Observation, ...]  # oldest first
+    annotations: tuple[Annotation, ...]  # by time, oldest first
+    ack: Ack | None  # of the current episode
+
 
 # The outbox joined with its event; event columns are prefixed to avoid clashes.
 _EVENT_PREFIX = "event_"
@@ -270,6 +280,15 @@ class Store:
         """
         if limit <= 0:
             return []
+        anything_due = (
+            sa.select(outbox_t.c.id)
+            .where(outbox_t.c.state == DeliveryState.PENDING.value)
+            .where(outbox_t.c.next_attempt_at <= now)
+            .limit(1)
+        )
+        with self._read("read due messages") as connection:  # idle passes stay reads
+            if connection.execute(anything_due).first() is None:
+                return []
         with self._write("claim outbox messages") as connection:
             if connection.dialect.name == "sqlite":
                 # pysqlite begins the transaction at the first write: take the write
@@ -414,6 +433,62 @@ class Store:
         self._update_message(
             message_id, state=DeliveryState.SUPPRESSED.value, last_error=redact(reason)
         )
+
+    # -- what a notice shows, for many KPIs at once ----------------------------
+
+    def notice_context(
+        self,
+        kpi_ids: Collection[str],
+        *,
+        points: int,
+        annotations_since: datetime,
+    ) -> dict[str, NoticeContext]:
+        """Per KPI: its state, its last ``points`` observations (oldest first), its
+        annotations at or after ``annotations_since`` (by ``at``) and the ack of its
+        current episode. Four queries for any number of KPIs; KPIs without a
+        state are present too (all empty).
+        """
+        ids = sorted(set(kpi_ids))
+        if not ids:
+            return {}
+        states: dict[str, KpiState] = {}
+        recent: dict[str, list[Observation]] = {kpi: [] for kpi in ids}
+        notes: dict[str, list[Annotation]] = {kpi: [] for kpi in ids}
+        acks: dict[str, Ack] = {}
+        with self._read("read notice context") as connection:
+            for chunk in _chunks(ids, _IN_CHUNK):
+                query = sa.select(state_t).where(state_t.c.kpi_id.in_(chunk))
+                for row in connection.execute(query).mappings():
+                    states[row["kpi_id"]] = rows.to_state(row)
+                for row in connection.execute(_recent_observations(chunk, points)).mappings():
+                    recent[row["kpi_id"]].append(rows.to_observation(row))
+                query = (
+                    sa.select(annotations_t)
+                    .where(annotations_t.c.kpi_id.in_(chunk))
+                    .where(annotations_t.c.at >= annotations_since)
+                    .order_by(annotations_t.c.at, annotations_t.c.id)
+                )
+                for row in connection.execute(query).mappings():
+                    notes[row["kpi_id"]].append(rows.to_annotation(row))
+                query = (
+                    sa.select(acks_t)
+                    .join_from(acks_t, state_t, sa.and_(
+                        acks_t.c.kpi_id == state_t.c.kpi_id,
+                        acks_t.c.episode_since == state_t.c.since,
+                    ))
+                    .where(acks_t.c.kpi_id.in_(chunk))
+                )  # fmt: skip
+                for row in connection.execute(query).mappings():
+                    acks[row["kpi_id"]] = rows.to_ack(row)
+        return {
+            kpi: NoticeContext(
+                state=states.get(kpi),
+                recent=tuple(sorted(recent[kpi], key=lambda o: o.observed_at)),
+                annotations=tuple(notes[kpi]),
+                ack=acks.get(kpi),
+            )
+            for kpi in ids
+        }
 
     # -- source health -------------------------------------------------------
 
@@ -685,6 +760,29 @@ class Store:
             )
             if result.rowcount == 0:
                 raise StoreError(f"no outbox message with id {message_id}")
+
+
+_IN_CHUNK = 200  # KPIs per IN list / UNION: well within every backend's limits
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _recent_observations(kpi_ids: Sequence[str], points: int) -> sa.CompoundSelect[Any]:
+    """The newest ``points`` observations of each KPI: one index range per KPI, not a
+    window over their whole history."""
+    parts = [
+        sa.select(observations_t)
+        .where(observations_t.c.kpi_id == kpi)
+        .order_by(observations_t.c.observed_at.desc())
+        .limit(points)
+        .subquery()
+        .select()
+        for kpi in kpi_ids
+    ]
+    return sa.union_all(*parts)
 
 
 def _claim_candidates(

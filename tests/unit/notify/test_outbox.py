@@ -201,3 +201,43 @@ def test_a_conversation_stays_in_order_while_its_first_message_is_retried(store:
     outbox.deliver_due()
     outbox.deliver_due()
     assert [n.event.key for n in channel.sent] == ["other", "first", "second"]
+
+
+def test_a_pass_starts_no_send_that_could_outlive_its_claim_and_releases_the_rest(
+    store: Store,
+) -> None:
+    clock, tick = FixedClock(START), [100.0]
+
+    class SlowChannel(RecordingChannel):
+        def send(self, notice: Any) -> None:
+            super().send(notice)
+            tick[0] += 20.0  # a slow relay: 20 s a message, the lease is 60 s
+
+    channel = SlowChannel()
+    for key in ("a", "b", "c"):  # three KPIs to one recipient: one lane
+        _queue(store, key=key, kpi=f"kpi_{key}")
+    outbox = _outbox(store, {"log": channel}, clock, monotonic=lambda: tick[0],
+                     lease=timedelta(seconds=60), holder="me")  # fmt: skip
+    # a and b start within half the lease (30 s); c would start at 140 s: it waits
+    assert outbox.deliver_due() == 2
+    [waiting] = store.messages(states=[DeliveryState.PENDING])
+    assert waiting.event.key == "c"
+    # released at once, not left claimed for a lease: another replica may take it now
+    taken = store.claim_due_messages("other", now=START, lease=timedelta(seconds=60))
+    assert [m.id for m in taken] == [waiting.id]
+
+
+def test_a_live_replicas_claim_is_left_alone_and_a_killed_ones_taken_over(store: Store) -> None:
+    clock, channel = FixedClock(START), RecordingChannel()
+    _queue(store, key="first", kpi="k1")
+    _queue(store, key="second", kpi="k2")
+    lease = timedelta(minutes=5)
+    [live] = store.claim_due_messages("live-replica", now=START, lease=lease, limit=1)
+    [killed] = store.claim_due_messages("killed-replica", now=START, lease=timedelta(0), limit=1)
+    assert (live.event.key, killed.event.key) == ("first", "second")
+    outbox = _outbox(store, {"log": channel}, clock)
+    assert outbox.deliver_due() == 1  # the killed replica's lease has ended; the live one's not
+    assert [n.event.key for n in channel.sent] == ["second"]
+    store.release_claims("live-replica", [live.id])
+    assert outbox.deliver_due() == 1
+    assert [n.event.key for n in channel.sent] == ["second", "first"]
