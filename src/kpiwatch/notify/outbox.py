@@ -133,10 +133,12 @@ class Outbox:
             lanes.setdefault((message.channel, message.target), []).append(message)
         finished: set[int] = set()  # sent, retried, dead, suppressed: their claims ended
         try:
-            # every recipient's first message is built (its recipient is not paced: those
-            # were skipped); one bulk read for all, the rare others one by one
-            firsts = [lane[0] for lane in lanes.values()]
-            built = dict(zip((m.id for m in firsts), self._notices.build_many(firsts),
+            # one bulk read for the notices this pass will likely need: each paced
+            # recipient's first message (paced ones were skipped), all of the others';
+            # a notice needed beyond those (after a suppressed one) is built on its own
+            wanted = [m for lane in lanes.values()
+                      for m in (lane[:1] if lane[0].channel in PACING else lane)]  # fmt: skip
+            built = dict(zip((m.id for m in wanted), self._notices.build_many(wanted),
                              strict=True))  # fmt: skip
             if self._senders == 1 or len(lanes) == 1:
                 return sum(self._lane(lane, built, now, started, finished)
