@@ -1,14 +1,15 @@
 """Latency from evaluation to Slack for a burst of 1,000 status transitions over 50 channels.
 
 Run:  .venv/bin/python bench/bench_notify_latency.py [--kpis 1000] [--channels 50]
-      [--layout grouped|interleaved] [--deadline 90] [--profile]
+      [--layout grouped|interleaved] [--deadline 90] [--profile] [--tick 1] [--senders 4]
 
 Wires what the daemon wires (App): a SQLite store, the Runner over a workspace
 (a fake source: the values are set here), ``build_channels`` with
 KPIWATCH_SLACK_TOKEN / KPIWATCH_SLACK_API_URL pointing at the local Slack Web API
 server of the tests (``tests/integration/slack_api.py``), the NoticeBuilder,
 the Suppressor and the Outbox, delivered as App does: every
-OUTBOX_TICK_SECONDS (1 s), ``deliver_due()`` until it sends fewer than 100.
+OUTBOX_TICK_SECONDS (1 s; ``--tick``), ``deliver_due()`` until it sends fewer
+than 100.
 
 Every KPI is first evaluated green (states exist), then every value moves to
 yellow (red would add an escalation message per KPI) and one
@@ -53,7 +54,7 @@ from slack_api import SlackApi
 from kpiwatch.clock import SystemClock
 from kpiwatch.config.settings import Settings
 from kpiwatch.notify.notices import NoticeBuilder
-from kpiwatch.notify.outbox import Outbox
+from kpiwatch.notify.outbox import DEFAULT_SENDERS, Outbox
 from kpiwatch.notify.suppression import Suppressor
 from kpiwatch.runtime.app import OUTBOX_TICK_SECONDS
 from kpiwatch.runtime.channels import build_channels
@@ -110,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--layout", choices=("grouped", "interleaved"), default="grouped")
     parser.add_argument("--deadline", type=float, default=90.0, help="seconds to wait at most")
     parser.add_argument("--profile", action="store_true", help="cProfile the delivery thread")
+    parser.add_argument("--tick", type=float, default=OUTBOX_TICK_SECONDS,
+                        help="seconds between delivery passes (default: the daemon's)")
+    parser.add_argument("--senders", type=int, default=DEFAULT_SENDERS,
+                        help="recipients worked on side by side (1: all in the delivery thread)")
     args = parser.parse_args(argv)
     n = args.kpis
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
@@ -128,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                    channels=frozenset(channels))  # fmt: skip
         runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=dtime(9, 0))
         notices = NoticeBuilder(store, lambda: runner.workspace.rules, settings.base_url)
-        outbox = Outbox(store, channels, clock, notices,
+        outbox = Outbox(store, channels, clock, notices, senders=args.senders,
                         suppress=Suppressor(store, settings.tz).reason)  # fmt: skip
 
         for i in range(n):
@@ -155,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     if batch < 100:
                         break
                 ticks.append((t0, time.monotonic() - t0, sent))
-                next_tick += OUTBOX_TICK_SECONDS
+                next_tick += args.tick
                 stop.wait(max(0.0, next_tick - time.monotonic()))
             if profiler is not None:
                 profiler.disable()
@@ -195,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     busy = [s for _, s, sent in ticks if sent]
     print(f"\n{n:,} status transitions over {args.channels} Slack channels ({args.layout}),"
+          f" a pass every {args.tick:g} s, {args.senders} sender(s),"
           f" Python {sys.version.split()[0]}\n")  # fmt: skip
     print(
         f"burst evaluated in {t_evaluated - t_burst:.2f} s ({stats.evaluated} KPIs);"

@@ -226,3 +226,38 @@ def test_mark_suppressed(store: Store) -> None:
     with pytest.raises(StoreError, match="no outbox message"):
         store.mark_suppressed(999_999, at(2), reason="x")
     assert two in [m.id for m in store.due_messages(at(100))]
+
+
+# -- what a notice shows, in bulk ---------------------------------------------------------
+
+
+def test_notice_context_reads_many_kpis_at_once(store: Store) -> None:
+    from kpiwatch.model import Observation
+
+    since = at(0)
+    for kpi in ("revenue", "churn"):
+        store.save_state(KpiState(kpi, Status.RED, since=since, review=ReviewCadence.WEEKLY))
+    store.add_observations(
+        [Observation("revenue", at(i), float(i)) for i in range(40)]
+        + [Observation("churn", at(i), -float(i)) for i in range(3)]
+    )
+    store.annotate("revenue", at(-100), "too old", "sam", at(1))
+    for i in range(3):
+        store.annotate("revenue", at(i), f"note {i}", "sam", at(1))
+    store.ack("revenue", since, "kim", "on it", at(2))
+    store.ack("churn", at(-50), "kim", "an earlier episode", at(2))
+
+    found = store.notice_context(["revenue", "churn", "unknown"], points=30,
+                                 annotations_since=at(-10))  # fmt: skip
+    revenue, churn, unknown = found["revenue"], found["churn"], found["unknown"]
+    assert revenue.state is not None
+    assert revenue.state.status is Status.RED
+    # the newest 30, oldest first: the same as history(limit=30)
+    assert revenue.recent == tuple(store.history("revenue", limit=30))
+    assert [o.value for o in revenue.recent] == [float(i) for i in range(10, 40)]
+    assert [o.value for o in churn.recent] == [0.0, -1.0, -2.0]
+    assert [a.text for a in revenue.annotations] == ["note 0", "note 1", "note 2"]
+    assert revenue.ack == store.ack_for("revenue", since)
+    assert churn.ack is None  # acked an earlier episode, not the current one
+    assert unknown == (None, (), (), None)
+    assert store.notice_context([], points=30, annotations_since=at(0)) == {}

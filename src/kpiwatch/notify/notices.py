@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from kpiwatch.config.rules import RuleSet
 from kpiwatch.model import OutboxMessage
 from kpiwatch.notify.notice import Notice
-from kpiwatch.store.repository import Store
+from kpiwatch.store.repository import NoticeContext, Store
 
 RECENT_POINTS = 30  # sparkline / chart length
 ANNOTATION_WINDOW = timedelta(days=30)
+RECENT_ANNOTATIONS = 5
 
 
 class NoticeBuilder:
@@ -21,21 +22,40 @@ class NoticeBuilder:
         self._base_url = base_url.rstrip("/")
 
     def build(self, message: OutboxMessage) -> Notice:
-        event = message.event
+        return self.build_many([message])[0]
+
+    def build_many(self, messages: Sequence[OutboxMessage]) -> list[Notice]:
+        """Notices for ``messages``, in order, with one bulk read of the store for all."""
         rules = self._rules()
-        kpi = rules.by_id.get(event.kpi_id) if event.kpi_id else None
-        if kpi is None:
-            return Notice(message, None, None, None, (), (), None, f"{self._base_url}/")
-        state = self._store.get_state(kpi.id)
-        return Notice(
-            message=message,
-            kpi=kpi,
-            team=rules.teams.get(kpi.team or ""),
-            state=state,
-            recent=tuple(self._store.history(kpi.id, limit=RECENT_POINTS)),
-            annotations=tuple(
-                self._store.annotations(kpi.id, since=event.at - ANNOTATION_WINDOW, limit=5)
-            ),
-            ack=self._store.ack_for(kpi.id, state.since) if state else None,
-            url=f"{self._base_url}/kpis/{kpi.id}",
-        )
+        kpis = [rules.by_id.get(m.event.kpi_id) if m.event.kpi_id else None for m in messages]
+        known = [m for m, kpi in zip(messages, kpis, strict=True) if kpi is not None]
+        context: dict[str, NoticeContext] = {}
+        if known:
+            context = self._store.notice_context(
+                {m.event.kpi_id for m in known if m.event.kpi_id},
+                points=RECENT_POINTS,
+                annotations_since=min(m.event.at for m in known) - ANNOTATION_WINDOW,
+            )
+        notices = []
+        for message, kpi in zip(messages, kpis, strict=True):
+            if kpi is None:
+                notices.append(
+                    Notice(message, None, None, None, (), (), None, f"{self._base_url}/")
+                )
+                continue
+            found = context[kpi.id]
+            since = message.event.at - ANNOTATION_WINDOW
+            annotations = [a for a in found.annotations if a.at >= since]
+            notices.append(
+                Notice(
+                    message=message,
+                    kpi=kpi,
+                    team=rules.teams.get(kpi.team or ""),
+                    state=found.state,
+                    recent=found.recent,
+                    annotations=tuple(annotations[-RECENT_ANNOTATIONS:]),
+                    ack=found.ack,
+                    url=f"{self._base_url}/kpis/{kpi.id}",
+                )
+            )
+        return notices

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from alembic.util import CommandError
@@ -37,6 +37,7 @@ from kpiwatch.model import (
 )
 from kpiwatch.store import migrate as migrations
 from kpiwatch.store import rows, sql
+from kpiwatch.store.dbtime import utc_now
 from kpiwatch.store.engine import create_store_engine
 from kpiwatch.store.schema import acks as acks_t
 from kpiwatch.store.schema import digest_marks as marks_t
@@ -49,6 +50,16 @@ from kpiwatch.store.schema import silences as silences_t
 from kpiwatch.store.schema import slack_threads as threads_t
 from kpiwatch.store.schema import source_health as health_t
 from kpiwatch.store.schema import status_changes as changes_t
+
+
+class NoticeContext(NamedTuple):
+    """What a notice about one KPI shows, read in bulk (:meth:`Store.notice_context`)."""
+
+    state: KpiState | None
+    recent: tuple[Observation, ...]  # oldest first
+    annotations: tuple[Annotation, ...]  # by time, oldest first
+    ack: Ack | None  # of the current episode
+
 
 # The outbox joined with its event; event columns are prefixed to avoid clashes.
 _EVENT_PREFIX = "event_"
@@ -240,6 +251,110 @@ class Store:
         with self._read("read due messages") as connection:
             return [_message(row) for row in connection.execute(query).mappings()]
 
+    def claim_due_messages(
+        self,
+        holder: str,
+        *,
+        now: datetime,
+        lease: timedelta,
+        limit: int = 100,
+        per_target: Mapping[str, int] | None = None,
+        skip: Collection[tuple[str, str]] = (),
+    ) -> list[OutboxMessage]:
+        """Claim due messages for ``holder`` until the lease ends; they come oldest first.
+
+        One transaction. A message is claimed when it is pending, due at ``now``
+        (the caller's clock, which wrote ``next_attempt_at``), not claimed by a
+        live lease, and every earlier pending message of its conversation
+        (channel, target, KPI) is claimed with it: a conversation is only ever
+        worked on by one replica, and in order, so an escalation never
+        overtakes the status change it replies to. Lease times are the
+        database's clock (:func:`utc_now`), the one clock replicas share.
+
+        Fair across recipients: at most ``per_target[channel]`` messages per
+        (channel, target) (unlimited for other channels), taken round-robin
+        (every target's first, then every second...) up to ``limit``.
+        (channel, target) pairs in ``skip`` (paced by the caller) are left alone.
+        Rows another replica is claiming at this moment are skipped
+        (``FOR UPDATE SKIP LOCKED``; SQLite serialises the whole claim instead).
+        """
+        if limit <= 0:
+            return []
+        anything_due = (
+            sa.select(outbox_t.c.id)
+            .where(outbox_t.c.state == DeliveryState.PENDING.value)
+            .where(outbox_t.c.next_attempt_at <= now)
+            .limit(1)
+        )
+        with self._read("read due messages") as connection:  # idle passes stay reads
+            if connection.execute(anything_due).first() is None:
+                return []
+        with self._write("claim outbox messages") as connection:
+            if connection.dialect.name == "sqlite":
+                # pysqlite begins the transaction at the first write: take the write
+                # lock now, so that reading the candidates and claiming them is one unit
+                connection.execute(
+                    sa.update(outbox_t).where(sa.false()).values(claimed_by=None)
+                )
+            db_now = connection.execute(sa.select(utc_now())).scalar_one()
+            ready = sa.and_(
+                outbox_t.c.state == DeliveryState.PENDING.value,
+                outbox_t.c.next_attempt_at <= now,
+                sa.or_(outbox_t.c.claimed_until.is_(None), outbox_t.c.claimed_until <= db_now),
+            )
+            candidates = connection.execute(
+                _claim_candidates(ready, limit, per_target or {}, skip)
+            ).all()
+            if not candidates:
+                return []
+            ids = [row.id for row in candidates]
+            locked = set(
+                connection.execute(
+                    sa.select(outbox_t.c.id)
+                    .where(outbox_t.c.id.in_(ids), ready)
+                    .with_for_update(skip_locked=True)
+                ).scalars()
+            )
+            # a conversation's messages only while none before them slipped away
+            # (locked by another replica this instant): order is kept per conversation
+            broken: set[tuple[str, str, str | None]] = set()
+            claim: list[int] = []
+            for row in sorted(candidates, key=lambda r: r.id):
+                key = (row.channel, row.target, row.kpi_id)
+                if key in broken or row.id not in locked:
+                    broken.add(key)
+                    continue
+                claim.append(row.id)
+            if not claim:
+                return []
+            connection.execute(
+                sa.update(outbox_t)
+                .where(outbox_t.c.id.in_(claim), ready)
+                .values(claimed_by=holder, claimed_until=db_now + lease)
+            )
+            query = (
+                sa.select(*_MESSAGE_COLUMNS)
+                .join_from(outbox_t, events_t, outbox_t.c.event_id == events_t.c.id)
+                .where(outbox_t.c.id.in_(claim), outbox_t.c.claimed_by == holder)
+                .order_by(outbox_t.c.id)
+            )
+            return [_message(row) for row in connection.execute(query).mappings()]
+
+    def release_claims(self, holder: str, message_ids: Collection[int]) -> int:
+        """Give up ``holder``'s claims on messages it did not finish (paced, held back).
+
+        Others' claims are left alone; returns how many claims were released.
+        """
+        if not message_ids:
+            return 0
+        query = (
+            sa.update(outbox_t)
+            .where(outbox_t.c.id.in_(list(message_ids)), outbox_t.c.claimed_by == holder)
+            .values(claimed_by=None, claimed_until=None)
+        )
+        with self._write("release outbox claims") as connection:
+            return int(connection.execute(query).rowcount)
+
     def mark_sent(self, message_id: int, now: datetime) -> None:
         """A delivery succeeded (counts as an attempt)."""
         self._update_message(
@@ -318,6 +433,62 @@ class Store:
         self._update_message(
             message_id, state=DeliveryState.SUPPRESSED.value, last_error=redact(reason)
         )
+
+    # -- what a notice shows, for many KPIs at once ----------------------------
+
+    def notice_context(
+        self,
+        kpi_ids: Collection[str],
+        *,
+        points: int,
+        annotations_since: datetime,
+    ) -> dict[str, NoticeContext]:
+        """Per KPI: its state, its last ``points`` observations (oldest first), its
+        annotations at or after ``annotations_since`` (by ``at``) and the ack of its
+        current episode. Four queries for any number of KPIs; KPIs without a
+        state are present too (all empty).
+        """
+        ids = sorted(set(kpi_ids))
+        if not ids:
+            return {}
+        states: dict[str, KpiState] = {}
+        recent: dict[str, list[Observation]] = {kpi: [] for kpi in ids}
+        notes: dict[str, list[Annotation]] = {kpi: [] for kpi in ids}
+        acks: dict[str, Ack] = {}
+        with self._read("read notice context") as connection:
+            for chunk in _chunks(ids, _IN_CHUNK):
+                query = sa.select(state_t).where(state_t.c.kpi_id.in_(chunk))
+                for row in connection.execute(query).mappings():
+                    states[row["kpi_id"]] = rows.to_state(row)
+                for row in connection.execute(_recent_observations(chunk, points)).mappings():
+                    recent[row["kpi_id"]].append(rows.to_observation(row))
+                query = (
+                    sa.select(annotations_t)
+                    .where(annotations_t.c.kpi_id.in_(chunk))
+                    .where(annotations_t.c.at >= annotations_since)
+                    .order_by(annotations_t.c.at, annotations_t.c.id)
+                )
+                for row in connection.execute(query).mappings():
+                    notes[row["kpi_id"]].append(rows.to_annotation(row))
+                query = (
+                    sa.select(acks_t)
+                    .join_from(acks_t, state_t, sa.and_(
+                        acks_t.c.kpi_id == state_t.c.kpi_id,
+                        acks_t.c.episode_since == state_t.c.since,
+                    ))
+                    .where(acks_t.c.kpi_id.in_(chunk))
+                )  # fmt: skip
+                for row in connection.execute(query).mappings():
+                    acks[row["kpi_id"]] = rows.to_ack(row)
+        return {
+            kpi: NoticeContext(
+                state=states.get(kpi),
+                recent=tuple(sorted(recent[kpi], key=lambda o: o.observed_at)),
+                annotations=tuple(notes[kpi]),
+                ack=acks.get(kpi),
+            )
+            for kpi in ids
+        }
 
     # -- source health -------------------------------------------------------
 
@@ -582,10 +753,75 @@ class Store:
     def _update_message(self, message_id: int, **values: Any) -> None:
         with self._write("update outbox message") as connection:
             result = connection.execute(
-                sa.update(outbox_t).where(outbox_t.c.id == message_id).values(**values)
+                sa.update(outbox_t)
+                .where(outbox_t.c.id == message_id)
+                # finished (sent, retry later, dead, suppressed): the claim ends with it
+                .values(**values, claimed_by=None, claimed_until=None)
             )
             if result.rowcount == 0:
                 raise StoreError(f"no outbox message with id {message_id}")
+
+
+_IN_CHUNK = 200  # KPIs per IN list / UNION: well within every backend's limits
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _recent_observations(kpi_ids: Sequence[str], points: int) -> sa.CompoundSelect[Any]:
+    """The newest ``points`` observations of each KPI: one index range per KPI, not a
+    window over their whole history."""
+    parts = [
+        sa.select(observations_t)
+        .where(observations_t.c.kpi_id == kpi)
+        .order_by(observations_t.c.observed_at.desc())
+        .limit(points)
+        .subquery()
+        .select()
+        for kpi in kpi_ids
+    ]
+    return sa.union_all(*parts)
+
+
+def _claim_candidates(
+    ready: sa.ColumnElement[bool],
+    limit: int,
+    per_target: Mapping[str, int],
+    skip: Collection[tuple[str, str]],
+) -> sa.Select[Any]:
+    """What a claim may take: each conversation's ready prefix, fairly across targets.
+
+    Rows (id, channel, target, kpi_id), round-robin over (channel, target).
+    """
+    o, e = outbox_t, events_t
+    conversation = (o.c.channel, o.c.target, e.c.kpi_id)
+    # how many messages up to this one (in its conversation) are not ready: 0 = a ready prefix
+    not_ready = sa.func.sum(sa.case((ready, 0), else_=1)).over(
+        partition_by=conversation, order_by=o.c.id
+    )
+    pending = (
+        sa.select(o.c.id, o.c.channel, o.c.target, e.c.kpi_id, not_ready.label("not_ready"))
+        .join_from(o, e, o.c.event_id == e.c.id)
+        .where(o.c.state == DeliveryState.PENDING.value)
+    )
+    if skip:
+        pending = pending.where(sa.tuple_(o.c.channel, o.c.target).not_in(list(skip)))
+    p = pending.subquery("pending")
+    rank = sa.func.row_number().over(partition_by=(p.c.channel, p.c.target), order_by=p.c.id)
+    prefix = (
+        sa.select(p.c.id, p.c.channel, p.c.target, p.c.kpi_id, rank.label("rank"))
+        .where(p.c.not_ready == 0)
+        .subquery("prefix")
+    )
+    query = sa.select(prefix.c.id, prefix.c.channel, prefix.c.target, prefix.c.kpi_id)
+    if per_target:
+        cap = sa.case(dict(per_target), value=prefix.c.channel, else_=limit)
+        query = query.where(prefix.c.rank <= cap)
+    # round-robin: every target's first message, then every second one...; a cut at
+    # ``limit`` keeps each conversation a prefix, since ranks grow with ids in a target
+    return query.order_by(prefix.c.rank, prefix.c.id).limit(limit)
 
 
 def _message(row: sa.RowMapping) -> OutboxMessage:

@@ -36,11 +36,13 @@ def store(tmp_path: Path) -> Store:
     opened.close()
 
 
-def _queue(store: Store, key: str = "e1", channel: str = "log", kpi: str = "k") -> None:
+def _queue(
+    store: Store, key: str = "e1", channel: str = "log", kpi: str = "k", target: str = "#x"
+) -> None:
     event = Event(EventKind.STATUS_CHANGED, key, START, kpi_id=kpi, data={"to": "red"})
     state = KpiState(kpi, Status.RED, START, ReviewCadence.WEEKLY, last_evaluated=START)
     evaluation = Evaluation(kpi, START, 6.0, START, Status.RED, (), state, (event,))
-    store.save_evaluation(evaluation, {key: [Delivery(channel, "#x")]})
+    store.save_evaluation(evaluation, {key: [Delivery(channel, target)]})
 
 
 def _outbox(
@@ -147,12 +149,21 @@ def test_each_slack_channel_is_paced_to_one_message_a_second(store: Store) -> No
     clock, channel = FixedClock(START), RecordingChannel("slack")
     for key in ("a", "b", "c"):  # three KPIs, one Slack channel
         _queue(store, key=key, channel="slack", kpi=f"kpi_{key}")
-    # pass 1: send a (100.0), b and c paced; pass 2: b is due at 101.5, c again too soon
-    ticks = iter([100.0, 100.1, 100.2, 101.5, 101.6, 101.7])
-    outbox = _outbox(store, {"slack": channel}, clock, monotonic=lambda: next(ticks))
-    assert outbox.deliver_due() == 1  # the other two wait: same channel within a second
+    _queue(store, key="elsewhere", channel="slack", kpi="kpi_d", target="#y")
+    tick = [100.0]
+    outbox = _outbox(store, {"slack": channel}, clock, monotonic=lambda: tick[0])
+    assert outbox.deliver_due() == 2  # a, and elsewhere: another channel is not held up
+    tick[0] = 100.5
+    assert outbox.deliver_due() == 0  # same channel within a second: b and c wait
+    tick[0] = 100.95  # a tick a few ms early still counts as a second later
     assert outbox.deliver_due() == 1
-    assert [n.event.key for n in channel.sent] == ["a", "b"]
+    assert outbox.deliver_due() == 0
+    tick[0] = 102.0
+    assert outbox.deliver_due() == 1
+    keys = [n.event.key for n in channel.sent]
+    assert sorted(keys[:2]) == ["a", "elsewhere"]  # side by side: either may be first
+    assert keys[2:] == ["b", "c"]
+    assert store.due_messages(START) == []
 
 
 class BatchRecorder(RecordingChannel):
@@ -190,3 +201,43 @@ def test_a_conversation_stays_in_order_while_its_first_message_is_retried(store:
     outbox.deliver_due()
     outbox.deliver_due()
     assert [n.event.key for n in channel.sent] == ["other", "first", "second"]
+
+
+def test_a_pass_starts_no_send_that_could_outlive_its_claim_and_releases_the_rest(
+    store: Store,
+) -> None:
+    clock, tick = FixedClock(START), [100.0]
+
+    class SlowChannel(RecordingChannel):
+        def send(self, notice: Any) -> None:
+            super().send(notice)
+            tick[0] += 20.0  # a slow relay: 20 s a message, the lease is 60 s
+
+    channel = SlowChannel()
+    for key in ("a", "b", "c"):  # three KPIs to one recipient: one lane
+        _queue(store, key=key, kpi=f"kpi_{key}")
+    outbox = _outbox(store, {"log": channel}, clock, monotonic=lambda: tick[0],
+                     lease=timedelta(seconds=60), holder="me")  # fmt: skip
+    # a and b start within half the lease (30 s); c would start at 140 s: it waits
+    assert outbox.deliver_due() == 2
+    [waiting] = store.messages(states=[DeliveryState.PENDING])
+    assert waiting.event.key == "c"
+    # released at once, not left claimed for a lease: another replica may take it now
+    taken = store.claim_due_messages("other", now=START, lease=timedelta(seconds=60))
+    assert [m.id for m in taken] == [waiting.id]
+
+
+def test_a_live_replicas_claim_is_left_alone_and_a_killed_ones_taken_over(store: Store) -> None:
+    clock, channel = FixedClock(START), RecordingChannel()
+    _queue(store, key="first", kpi="k1")
+    _queue(store, key="second", kpi="k2")
+    lease = timedelta(minutes=5)
+    [live] = store.claim_due_messages("live-replica", now=START, lease=lease, limit=1)
+    [killed] = store.claim_due_messages("killed-replica", now=START, lease=timedelta(0), limit=1)
+    assert (live.event.key, killed.event.key) == ("first", "second")
+    outbox = _outbox(store, {"log": channel}, clock)
+    assert outbox.deliver_due() == 1  # the killed replica's lease has ended; the live one's not
+    assert [n.event.key for n in channel.sent] == ["second"]
+    store.release_claims("live-replica", [live.id])
+    assert outbox.deliver_due() == 1
+    assert [n.event.key for n in channel.sent] == ["second", "first"]
