@@ -90,7 +90,8 @@ class App:
         self._stack.callback(lambda: self.runner.workspace.close())
         notices = NoticeBuilder(self.store, lambda: self.runner.workspace.rules, settings.base_url)
         self.outbox = Outbox(self.store, self.channels, self.clock, notices,
-                             suppress=Suppressor(self.store, settings.tz).reason)  # fmt: skip
+                             suppress=Suppressor(self.store, settings.tz).reason,
+                             holder=self.leases.holder, lease=self.leases.ttl)  # fmt: skip
         self._mute_checked = self.clock.now()
         self._scheduler: Scheduler | None = None
         self._web: WebServer | None = None

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from kpiwatch.store import sql
+from kpiwatch.store.dbtime import utc_now
 from kpiwatch.store.schema import leases as leases_t
 from kpiwatch.store.transactions import writing
 
@@ -119,16 +120,8 @@ class LeaseBook:
 
 def database_now(connection: Connection) -> datetime:
     """The database server's current time as an aware UTC datetime."""
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        value = connection.execute(sa.text("SELECT statement_timestamp()")).scalar_one()
-    elif dialect == "sqlite":
-        text = connection.execute(sa.text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"))
-        value = datetime.fromisoformat(str(text.scalar_one()))
-    else:  # MariaDB / MySQL
-        value = connection.execute(sa.text("SELECT UTC_TIMESTAMP(6)")).scalar_one()
-    assert isinstance(value, datetime)  # each query above returns a timestamp
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    now: datetime = connection.execute(sa.select(utc_now())).scalar_one()
+    return now
 
 
 def _locked(connection: Connection, name: str) -> sa.Row[Any] | None:
