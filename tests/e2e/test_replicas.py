@@ -258,6 +258,8 @@ def test_three_replicas_one_killed_and_restarted_notify_each_transition_once(
     assert len(delivered) - len(doubles) == len(rows)  # each message arrived
     unexplained = [d for d in doubles if not _in_flight_at_a_kill(d[0], kills)]
     assert unexplained == [], unexplained
+    print(f"replicas: {changes} status changes, {len(rows)} messages, "
+          f"{len(delivered)} received, {len(doubles)} in flight at a kill and resent")
 
 
 def test_postgres_restarted_under_the_daemon_loses_nothing(tmp_path: Path) -> None:
@@ -325,6 +327,8 @@ def test_run_once_killed_at_random_points_keeps_state_and_forgets_nothing(
         delivered = _delivered(slack)
         doubles = _duplicates(slack)
 
+    print(f"run --once: {len(kills)} of 10 runs killed, {len(rows)} messages, "
+          f"{len(delivered)} received, {len(doubles)} in flight at a kill and resent")
     assert len(kills) >= 5  # most runs really were killed
     assert {row.state for row in rows} == {"sent"}  # nothing left behind
     assert len(delivered) - len(doubles) == len(rows)  # each message arrived
