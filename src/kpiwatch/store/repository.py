@@ -290,21 +290,29 @@ class Store:
             if connection.execute(anything_due).first() is None:
                 return []
         with self._write("claim outbox messages") as connection:
-            if connection.dialect.name == "sqlite":
-                # pysqlite begins the transaction at the first write: take the write
-                # lock now, so that reading the candidates and claiming them is one unit
+
+            def look() -> tuple[datetime, sa.ColumnElement[bool], Sequence[sa.Row[Any]]]:
+                db_now: datetime = connection.execute(sa.select(utc_now())).scalar_one()
+                ready = sa.and_(
+                    outbox_t.c.state == DeliveryState.PENDING.value,
+                    outbox_t.c.next_attempt_at <= now,
+                    sa.or_(
+                        outbox_t.c.claimed_until.is_(None), outbox_t.c.claimed_until <= db_now
+                    ),
+                )
+                query = _claim_candidates(ready, limit, per_target or {}, skip)
+                return db_now, ready, connection.execute(query).all()
+
+            db_now, ready, candidates = look()
+            if candidates and connection.dialect.name == "sqlite":
+                # pysqlite begins the transaction at the first write: take the write lock
+                # now and look again, so that reading the candidates and claiming them is
+                # one unit. Not before the first look: passes with nothing to claim (all
+                # recipients paced) must not queue for the lock behind evaluations.
                 connection.execute(
                     sa.update(outbox_t).where(sa.false()).values(claimed_by=None)
                 )
-            db_now = connection.execute(sa.select(utc_now())).scalar_one()
-            ready = sa.and_(
-                outbox_t.c.state == DeliveryState.PENDING.value,
-                outbox_t.c.next_attempt_at <= now,
-                sa.or_(outbox_t.c.claimed_until.is_(None), outbox_t.c.claimed_until <= db_now),
-            )
-            candidates = connection.execute(
-                _claim_candidates(ready, limit, per_target or {}, skip)
-            ).all()
+                db_now, ready, candidates = look()
             if not candidates:
                 return []
             ids = [row.id for row in candidates]
