@@ -43,7 +43,7 @@ from kpiwatch.web.server import WebServer
 log = structlog.get_logger("kpiwatch.app")
 
 REVIEW_TICK_SECONDS = 60
-OUTBOX_TICK_SECONDS = 1  # Slack pacing is one message a second per channel
+OUTBOX_TICK_SECONDS = 0.25  # a due message waits at most this; pacing stays 1/s per channel
 HEARTBEAT_SECONDS = 5
 HEARTBEAT_MAX_AGE = 30.0  # /healthz and the systemd watchdog: the scheduler is stuck
 LEASE_CHECK_SECONDS = 10  # how often a replica looks for work a dead replica left
