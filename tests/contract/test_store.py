@@ -40,20 +40,6 @@ T0 = datetime(2024, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 CEST = timezone(timedelta(hours=2))
 
 
-@pytest.fixture(
-    params=[
-        "sqlite_url",
-        pytest.param("postgres_url", marks=pytest.mark.postgres),
-        pytest.param("mariadb_url", marks=pytest.mark.mariadb),
-    ]
-)
-def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    url = request.getfixturevalue(request.param)
-    opened = Store.open(url)
-    yield opened
-    opened.close()
-
-
 @pytest.fixture
 def sqlite_store(sqlite_url: str) -> Iterator[Store]:
     opened = Store.open(sqlite_url)

@@ -3,7 +3,6 @@ digest marks, dead-letter retries, suppression) on SQLite, PostgreSQL and MariaD
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -26,20 +25,6 @@ T0 = datetime(2024, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 CEST = timezone(timedelta(hours=2))
 SLACK = Delivery("slack", "#kpis")
 EMAIL = Delivery("email", "sam@example.com")
-
-
-@pytest.fixture(
-    params=[
-        "sqlite_url",
-        pytest.param("postgres_url", marks=pytest.mark.postgres),
-        pytest.param("mariadb_url", marks=pytest.mark.mariadb),
-    ]
-)
-def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    url = request.getfixturevalue(request.param)
-    opened = Store.open(url)
-    yield opened
-    opened.close()
 
 
 def at(minutes: float) -> datetime:

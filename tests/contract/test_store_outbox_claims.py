@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,20 +19,6 @@ NOW = T0 + timedelta(minutes=1)
 LEASE = timedelta(seconds=60)
 SLACK = Delivery("slack", "#kpis")
 EMAIL = Delivery("email", "sam@example.com")
-
-
-@pytest.fixture(
-    params=[
-        "sqlite_url",
-        pytest.param("postgres_url", marks=pytest.mark.postgres),
-        pytest.param("mariadb_url", marks=pytest.mark.mariadb),
-    ]
-)
-def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    url = request.getfixturevalue(request.param)
-    opened = Store.open(url)
-    yield opened
-    opened.close()
 
 
 def _queue(store: Store, kpi: str, keys: list[str], deliveries: list[Delivery]) -> list[int]:
