@@ -123,6 +123,13 @@ def upsert(connection: Connection, table: sa.Table, row: Row) -> None:
     connection.execute(_upsert(connection.dialect.name, table), dict(row))
 
 
+def upsert_many(connection: Connection, table: sa.Table, rows: Sequence[Row]) -> None:
+    """:func:`upsert` for many rows in one executemany (one round trip with psycopg's
+    pipeline, one multi-row statement with PyMySQL)."""
+    if rows:
+        connection.execute(_upsert(connection.dialect.name, table), [dict(row) for row in rows])
+
+
 def upsert_unique(
     connection: Connection, table: sa.Table, row: Row, unique: Sequence[str]
 ) -> None:
