@@ -210,6 +210,21 @@ def test_unusable_answers_are_bad_values(source: SqlQuerySource, query: str, rea
     assert str(caught.value).startswith("source 'warehouse': query for 'churn_rate'")
 
 
+def test_a_runaway_result_is_cut_off_and_the_connection_stays_usable(
+    source: SqlQuerySource,
+) -> None:
+    # 250,000 rows (MariaDB recurses 1,000 times at most, hence the join): read only up to
+    # the limit (PostgreSQL streams them and cancels the rest)
+    runaway = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 500)"
+        " SELECT a.x * 1000 + b.x, 1 FROM c a, c b"
+    )
+    with pytest.raises(BadValueError, match="more than 10000 rows; aggregate or add a LIMIT"):
+        source.fetch(_kpi(runaway), NOW)
+
+    assert source.fetch(_kpi("SELECT COUNT(*) FROM series"), NOW).current.value == 3.0
+
+
 def test_three_columns_explain_the_shapes(source: SqlQuerySource) -> None:
     with pytest.raises(BadValueError, match=r"two columns \(timestamp, value\)"):
         source.fetch(_kpi("SELECT 1, 2, 3"), NOW)

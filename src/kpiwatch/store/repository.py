@@ -159,7 +159,7 @@ class Store:
                         observations_t.c.kpi_id,
                         sa.func.max(observations_t.c.observed_at).label("at"),
                     )
-                    .where(observations_t.c.kpi_id.in_(chunk))
+                    .where(sql.one_of(observations_t.c.kpi_id, connection.dialect.name, chunk))
                     .group_by(observations_t.c.kpi_id)
                     .subquery()
                 )
@@ -186,13 +186,14 @@ class Store:
         history: dict[str, list[Observation]] = {kpi_id: [] for kpi_id in kpi_ids}
         c = observations_t.c
         with self._read("read states and history") as connection:
+            dialect = connection.dialect.name
             for chunk in _chunks(kpi_ids):
-                query = sa.select(state_t).where(state_t.c.kpi_id.in_(chunk))
+                query = sa.select(state_t).where(sql.one_of(state_t.c.kpi_id, dialect, chunk))
                 for row in connection.execute(query).mappings():
                     states[row["kpi_id"]] = rows.to_state(row)
                 query = (
                     sa.select(observations_t)
-                    .where(c.kpi_id.in_(chunk), c.observed_at >= since)
+                    .where(sql.one_of(c.kpi_id, dialect, chunk), c.observed_at >= since)
                     .order_by(c.kpi_id, c.observed_at)
                 )
                 for row in connection.execute(query).mappings():
@@ -253,14 +254,18 @@ class Store:
         kpi_ids = [item.evaluation.state.kpi_id for item in batch]
         if len(set(kpi_ids)) != len(kpi_ids):
             raise ValueError("save_evaluations takes one evaluation per KPI")
+        # one row per key even within the batch: duplicates would only be ignored anyway
+        observations = {
+            (o.kpi_id, o.observed_at): rows.observation_row(o)
+            for item in batch
+            for o in item.observations
+        }
         with self._write("save evaluations") as connection:
-            self._insert_observations(
-                connection, [o for item in batch for o in item.observations]
-            )
+            sql.insert_ignore_rows(connection, observations_t, list(observations.values()))
             before: dict[str, Status] = {}
             for chunk in _chunks(kpi_ids):
                 query = sa.select(state_t.c.kpi_id, state_t.c.status).where(
-                    state_t.c.kpi_id.in_(chunk)
+                    sql.one_of(state_t.c.kpi_id, connection.dialect.name, chunk)
                 )
                 before.update((kpi_id, Status(code)) for kpi_id, code in connection.execute(query))
             states = [rows.state_row(item.evaluation.state) for item in batch]

@@ -101,6 +101,25 @@ def insert_ignore_many(connection: Connection, table: sa.Table, rows: Sequence[R
     return connection.execute(_insert_ignore(dialect, table, None), list(rows)).rowcount
 
 
+def insert_ignore_rows(connection: Connection, table: sa.Table, rows: Sequence[Row]) -> None:
+    """:func:`insert_ignore_many` without counting: one short statement, executemany
+    (psycopg pipelines it) rather than a long multi-row INSERT ... RETURNING."""
+    if rows:
+        stmt = _insert_ignore(connection.dialect.name, table, None)
+        connection.execute(stmt, [dict(row) for row in rows])
+
+
+def one_of(
+    column: sa.ColumnElement[str], dialect: str, values: Sequence[str]
+) -> sa.ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL ``column = ANY(:array)``, one parameter:
+    the same short statement for any number of values, compiled and parsed once."""
+    if dialect == "postgresql":
+        array = sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        return column == sa.any_(array)
+    return column.in_(list(values))
+
+
 def insert_ignore_returning_id(
     connection: Connection, table: sa.Table, row: Row, unique: str
 ) -> int | None:
