@@ -37,6 +37,7 @@ from kpiwatch.model import Observation
 from kpiwatch.sources.base import FetchResult, observations_of
 from kpiwatch.sources.sql_session import (
     connection_lost,
+    driver_connection_lost,
     engine_options,
     prepare,
     read_only,
@@ -97,12 +98,11 @@ class SqlQuerySource:
 
     def _run(self, query: str) -> tuple[Sequence[str] | None, list[tuple[Any, ...]]]:
         engine = self._get_engine()
-        streamed = uses_session_settings(engine)
+        if uses_session_settings(engine):
+            return self._run_streamed(engine, query)
         for attempt in (1, 2):
             with engine.connect() as conn:
                 try:
-                    if streamed:
-                        return run_streamed(conn, query, MAX_ROWS)
                     return self._run_read_only(conn, query)
                 except Exception as exc:
                     # no pre-ping: a pooled connection the server closed meanwhile
@@ -110,6 +110,23 @@ class SqlQuerySource:
                     if attempt == 2 or not connection_lost(conn, exc):
                         raise
                     conn.invalidate()
+        raise AssertionError("unreachable")
+
+    def _run_streamed(
+        self, engine: sa.Engine, query: str
+    ) -> tuple[Sequence[str] | None, list[tuple[Any, ...]]]:
+        # the driver's connection straight from the pool: no SQLAlchemy Connection
+        # around a query SQLAlchemy does not run
+        for attempt in (1, 2):
+            pooled = engine.raw_connection()
+            try:
+                return run_streamed(pooled.driver_connection, query, MAX_ROWS)
+            except Exception:
+                if attempt == 2 or not driver_connection_lost(pooled.driver_connection):
+                    raise
+                pooled.invalidate()  # as above: once more on a new connection
+            finally:
+                pooled.close()
         raise AssertionError("unreachable")
 
     def _run_read_only(

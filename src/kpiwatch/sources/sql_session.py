@@ -87,14 +87,13 @@ def prepare(engine: sa.Engine, timeout: float) -> None:
 
 
 def run_streamed(
-    conn: sa.Connection, query: str, max_rows: int
+    raw: Any, query: str, max_rows: int
 ) -> tuple[list[str] | None, list[tuple[Any, ...]]]:
-    """Run ``query`` on a connection :func:`prepare` set up, then roll back.
+    """Run ``query`` on a psycopg connection :func:`prepare` set up, then roll back.
 
     Returns the column names (None when the statement gave no result set, [] when
     it gave no rows) and at most ``max_rows`` + 1 rows.
     """
-    raw: Any = conn.connection.driver_connection
     columns: list[str] | None = []
     rows: list[tuple[Any, ...]] = []
     try:
@@ -121,8 +120,12 @@ def connection_lost(conn: sa.Connection, exc: BaseException) -> bool:
     """Whether ``exc`` means the server closed the pooled connection under us."""
     if isinstance(exc, sa.exc.DBAPIError):
         return exc.connection_invalidated
-    raw: Any = conn.connection.driver_connection if not conn.invalidated else None
-    return raw is not None and bool(getattr(raw, "broken", False) or getattr(raw, "closed", False))
+    return not conn.invalidated and driver_connection_lost(conn.connection.driver_connection)
+
+
+def driver_connection_lost(raw: Any) -> bool:
+    """Whether a psycopg connection is closed or broken (the server went away)."""
+    return bool(getattr(raw, "broken", False) or getattr(raw, "closed", False))
 
 
 def _connect_args(url: sa.URL, timeout: float) -> dict[str, Any]:
