@@ -168,6 +168,14 @@ def test_timestamps_come_back_aware_utc(store: Store) -> None:
 def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(StoreError, match="naive datetime"):
         store.add_observations([Observation("revenue", datetime(2024, 1, 1), 1.0)])
+    naive = state("revenue", Status.RED, at(0), last_review=datetime(2024, 1, 1))
+    with pytest.raises(StoreError, match="naive datetime"):
+        store.save_evaluations([EvaluationToSave(evaluation(naive, at(0)))])
+    with pytest.raises(StoreError, match="naive datetime"):
+        store.save_evaluations([EvaluationToSave(
+            evaluation(state("revenue", Status.RED, at(0)), at(0)), {},
+            [Observation("revenue", datetime(2024, 1, 1), 1.0)])])  # fmt: skip
+    assert store.states() == {}
 
 
 # -- state, history, events --------------------------------------------------------

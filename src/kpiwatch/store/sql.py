@@ -8,7 +8,8 @@ work at 10,000 KPIs a cycle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert
 
 from kpiwatch.errors import StoreError
+from kpiwatch.store.types import UtcDateTime
 
 Row = Mapping[str, Any]
 
@@ -101,14 +103,6 @@ def insert_ignore_many(connection: Connection, table: sa.Table, rows: Sequence[R
     return connection.execute(_insert_ignore(dialect, table, None), list(rows)).rowcount
 
 
-def insert_ignore_rows(connection: Connection, table: sa.Table, rows: Sequence[Row]) -> None:
-    """:func:`insert_ignore_many` without counting: one short statement, executemany
-    (psycopg pipelines it) rather than a long multi-row INSERT ... RETURNING."""
-    if rows:
-        stmt = _insert_ignore(connection.dialect.name, table, None)
-        connection.execute(stmt, [dict(row) for row in rows])
-
-
 def one_of(
     column: sa.ColumnElement[str], dialect: str, values: Sequence[str]
 ) -> sa.ColumnElement[bool]:
@@ -143,10 +137,87 @@ def upsert(connection: Connection, table: sa.Table, row: Row) -> None:
 
 
 def upsert_many(connection: Connection, table: sa.Table, rows: Sequence[Row]) -> None:
-    """:func:`upsert` for many rows in one executemany (one round trip with psycopg's
-    pipeline, one multi-row statement with PyMySQL)."""
-    if rows:
+    """:func:`upsert` for many rows: on PostgreSQL one statement over arrays, one per
+    column; elsewhere one executemany (a multi-row statement with PyMySQL)."""
+    if not rows:
+        return
+    if connection.dialect.name == "postgresql":
+        _unnest(connection, table, rows, update=True)
+    else:
         connection.execute(_upsert(connection.dialect.name, table), [dict(row) for row in rows])
+
+
+def insert_ignore_rows(connection: Connection, table: sa.Table, rows: Sequence[Row]) -> None:
+    """:func:`insert_ignore_many` without counting: on PostgreSQL one statement over
+    arrays, elsewhere one executemany."""
+    if not rows:
+        return
+    if connection.dialect.name == "postgresql":
+        _unnest(connection, table, rows, update=False)
+    else:
+        connection.execute(_insert_ignore(connection.dialect.name, table, None), list(rows))
+
+
+# PostgreSQL array element types for the column types the store uses
+_PG_ELEMENT = (
+    (UtcDateTime, "timestamptz"),
+    (sa.JSON, "text"),  # sent as JSON text, cast back per row
+    (sa.Float, "float8"),
+    (sa.Integer, "bigint"),
+    (sa.Boolean, "boolean"),
+    (sa.String, "text"),
+)
+
+
+_UTC = UtcDateTime()
+
+
+def _pg_element(column: sa.Column[Any]) -> str:
+    for kind, name in _PG_ELEMENT:
+        if isinstance(column.type, kind):
+            return name
+    raise StoreError(f"no PostgreSQL array type for {column.table.name}.{column.name}")
+
+
+@cache
+def _unnest_statement(table: sa.Table, update: bool, quote: Callable[[str], str]) -> sa.TextClause:
+    """INSERT INTO t (...) SELECT ... FROM unnest(:col1, :col2, ...) ON CONFLICT ...:
+    the same short statement for any number of rows, one parameter per column."""
+    columns = list(table.columns)
+    names = ", ".join(quote(c.name) for c in columns)
+    arrays = ", ".join(f"CAST(:{c.name} AS {_pg_element(c)}[])" for c in columns)
+    picked = ", ".join(
+        f"CAST(u.{quote(c.name)} AS JSON)" if isinstance(c.type, sa.JSON) else f"u.{quote(c.name)}"
+        for c in columns
+    )
+    key = [c for c in columns if c.primary_key]
+    conflict = f"ON CONFLICT ({', '.join(quote(c.name) for c in key)}) DO NOTHING"
+    if update:
+        updates = ", ".join(
+            f"{quote(c.name)} = EXCLUDED.{quote(c.name)}" for c in columns if not c.primary_key
+        )
+        conflict = conflict.replace("DO NOTHING", f"DO UPDATE SET {updates}")
+    return sa.text(
+        f"INSERT INTO {quote(table.name)} ({names}) SELECT {picked}"
+        f" FROM unnest({arrays}) AS u({names}) {conflict}"
+    )
+
+
+def _unnest(connection: Connection, table: sa.Table, rows: Sequence[Row], *, update: bool) -> None:
+    dialect = connection.dialect
+    arrays: dict[str, list[Any]] = {}
+    for column in table.columns:
+        values = [row[column.name] for row in rows]
+        if isinstance(column.type, UtcDateTime):  # aware UTC, naive refused: as for one row
+            try:
+                values = [_UTC.process_bind_param(value, dialect) for value in values]
+            except ValueError as exc:
+                raise StoreError(str(exc)) from exc
+        elif isinstance(column.type, sa.JSON):
+            values = [None if value is None else json.dumps(value) for value in values]
+        arrays[column.name] = values
+    statement = _unnest_statement(table, update, dialect.identifier_preparer.quote)
+    connection.execute(statement, arrays)
 
 
 def upsert_unique(
