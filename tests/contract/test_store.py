@@ -195,6 +195,13 @@ def test_state_round_trips_every_field(store: Store) -> None:
     assert store.get_state("revenue") == full
     assert store.states() == {"revenue": full, "churn": minimal}
     assert store.get_state("nope") is None
+    # the same through the batch path, with values that test the encoding (CEST is UTC+2)
+    odd = full._replace(kpi_id="odd 'kpi' \"x\"", value=0.1 + 0.2, since=at(0).astimezone(CEST),
+                        reasons=('quote " and \\ backslash', "ünïcode ✓"))  # fmt: skip
+    store.save_evaluations([EvaluationToSave(evaluation(odd, at(7)), {},
+                                             [Observation(odd.kpi_id, at(7), 1e-300)])])
+    assert store.get_state(odd.kpi_id) == odd._replace(since=at(0))
+    assert store.history(odd.kpi_id) == [Observation(odd.kpi_id, at(7), 1e-300)]
 
 
 def test_save_evaluation_writes_everything(store: Store) -> None:

@@ -137,87 +137,87 @@ def upsert(connection: Connection, table: sa.Table, row: Row) -> None:
 
 
 def upsert_many(connection: Connection, table: sa.Table, rows: Sequence[Row]) -> None:
-    """:func:`upsert` for many rows: on PostgreSQL one statement over arrays, one per
-    column; elsewhere one executemany (a multi-row statement with PyMySQL)."""
+    """:func:`upsert` for many rows: on PostgreSQL one statement over the rows as one
+    JSON text; elsewhere one executemany (a multi-row statement with PyMySQL)."""
     if not rows:
         return
     if connection.dialect.name == "postgresql":
-        _unnest(connection, table, rows, update=True)
+        _insert_from_json(connection, table, rows, update=True)
     else:
         connection.execute(_upsert(connection.dialect.name, table), [dict(row) for row in rows])
 
 
 def insert_ignore_rows(connection: Connection, table: sa.Table, rows: Sequence[Row]) -> None:
     """:func:`insert_ignore_many` without counting: on PostgreSQL one statement over
-    arrays, elsewhere one executemany."""
+    the rows as one JSON text, elsewhere one executemany."""
     if not rows:
         return
     if connection.dialect.name == "postgresql":
-        _unnest(connection, table, rows, update=False)
+        _insert_from_json(connection, table, rows, update=False)
     else:
         connection.execute(_insert_ignore(connection.dialect.name, table, None), list(rows))
 
 
-# PostgreSQL array element types for the column types the store uses
-_PG_ELEMENT = (
+# PostgreSQL types, in a json_to_recordset() row definition, for the store's column types
+_PG_TYPES = (
     (UtcDateTime, "timestamptz"),
-    (sa.JSON, "text"),  # sent as JSON text, cast back per row
+    (sa.JSON, "json"),
     (sa.Float, "float8"),
     (sa.Integer, "bigint"),
     (sa.Boolean, "boolean"),
     (sa.String, "text"),
 )
-
-
 _UTC = UtcDateTime()
 
 
-def _pg_element(column: sa.Column[Any]) -> str:
-    for kind, name in _PG_ELEMENT:
+def _pg_type(column: sa.Column[Any]) -> str:
+    for kind, name in _PG_TYPES:
         if isinstance(column.type, kind):
             return name
-    raise StoreError(f"no PostgreSQL array type for {column.table.name}.{column.name}")
+    raise StoreError(f"no PostgreSQL type for {column.table.name}.{column.name}")
 
 
 @cache
-def _unnest_statement(table: sa.Table, update: bool, quote: Callable[[str], str]) -> sa.TextClause:
-    """INSERT INTO t (...) SELECT ... FROM unnest(:col1, :col2, ...) ON CONFLICT ...:
-    the same short statement for any number of rows, one parameter per column."""
+def _from_json_statement(
+    table: sa.Table, update: bool, quote: Callable[[str], str]
+) -> sa.TextClause:
+    """INSERT INTO t (...) SELECT ... FROM json_to_recordset(:rows) ... ON CONFLICT ...:
+    the same short statement for any number of rows, all of them in one JSON text
+    (built by the C json encoder; psycopg's array dumping costs far more in Python)."""
     columns = list(table.columns)
     names = ", ".join(quote(c.name) for c in columns)
-    arrays = ", ".join(f"CAST(:{c.name} AS {_pg_element(c)}[])" for c in columns)
-    picked = ", ".join(
-        f"CAST(u.{quote(c.name)} AS JSON)" if isinstance(c.type, sa.JSON) else f"u.{quote(c.name)}"
-        for c in columns
-    )
-    key = [c for c in columns if c.primary_key]
-    conflict = f"ON CONFLICT ({', '.join(quote(c.name) for c in key)}) DO NOTHING"
+    record = ", ".join(f"{quote(c.name)} {_pg_type(c)}" for c in columns)
+    key = ", ".join(quote(c.name) for c in columns if c.primary_key)
+    conflict = f"ON CONFLICT ({key}) DO NOTHING"
     if update:
         updates = ", ".join(
             f"{quote(c.name)} = EXCLUDED.{quote(c.name)}" for c in columns if not c.primary_key
         )
-        conflict = conflict.replace("DO NOTHING", f"DO UPDATE SET {updates}")
+        conflict = f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
     return sa.text(
-        f"INSERT INTO {quote(table.name)} ({names}) SELECT {picked}"
-        f" FROM unnest({arrays}) AS u({names}) {conflict}"
+        f"INSERT INTO {quote(table.name)} ({names}) SELECT {names}"
+        f" FROM json_to_recordset(CAST(:rows AS json)) AS u({record}) {conflict}"
     )
 
 
-def _unnest(connection: Connection, table: sa.Table, rows: Sequence[Row], *, update: bool) -> None:
+def _insert_from_json(
+    connection: Connection, table: sa.Table, rows: Sequence[Row], *, update: bool
+) -> None:
     dialect = connection.dialect
-    arrays: dict[str, list[Any]] = {}
-    for column in table.columns:
-        values = [row[column.name] for row in rows]
-        if isinstance(column.type, UtcDateTime):  # aware UTC, naive refused: as for one row
+    times = [c.name for c in table.columns if isinstance(c.type, UtcDateTime)]
+    records = []
+    for row in rows:
+        record = dict(row)
+        for name in times:  # aware UTC, naive refused: as for one row
             try:
-                values = [_UTC.process_bind_param(value, dialect) for value in values]
+                value = _UTC.process_bind_param(record[name], dialect)
             except ValueError as exc:
                 raise StoreError(str(exc)) from exc
-        elif isinstance(column.type, sa.JSON):
-            values = [None if value is None else json.dumps(value) for value in values]
-        arrays[column.name] = values
-    statement = _unnest_statement(table, update, dialect.identifier_preparer.quote)
-    connection.execute(statement, arrays)
+            record[name] = None if value is None else value.isoformat()
+        records.append(record)
+    statement = _from_json_statement(table, update, dialect.identifier_preparer.quote)
+    # allow_nan=False: NaN is no JSON; the store never holds one (sources reject them)
+    connection.execute(statement, {"rows": json.dumps(records, allow_nan=False)})
 
 
 def upsert_unique(
