@@ -240,12 +240,12 @@ def profile_cycle(runner: Runner, clock: FixedClock, top: int) -> None:
 
     source: Any = runner.workspace.sources["warehouse"]
     # instance attributes shadow the methods: the pools look them up per call
-    runner._safe_evaluate = profiled(runner._safe_evaluate)  # type: ignore[method-assign]
+    runner._evaluate_batch = profiled(runner._evaluate_batch)  # type: ignore[method-assign]
     source.fetch = profiled(source.fetch)
     try:
         wall, _ = timed_cycle(runner, clock, len(runner.workspace.rules.by_id))
     finally:
-        del runner._safe_evaluate
+        del runner._evaluate_batch
         del source.fetch
     stats = pstats.Stats(profilers[0])
     for prof in profilers[1:]:

@@ -210,6 +210,21 @@ def test_unusable_answers_are_bad_values(source: SqlQuerySource, query: str, rea
     assert str(caught.value).startswith("source 'warehouse': query for 'churn_rate'")
 
 
+def test_a_runaway_result_is_cut_off_and_the_connection_stays_usable(
+    source: SqlQuerySource,
+) -> None:
+    # 250,000 rows (MariaDB recurses 1,000 times at most, hence the join): read only up to
+    # the limit (PostgreSQL streams them and cancels the rest)
+    runaway = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 500)"
+        " SELECT a.x * 1000 + b.x, 1 FROM c a, c b"
+    )
+    with pytest.raises(BadValueError, match="more than 10000 rows; aggregate or add a LIMIT"):
+        source.fetch(_kpi(runaway), NOW)
+
+    assert source.fetch(_kpi("SELECT COUNT(*) FROM series"), NOW).current.value == 3.0
+
+
 def test_three_columns_explain_the_shapes(source: SqlQuerySource) -> None:
     with pytest.raises(BadValueError, match=r"two columns \(timestamp, value\)"):
         source.fetch(_kpi("SELECT 1, 2, 3"), NOW)
@@ -259,7 +274,7 @@ def test_writes_fail_and_leave_nothing_behind(
     source: SqlQuerySource, db_url: str, statement: str
 ) -> None:
     before = _state(db_url)
-    source.fetch(_kpi("SELECT 1"), NOW)  # a pooled, pre-pinged connection is reused below
+    source.fetch(_kpi("SELECT 1"), NOW)  # a pooled connection is reused below
 
     with pytest.raises(SourceError):
         source.fetch(_kpi(statement), NOW)
@@ -336,10 +351,44 @@ def test_missing_sqlite_directory_is_a_source_error(tmp_path: object) -> None:
     source.close()
 
 
-def test_concurrent_fetches_share_the_pool(source: SqlQuerySource) -> None:
-    # more callers than pooled connections (2 + 2 overflow): the rest wait their turn
+def test_concurrent_fetches_share_the_pool(source: SqlQuerySource, dialect: str) -> None:
+    # more callers than pooled connections (max_concurrency, 4): the rest wait their turn
     kpi = _kpi("SELECT COUNT(*) FROM series")
     with ThreadPoolExecutor(max_workers=8) as pool:
         values = list(pool.map(lambda _: source.fetch(kpi, NOW).current.value, range(16)))
 
     assert values == [3.0] * 16
+    if dialect != "sqlite":  # SQLite files get SQLAlchemy's own pool
+        pool_state = source._get_engine().pool
+        assert isinstance(pool_state, sa.pool.QueuePool)
+        assert pool_state.size() == 4
+        assert pool_state.overflow() <= 0  # never a connection beyond the pool's size
+        assert 1 <= pool_state.checkedin() <= 4  # kept open for the next fetches
+
+
+# how to find and end the server session a pooled connection belongs to
+SESSION_ID = {"postgres": "SELECT pg_backend_pid()", "mariadb": "SELECT CONNECTION_ID()"}
+END_SESSION = {"postgres": "SELECT pg_terminate_backend({})", "mariadb": "KILL {}"}
+
+
+@pytest.mark.parametrize(
+    "dialect",
+    [pytest.param("postgres", marks=pytest.mark.postgres),
+     pytest.param("mariadb", marks=pytest.mark.mariadb)],
+)  # fmt: skip
+def test_a_connection_the_server_closed_is_replaced_without_an_error(
+    db_url: str, dialect: str
+) -> None:
+    source = _source(db_url)
+    try:
+        session = int(source.fetch(_kpi(SESSION_ID[dialect]), NOW).current.value)
+        engine = sa.create_engine(db_url)
+        with engine.connect() as conn:
+            conn.exec_driver_sql(END_SESSION[dialect].format(session))
+        engine.dispose()
+
+        again = int(source.fetch(_kpi(SESSION_ID[dialect]), NOW).current.value)
+        assert again != session  # the same pool, a new connection
+        assert source.fetch(_kpi("SELECT COUNT(*) FROM series"), NOW).current.value == 3.0
+    finally:
+        source.close()

@@ -33,6 +33,7 @@ from kpiwatch.model import (
 )
 from kpiwatch.store import InstanceLock, Store, create_store_engine
 from kpiwatch.store import migrate as migrations
+from kpiwatch.store.repository import EvaluationToSave
 from kpiwatch.store.repository import Store as StoreImpl
 from kpiwatch.store.schema import metadata
 
@@ -153,6 +154,14 @@ def test_timestamps_come_back_aware_utc(store: Store) -> None:
 def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(StoreError, match="naive datetime"):
         store.add_observations([Observation("revenue", datetime(2024, 1, 1), 1.0)])
+    naive = state("revenue", Status.RED, at(0), last_review=datetime(2024, 1, 1))
+    with pytest.raises(StoreError, match="naive datetime"):
+        store.save_evaluations([EvaluationToSave(evaluation(naive, at(0)))])
+    with pytest.raises(StoreError, match="naive datetime"):
+        store.save_evaluations([EvaluationToSave(
+            evaluation(state("revenue", Status.RED, at(0)), at(0)), {},
+            [Observation("revenue", datetime(2024, 1, 1), 1.0)])])  # fmt: skip
+    assert store.states() == {}
 
 
 # -- state, history, events --------------------------------------------------------
@@ -172,6 +181,13 @@ def test_state_round_trips_every_field(store: Store) -> None:
     assert store.get_state("revenue") == full
     assert store.states() == {"revenue": full, "churn": minimal}
     assert store.get_state("nope") is None
+    # the same through the batch path, with values that test the encoding (CEST is UTC+2)
+    odd = full._replace(kpi_id="odd 'kpi' \"x\"", value=0.1 + 0.2, since=at(0).astimezone(CEST),
+                        reasons=('quote " and \\ backslash', "ünïcode ✓"))  # fmt: skip
+    store.save_evaluations([EvaluationToSave(evaluation(odd, at(7)), {},
+                                             [Observation(odd.kpi_id, at(7), 1e-300)])])
+    assert store.get_state(odd.kpi_id) == odd._replace(since=at(0))
+    assert store.history(odd.kpi_id) == [Observation(odd.kpi_id, at(7), 1e-300)]
 
 
 def test_save_evaluation_writes_everything(store: Store) -> None:
@@ -230,6 +246,97 @@ def test_save_evaluation_is_all_or_nothing(store: Store, monkeypatch: pytest.Mon
     monkeypatch.undo()  # the same call succeeds once the failure is gone
     store.save_evaluation(evaluation(red, at(0), (ev,)), {ev.key: [SLACK]},
                           observations=[Observation("revenue", at(0), 80.0)])
+    assert len(store.messages()) == 1
+
+
+def test_latest_of_and_evaluation_inputs_read_many_kpis_at_once(store: Store) -> None:
+    store.add_observations(Observation("revenue", at(i), float(i)) for i in (2, 0, 1))
+    store.add_observations([Observation("churn", at(5), 0.25)])
+    red = state("churn", Status.RED, at(5), value=0.25)
+    store.save_state(red)
+
+    assert store.latest_of(["revenue", "churn", "nope"]) == {
+        "revenue": Observation("revenue", at(2), 2.0),
+        "churn": Observation("churn", at(5), 0.25),
+    }
+    assert store.latest_of([]) == {}
+    inputs = store.evaluation_inputs(["revenue", "churn", "nope"], since=at(1))
+    assert inputs == {
+        "revenue": (None, [Observation("revenue", at(1), 1.0), Observation("revenue", at(2), 2.0)]),
+        "churn": (red, [Observation("churn", at(5), 0.25)]),
+        "nope": (None, []),
+    }
+    # more KPIs than one IN (...) list holds
+    many = [f"kpi_{i}" for i in range(1200)]
+    store.add_observations(Observation(k, at(0), 1.0) for k in many)
+    assert len(store.latest_of(many)) == 1200
+    found = store.evaluation_inputs(many, since=at(0))
+    assert all(history == [Observation(k, at(0), 1.0)] for k, (_, history) in found.items())
+
+
+def test_save_evaluations_writes_each_like_save_evaluation(store: Store) -> None:
+    store.save_evaluation(evaluation(state("churn", Status.GREEN, at(0)), at(0)))
+    red = state("revenue", Status.RED, at(5), value=80.0)
+    ev = event("revenue:red:1", at(5))
+    still = state("churn", Status.GREEN, at(0), value=1.0, last_evaluated=at(5))
+    yellow = state("signups", Status.YELLOW, at(5), value=3.0)
+    yev = event("signups:yellow:1", at(5), kpi_id="signups")
+    store.save_evaluations([
+        EvaluationToSave(evaluation(red, at(5), (ev,)), {ev.key: [SLACK, EMAIL]},
+                         [Observation("revenue", at(5), 80.0)]),
+        EvaluationToSave(evaluation(still, at(5)), {}, [Observation("churn", at(5), 1.0)]),
+        EvaluationToSave(evaluation(yellow, at(5), (yev,)), {yev.key: [SLACK]}),
+    ])  # fmt: skip
+
+    assert store.states() == {"revenue": red, "churn": still, "signups": yellow}
+    assert store.history("revenue") == [Observation("revenue", at(5), 80.0)]
+    assert store.history("churn") == [Observation("churn", at(5), 1.0)]
+    assert [(c.from_status, c.to_status) for c in store.status_changes("revenue")] == [
+        (None, Status.RED)]
+    assert len(store.status_changes("churn")) == 1  # unchanged: no new row
+    assert [c.to_status for c in store.status_changes("signups")] == [Status.YELLOW]
+    assert store.events() == [ev, yev]
+    assert sorted((m.event.key, m.channel) for m in store.messages()) == [
+        ("revenue:red:1", "email"), ("revenue:red:1", "slack"), ("signups:yellow:1", "slack")]
+
+    # again, green now, with the same event: the event and its deliveries stay once
+    green = state("revenue", Status.GREEN, at(10))
+    store.save_evaluations([EvaluationToSave(evaluation(green, at(10), (ev,)), {ev.key: [SLACK]})])
+    assert [(c.from_status, c.to_status) for c in store.status_changes("revenue")] == [
+        (None, Status.RED), (Status.RED, Status.GREEN)]
+    assert len(store.messages()) == 3
+    store.save_evaluations([])
+    with pytest.raises(ValueError, match="one evaluation per KPI"):
+        store.save_evaluations([EvaluationToSave(evaluation(green, at(11)))] * 2)
+
+
+def test_save_evaluations_is_all_or_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*_args: object) -> None:
+        raise sa.exc.OperationalError("INSERT INTO outbox", {}, Exception("disk full"))
+
+    monkeypatch.setattr(StoreImpl, "_insert_outbox", staticmethod(boom))
+    red = state("revenue", Status.RED, at(0), value=80.0)
+    ev = event("revenue:red:1", at(0))
+    batch = [
+        EvaluationToSave(evaluation(state("churn", Status.GREEN, at(0)), at(0)), {},
+                         [Observation("churn", at(0), 1.0)]),
+        EvaluationToSave(evaluation(red, at(0), (ev,)), {ev.key: [SLACK]},
+                         [Observation("revenue", at(0), 80.0)]),
+    ]  # fmt: skip
+    with pytest.raises(StoreError, match=r"save evaluations: .*disk full"):
+        store.save_evaluations(batch)
+
+    assert store.states() == {}
+    assert store.history("churn") == store.history("revenue") == []
+    assert store.status_changes("churn") == store.status_changes("revenue") == []
+    assert store.events() == []
+    assert store.messages() == []
+
+    monkeypatch.undo()
+    store.save_evaluations(batch)
+    assert set(store.states()) == {"churn", "revenue"}
     assert len(store.messages()) == 1
 
 

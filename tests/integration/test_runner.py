@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
@@ -13,7 +14,7 @@ import pytest
 
 from kpiwatch.config.loader import load_rule_text
 from kpiwatch.errors import SourceError
-from kpiwatch.model import DeliveryState, EventKind, Status
+from kpiwatch.model import Delivery, DeliveryState, Event, EventKind, Status
 from kpiwatch.notify.routing import Router
 from kpiwatch.runtime.runner import Runner
 from kpiwatch.runtime.workspace import Workspace, fetch_pools
@@ -194,6 +195,65 @@ def test_one_failing_kpi_never_stops_the_others(
     assert spend.status is Status.UNKNOWN
     assert "a bug in a source" in (spend.error or "")
     assert store.get_state("cac").status is Status.UNKNOWN  # type: ignore[union-attr]
+
+
+def test_a_kpi_that_cannot_be_saved_does_not_lose_the_rest_of_its_batch(
+    store: Store, source: FakeSource, clock: FixedClock
+) -> None:
+    class BadRoutes(Router):
+        """Routes spend's events to a delivery the outbox refuses (no channel)."""
+
+        def route(self, event: Event) -> list[Delivery]:
+            if event.kpi_id == "spend":
+                return [Delivery(None, "")]  # type: ignore[arg-type]
+            return super().route(event)
+
+    workspace = fake_workspace(RULES, store.latest, {"wh": source})
+    workspace = dataclasses.replace(workspace, router=BadRoutes(workspace.rules))
+    # one worker: errors, spend and customers are fetched and saved as one batch
+    runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=time(9, 0),
+                    max_workers=1)  # fmt: skip
+    failed: list[str] = []
+    runner.on_failed = failed.append
+    source.set("errors", 25.0)  # red: an event routed as usual
+    source.set("spend", 5000.0)  # red: its event cannot be queued
+    source.set("customers", 3.0)
+
+    stats = runner.evaluate_all()
+
+    assert (stats.evaluated, stats.failed, failed) == (3, 1, ["spend"])
+    assert store.get_state("spend") is None  # nothing of spend's half-written
+    assert store.history("spend") == []
+    assert store.events(kpi_id="spend") == []
+    assert store.get_state("errors").status is Status.RED  # type: ignore[union-attr]
+    assert store.get_state("customers").status is Status.GREEN  # type: ignore[union-attr]
+    assert [o.value for o in store.history("errors")] == [25.0]
+    assert [o.value for o in store.history("customers")] == [3.0]
+    assert [e.kind for e in store.events(kpi_id="errors")] == [EventKind.STATUS_CHANGED,
+                                                               EventKind.ESCALATED]  # fmt: skip
+    assert {m.event.kpi_id for m in store.messages()} == {"errors", "cac"}
+    # evaluated after its inputs' batch: spend has no value
+    assert store.get_state("cac").status is Status.UNKNOWN  # type: ignore[union-attr]
+
+
+def test_a_batch_of_kpis_sees_previous_states_and_history(
+    store: Store, source: FakeSource, clock: FixedClock
+) -> None:
+    workspace = fake_workspace(RULES, store.latest, {"wh": source})
+    runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=time(9, 0),
+                    max_workers=1)  # fmt: skip
+    for value in (25.0, 5.0, 5.0):  # red, then green twice: stable_for 2 de-escalates
+        source.set("errors", value)
+        source.set("spend", 10.0)
+        source.set("customers", 3.0)
+        assert runner.evaluate_all().failed == 0
+        clock.advance(timedelta(hours=1))
+    kinds = [e.kind for e in store.events(kpi_id="errors")]
+    assert kinds == [EventKind.STATUS_CHANGED, EventKind.ESCALATED, EventKind.STATUS_CHANGED,
+                     EventKind.DE_ESCALATED]  # fmt: skip
+    assert [o.value for o in store.history("errors")] == [25.0, 5.0, 5.0]
+    assert [o.value for o in store.history("cac")] == [10 / 3] * 3
+    assert len(store.status_changes("spend")) == 1
 
 
 def test_a_series_fills_history_once(

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import threading
 import time as _time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from functools import partial
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -25,14 +28,18 @@ from kpiwatch.errors import SourceError, SourceTimeout, StoreError
 from kpiwatch.evaluation import evaluate, review_tick
 from kpiwatch.model import Evaluation, Event, EventKind, Observation, Status
 from kpiwatch.notify.silencing import active_mute
+from kpiwatch.runtime.fetching import PoolSlots, fetch_in_pool
 from kpiwatch.runtime.workspace import Workspace
 from kpiwatch.sources.base import FetchResult, Source
-from kpiwatch.store.repository import Store
+from kpiwatch.store.repository import EvaluationToSave, Store
 
 log = structlog.get_logger("kpiwatch.runner")
 
 # how much stored history an evaluation sees; trend rules look back far less
 HISTORY_WINDOW = timedelta(days=400)
+# KPIs a worker of evaluate_all fetches, then reads, evaluates and saves together:
+# one transaction per batch instead of three per KPI
+BATCH = 100
 
 
 @dataclass
@@ -65,6 +72,10 @@ class Runner:
         self._fetch_grace = fetch_grace
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
+        # per fetch pool (a reload brings new ones): how many of its threads no run holds
+        self._slots: weakref.WeakKeyDictionary[ThreadPoolExecutor, PoolSlots] = (
+            weakref.WeakKeyDictionary()
+        )
         self._source_up: dict[str, bool] = {
             name: up for name, (up, _, _) in store.source_health().items()
         }
@@ -112,27 +123,45 @@ class Runner:
         """Whether every input of a formula has a value: following into it earlier
         would only flap it through unknown while its other inputs are first read."""
         inputs = workspace.rules.formula_inputs.get(formula, frozenset())
-        return all(self._store.latest(name) is not None for name in inputs)
+        return not inputs or len(self._store.latest_of(inputs)) == len(inputs)
 
     def _evaluate_locked(self, workspace: Workspace, kpi: Kpi, persist: bool) -> Evaluation:
         now = self._clock.now()
         fetched, error = self._fetch(workspace, kpi, now)
-        previous = self._store.get_state(kpi.id)
-        history = self._history(kpi.id, fetched, now)
+        # state and history through one connection: one checkout instead of two
+        previous, stored = self._store.evaluation_inputs([kpi.id], since=now - HISTORY_WINDOW)[
+            kpi.id
+        ]
         evaluation = evaluate(
-            kpi, history, previous, now, error=error, tz=self._tz, review_time=self._review_time
+            kpi,
+            _merged(stored, fetched),
+            previous,
+            now,
+            error=error,
+            tz=self._tz,
+            review_time=self._review_time,
         )
         if not persist:
             return evaluation
         deliveries = {event.key: workspace.router.route(event) for event in evaluation.events}
         self._store.save_evaluation(evaluation, deliveries, observations=fetched)
+        self._after_save(workspace, kpi, evaluation, error, now)
+        return evaluation
+
+    def _after_save(
+        self,
+        workspace: Workspace,
+        kpi: Kpi,
+        evaluation: Evaluation,
+        error: str | None,
+        now: datetime,
+    ) -> None:
         if kpi.source not in BUILTIN_SOURCES:
             self._record_source_health(workspace, kpi.source, error, now)
         for event in evaluation.events:
             log.debug("event", kind=event.kind.value, kpi=kpi.id, **_loggable(event))
         if self.on_evaluated is not None:
             self.on_evaluated(evaluation)
-        return evaluation
 
     def _fetch(
         self, workspace: Workspace, kpi: Kpi, now: datetime
@@ -151,20 +180,47 @@ class Runner:
         self, workspace: Workspace, kpi: Kpi, source: Source, now: datetime, started: float
     ) -> tuple[tuple[Observation, ...], str | None]:
         try:
-            result = self._call_source(workspace, kpi, source, now)
-        except SourceError as exc:
-            log.warning(
-                "fetch failed",
-                kpi=kpi.id,
-                source=kpi.source,
-                error=str(exc),
-                seconds=round(_time.perf_counter() - started, 3),
-            )
-            return (), str(exc)
-        except Exception as exc:  # a source bug is a data problem for this KPI only
-            log.exception("fetch crashed", kpi=kpi.id, source=kpi.source)
-            return (), f"source {kpi.source!r} failed unexpectedly: {exc!r}"
-        return result.observations, None
+            result: FetchResult | Exception = self._call_source(workspace, kpi, source, now)
+        except Exception as exc:
+            result = exc
+        return _outcome(kpi, result, _time.perf_counter() - started)
+
+    def _fetch_many(
+        self, workspace: Workspace, kpis: Sequence[Kpi]
+    ) -> list[tuple[datetime, tuple[Observation, ...], str | None]]:
+        """Fetch KPIs for a batch: each source's KPIs in one run in its pool.
+
+        One hand-off per source and batch instead of one per KPI, with the same
+        backstop per fetch (see :mod:`kpiwatch.runtime.fetching`).
+        """
+        fetched: dict[str, tuple[datetime, tuple[Observation, ...], str | None]] = {}
+        by_source: dict[str, list[Kpi]] = defaultdict(list)
+        for kpi in kpis:
+            by_source[kpi.source].append(kpi)
+        for name, group in by_source.items():
+            pool = workspace.fetch_pools.get(name)
+            config = workspace.rules.sources.get(name)
+            source = workspace.sources.get(name)
+            if pool is None or config is None or source is None:  # formula, push
+                for kpi in group:
+                    now = self._clock.now()
+                    fetched[kpi.id] = (now, *self._fetch(workspace, kpi, now))
+                continue
+            timeout = config.timeout.total_seconds()
+            try:
+                runs = fetch_in_pool(
+                    pool, source, group, self._clock,
+                    slots=self._slots_for(pool, config.max_concurrency),
+                    limit=timeout + self._fetch_grace, timeout=timeout,
+                )  # fmt: skip
+            except Exception as exc:  # e.g. the pool shut down by a reload meanwhile
+                now = self._clock.now()
+                runs = [(now, exc, 0.0)] * len(group)
+            for kpi, (now, result, seconds) in zip(group, runs, strict=True):
+                if self.on_fetched is not None:
+                    self.on_fetched(name, seconds)
+                fetched[kpi.id] = (now, *_outcome(kpi, result, seconds))
+        return [fetched[kpi.id] for kpi in kpis]
 
     def _call_source(
         self, workspace: Workspace, kpi: Kpi, source: Source, now: datetime
@@ -191,16 +247,6 @@ class Runner:
                 source=kpi.source,
                 kpi=kpi.id,
             ) from None
-
-    def _history(
-        self, kpi_id: str, fetched: Sequence[Observation], now: datetime
-    ) -> list[Observation]:
-        stored = self._store.history(kpi_id, since=now - HISTORY_WINDOW)
-        if not fetched:
-            return stored
-        merged = {o.observed_at: o for o in stored}
-        merged.update((o.observed_at, o) for o in fetched)
-        return [merged[at] for at in sorted(merged)]
 
     def _record_source_health(
         self, workspace: Workspace, source: str, error: str | None, now: datetime
@@ -239,29 +285,110 @@ class Runner:
     # ------------------------------------------------------------ many KPIs
 
     def evaluate_all(self, kpi_ids: Iterable[str] | None = None) -> CycleStats:
-        """Evaluate KPIs once, formulas after their inputs, fetches in a bounded pool."""
+        """Evaluate KPIs once, formulas after their inputs, fetches in a bounded pool.
+
+        Each worker takes a batch of KPIs: fetches them one by one, then reads their
+        states and history together, evaluates them and saves them in one
+        transaction. A level's batches are all saved before the next level starts,
+        so formulas see their inputs' fresh values.
+        """
         workspace = self._workspace
         wanted = set(kpi_ids) if kpi_ids is not None else set(workspace.rules.by_id)
         stats = CycleStats()
         with ThreadPoolExecutor(self._max_workers, thread_name_prefix="kpiwatch-eval") as pool:
             for level in _levels(workspace, wanted):
-                for kpi_id, outcome in zip(
-                    level, pool.map(self._safe_evaluate, level), strict=True
-                ):
-                    if outcome is None:
-                        stats.failed += 1
-                        log.error("evaluation failed", kpi=kpi_id)
-                        continue
-                    stats.evaluated += 1
-                    stats.by_status[outcome.status.value] += 1
+                batches = _batches(level, self._max_workers)
+                evaluate_batch = partial(self._evaluate_batch, workspace)
+                for outcomes in pool.map(evaluate_batch, batches):
+                    for kpi_id, outcome in outcomes:
+                        if outcome is None:
+                            stats.failed += 1
+                            log.error("evaluation failed", kpi=kpi_id)
+                            continue
+                        stats.evaluated += 1
+                        stats.by_status[outcome.status.value] += 1
         return stats
 
-    def _safe_evaluate(self, kpi_id: str) -> Evaluation | None:
+    def _evaluate_batch(
+        self, workspace: Workspace, kpi_ids: Sequence[str]
+    ) -> list[tuple[str, Evaluation | None]]:
+        """Evaluate and save a batch of KPIs; a KPI that fails is None, the others count."""
+        kpis = [workspace.rules.by_id[kpi_id] for kpi_id in kpi_ids]
+        with ExitStack() as held:
+            for kpi_id in sorted(kpi_ids):  # one order everywhere: no lock cycles
+                held.enter_context(self._lock_for(kpi_id))
+            fetched = self._fetch_many(workspace, kpis)
+            try:
+                since = min(now for now, _, _ in fetched) - HISTORY_WINDOW
+                inputs = self._store.evaluation_inputs(kpi_ids, since=since)
+            except StoreError as exc:
+                log.error("could not read states and history", error=str(exc))
+                return [(kpi.id, self._failed(kpi.id)) for kpi in kpis]
+            outcomes: dict[str, Evaluation | None] = {}
+            done: list[tuple[Kpi, str | None, datetime]] = []
+            batch: list[EvaluationToSave] = []
+            for kpi, (now, observations, error) in zip(kpis, fetched, strict=True):
+                previous, stored = inputs[kpi.id]
+                window = now - HISTORY_WINDOW
+                history = _merged([o for o in stored if o.observed_at >= window], observations)
+                try:
+                    evaluation = evaluate(
+                        kpi,
+                        history,
+                        previous,
+                        now,
+                        error=error,
+                        tz=self._tz,
+                        review_time=self._review_time,
+                    )
+                    deliveries = {e.key: workspace.router.route(e) for e in evaluation.events}
+                except Exception:  # a bug for this KPI only
+                    log.exception("evaluation crashed", kpi=kpi.id)
+                    outcomes[kpi.id] = self._failed(kpi.id)
+                    continue
+                batch.append(EvaluationToSave(evaluation, deliveries, observations))
+                done.append((kpi, error, now))
+            saved = self._save_batch(batch)
+            for (kpi, error, now), item in zip(done, batch, strict=True):
+                if kpi.id not in saved:
+                    outcomes[kpi.id] = self._failed(kpi.id)
+                    continue
+                outcomes[kpi.id] = item.evaluation
+                try:
+                    self._after_save(workspace, kpi, item.evaluation, error, now)
+                except StoreError as exc:  # source health; the evaluation itself is saved
+                    log.error("could not record source health", kpi=kpi.id, error=str(exc))
+        return [(kpi.id, outcomes[kpi.id]) for kpi in kpis]
+
+    def _save_batch(self, batch: Sequence[EvaluationToSave]) -> set[str]:
+        """Save in one transaction; when that fails, one by one. The KPI ids saved."""
         try:
-            return self.evaluate_kpi(kpi_id, follow=False)
-        except StoreError as exc:
-            log.error("could not save evaluation", kpi=kpi_id, error=str(exc))
-            return None
+            self._store.save_evaluations(batch)
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning("saving a batch failed; saving its KPIs one by one", error=str(exc))
+        else:
+            return {item.evaluation.kpi_id for item in batch}
+        saved = set()
+        for item in batch:
+            kpi_id = item.evaluation.kpi_id
+            try:
+                self._store.save_evaluation(
+                    item.evaluation, item.deliveries, observations=item.observations
+                )
+            except StoreError as exc:
+                log.error("could not save evaluation", kpi=kpi_id, error=str(exc))
+            except Exception:
+                log.exception("could not save evaluation", kpi=kpi_id)
+            else:
+                saved.add(kpi_id)
+        return saved
+
+    def _failed(self, kpi_id: str) -> Evaluation | None:
+        """Count a KPI whose evaluation failed; its outcome in a batch (None)."""
+        if self.on_failed is not None:
+            self.on_failed(kpi_id)
+        return None
 
     # ------------------------------------------------------------ reviews
 
@@ -314,6 +441,14 @@ class Runner:
             notified += 1
         return notified
 
+    def _slots_for(self, pool: ThreadPoolExecutor, threads: int) -> PoolSlots:
+        """The threads of a source's fetch pool, as runs take them (one count per pool)."""
+        with self._locks_guard:
+            slots = self._slots.get(pool)
+            if slots is None:
+                slots = self._slots[pool] = PoolSlots(threads)
+            return slots
+
     def _lock_for(self, kpi_id: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks[kpi_id]
@@ -330,6 +465,40 @@ def _levels(workspace: Workspace, wanted: set[str]) -> list[list[str]]:
         if kpi_id in wanted:
             levels[depth[kpi_id]].append(kpi_id)
     return [levels[d] for d in sorted(levels)]
+
+
+def _outcome(
+    kpi: Kpi, result: FetchResult | Exception, seconds: float
+) -> tuple[tuple[Observation, ...], str | None]:
+    """A fetch's observations, or the error the KPI shows (logged here)."""
+    if isinstance(result, SourceError):
+        log.warning(
+            "fetch failed",
+            kpi=kpi.id,
+            source=kpi.source,
+            error=str(result),
+            seconds=round(seconds, 3),
+        )
+        return (), str(result)
+    if isinstance(result, Exception):  # a source bug is a data problem for this KPI only
+        log.error("fetch crashed", kpi=kpi.id, source=kpi.source, exc_info=result)
+        return (), f"source {kpi.source!r} failed unexpectedly: {result!r}"
+    return result.observations, None
+
+
+def _batches(level: Sequence[str], workers: int) -> list[list[str]]:
+    """A level cut into batches: at most BATCH KPIs, and enough batches for every worker."""
+    size = max(1, min(BATCH, -(-len(level) // workers)))
+    return [list(level[i : i + size]) for i in range(0, len(level), size)]
+
+
+def _merged(stored: list[Observation], fetched: Sequence[Observation]) -> list[Observation]:
+    """Stored history with the fetched points, by time; a fetched point wins a tie."""
+    if not fetched:
+        return stored
+    merged = {o.observed_at: o for o in stored}
+    merged.update((o.observed_at, o) for o in fetched)
+    return [merged[at] for at in sorted(merged)]
 
 
 def _loggable(event: Event) -> dict[str, object]:

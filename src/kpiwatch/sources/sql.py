@@ -35,7 +35,16 @@ from kpiwatch.config import rules
 from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
 from kpiwatch.model import Observation
 from kpiwatch.sources.base import FetchResult, observations_of
-from kpiwatch.sources.sql_session import engine_options, read_only, stopped_by_server
+from kpiwatch.sources.sql_session import (
+    connection_lost,
+    driver_connection_lost,
+    engine_options,
+    prepare,
+    read_only,
+    run_streamed,
+    stopped_by_server,
+    uses_session_settings,
+)
 from kpiwatch.sources.values import to_number, to_utc
 
 MAX_ROWS = 10_000  # a series longer than this is a missing GROUP BY, not history
@@ -55,6 +64,7 @@ class SqlQuerySource:
         self.name = name
         self._url = config.url  # never put in a message: it may hold a password
         self._timeout = config.timeout.total_seconds()
+        self._pool_size = config.max_concurrency  # one connection per fetch thread
         self._engine: sa.Engine | None = None
         self._lock = threading.Lock()
 
@@ -68,7 +78,7 @@ class SqlQuerySource:
             if elapsed >= self._timeout or stopped_by_server(exc):
                 raise self._timed_out(kpi, elapsed) from exc
             reason = _describe(exc)
-            if isinstance(exc, sa.exc.DBAPIError) and not _READS.match(kpi.query or ""):
+            if _from_database(exc) and not _READS.match(kpi.query or ""):
                 # PostgreSQL's answer to an INSERT here is a bare "syntax error"
                 reason += " (queries run read-only: write a single SELECT)"
             raise SourceError(
@@ -87,17 +97,52 @@ class SqlQuerySource:
             engine.dispose()
 
     def _run(self, query: str) -> tuple[Sequence[str] | None, list[tuple[Any, ...]]]:
-        with self._get_engine().connect() as conn:
+        engine = self._get_engine()
+        if uses_session_settings(engine):
+            return self._run_streamed(engine, query)
+        for attempt in (1, 2):
+            with engine.connect() as conn:
+                try:
+                    return self._run_read_only(conn, query)
+                except Exception as exc:
+                    # no pre-ping: a pooled connection the server closed meanwhile
+                    # (restart, idle limit) fails here; drop it and try a new one, once
+                    if attempt == 2 or not connection_lost(conn, exc):
+                        raise
+                    conn.invalidate()
+        raise AssertionError("unreachable")
+
+    def _run_streamed(
+        self, engine: sa.Engine, query: str
+    ) -> tuple[Sequence[str] | None, list[tuple[Any, ...]]]:
+        # the driver's connection straight from the pool: no SQLAlchemy Connection
+        # around a query SQLAlchemy does not run
+        for attempt in (1, 2):
+            pooled = engine.raw_connection()
             try:
-                with read_only(conn, self._timeout) as options:
-                    result = conn.execute(_verbatim(query), execution_options=options)
-                    if not result.returns_rows:
-                        return None, []
-                    rows = [tuple(row) for row in result.fetchmany(MAX_ROWS + 1)]
-                    columns = list(result.keys())
-                    result.close()
-                    return columns, rows
+                return run_streamed(pooled.driver_connection, query, MAX_ROWS)
+            except Exception:
+                if attempt == 2 or not driver_connection_lost(pooled.driver_connection):
+                    raise
+                pooled.invalidate()  # as above: once more on a new connection
             finally:
+                pooled.close()
+        raise AssertionError("unreachable")
+
+    def _run_read_only(
+        self, conn: sa.Connection, query: str
+    ) -> tuple[Sequence[str] | None, list[tuple[Any, ...]]]:
+        try:
+            with read_only(conn, self._timeout) as options:
+                result = conn.execute(_verbatim(query), execution_options=options)
+                if not result.returns_rows:
+                    return None, []
+                rows = [tuple(row) for row in result.fetchmany(MAX_ROWS + 1)]
+                columns = list(result.keys())
+                result.close()
+                return columns, rows
+        finally:
+            if not conn.invalidated:
                 conn.rollback()  # never commit, whatever the query did
 
     def _get_engine(self) -> sa.Engine:
@@ -106,7 +151,10 @@ class SqlQuerySource:
         with self._lock:
             if self._engine is None:
                 url = sa.make_url(self._url)
-                self._engine = sa.create_engine(url, **engine_options(url, self._timeout))
+                options = engine_options(url, self._timeout, self._pool_size)
+                engine = sa.create_engine(url, **options)
+                prepare(engine, self._timeout)
+                self._engine = engine
             return self._engine
 
     def _observations(
@@ -160,6 +208,11 @@ def _verbatim(query: str) -> sa.TextClause:
     # escape every colon so text() finds no ":name" bind parameters: a literal
     # such as ' :x' reaches the database as written (and "::" casts still work)
     return sa.text(query.replace(":", "\\:"))
+
+
+def _from_database(exc: BaseException) -> bool:
+    """A driver error (through SQLAlchemy or, for streamed queries, straight from psycopg)."""
+    return isinstance(exc, sa.exc.DBAPIError) or type(exc).__module__.startswith("psycopg")
 
 
 def _describe(exc: BaseException) -> str:

@@ -3,21 +3,31 @@
 What each database gets (anything else runs without these guarantees, so
 give kpiwatch a read-only database user in any case):
 
-* PostgreSQL: ``SET TRANSACTION READ ONLY`` and ``SET LOCAL statement_timeout``;
-  the query runs through a server-side cursor (``DECLARE ... CURSOR FOR``),
-  which refuses ``SELECT 1; COMMIT; INSERT ...`` - the simple query protocol
-  would otherwise run the INSERT after the COMMIT, outside the read-only
-  transaction.
+* PostgreSQL through psycopg 3: ``default_transaction_read_only`` and
+  ``statement_timeout`` set once per connection, when it is opened; every query
+  then runs in its own transaction, rolled back afterwards (which also undoes
+  any setting the query changed, ``set_config`` included), through the
+  extended query protocol, which refuses ``SELECT 1; COMMIT; INSERT ...`` - the
+  simple query protocol would run the INSERT after the COMMIT, outside the
+  read-only transaction. Rows are streamed, so a runaway result is cut off
+  after ``max_rows`` without being read whole. Three round trips per query
+  (``BEGIN``, the query, ``ROLLBACK``).
+* PostgreSQL through another driver: ``SET TRANSACTION READ ONLY`` and ``SET
+  LOCAL statement_timeout`` per query, through a server-side cursor (``DECLARE
+  ... CURSOR FOR``), which refuses several statements too.
 * MariaDB / MySQL: ``SET SESSION TRANSACTION READ ONLY`` (``START TRANSACTION
   READ ONLY`` alone lets DDL through: DDL commits implicitly and then runs
   outside it) and ``max_statement_time`` (MariaDB, seconds) or
-  ``max_execution_time`` (MySQL, milliseconds). The drivers refuse multiple
-  statements by default.
+  ``max_execution_time`` (MySQL, milliseconds), before every query: a query may
+  change session settings, and MySQL's SET is not undone by a rollback. The
+  drivers refuse multiple statements by default.
 * SQLite: ``PRAGMA query_only`` and a progress handler that interrupts the
   query at the deadline; sqlite3 refuses multiple statements.
 
-The engine is dedicated to one source, so session settings may stay on
-pooled connections; they are set again before every query anyway.
+The engine is dedicated to one source; its pool holds ``max_concurrency``
+connections (the source's fetch threads never wait for one, and none is closed
+and opened again), without pre-ping: a connection the server closed meanwhile
+fails its query, is dropped, and the query is run once more on a new one.
 """
 
 from __future__ import annotations
@@ -25,13 +35,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 
-POOL_SIZE = 2  # sources are polled, not hammered: two connections, two more on bursts
-POOL_OVERFLOW = 2
 POOL_RECYCLE = 1800  # seconds; outlives neither firewalls nor server idle timeouts
 READ_GRACE = 1  # seconds past the timeout before a MySQL socket read gives up
 _SQLITE_STEPS = 1000  # VM instructions between deadline checks
@@ -41,22 +49,83 @@ _PG_QUERY_CANCELED = "57014"
 _MYSQL_TIMEOUT_CODES = frozenset({1969, 3024})  # MariaDB max_statement_time, MySQL
 
 
-def engine_options(url: sa.URL, timeout: float) -> dict[str, Any]:
-    """create_engine keywords: a small pre-pinged pool and driver connect timeouts."""
+def engine_options(url: sa.URL, timeout: float, pool_size: int) -> dict[str, Any]:
+    """create_engine keywords: a pool of ``pool_size`` and driver connect timeouts."""
     options: dict[str, Any] = {
-        "pool_pre_ping": True,
         "hide_parameters": True,
         "connect_args": _connect_args(url, timeout),
     }
     dialect: Any = url.get_dialect()  # get_pool_class is on DefaultDialect only
     if issubclass(dialect.get_pool_class(url), sa.pool.QueuePool):
         options |= {
-            "pool_size": POOL_SIZE,
-            "max_overflow": POOL_OVERFLOW,
+            "pool_size": pool_size,
+            "max_overflow": 0,
             "pool_timeout": timeout,
             "pool_recycle": POOL_RECYCLE,
         }
     return options
+
+
+def uses_session_settings(engine: sa.Engine) -> bool:
+    """Whether queries go through :func:`run_streamed` (PostgreSQL with psycopg 3)."""
+    return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+
+
+def prepare(engine: sa.Engine, timeout: float) -> None:
+    """Set up new connections of ``engine``: read-only and time-limited from the start."""
+    if not uses_session_settings(engine):
+        return
+    milliseconds = math.ceil(timeout * 1000)
+
+    def settings(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET default_transaction_read_only = on")
+            cursor.execute(f"SET statement_timeout = {milliseconds}")
+        dbapi_connection.commit()
+
+    sa.event.listen(engine, "connect", settings)
+
+
+def run_streamed(
+    raw: Any, query: str, max_rows: int
+) -> tuple[list[str] | None, list[tuple[Any, ...]]]:
+    """Run ``query`` on a psycopg connection :func:`prepare` set up, then roll back.
+
+    Returns the column names (None when the statement gave no result set, [] when
+    it gave no rows) and at most ``max_rows`` + 1 rows.
+    """
+    columns: list[str] | None = []
+    rows: list[tuple[Any, ...]] = []
+    try:
+        with raw.cursor() as cursor:
+            # binary: the extended protocol, one statement only; no placeholders parsed
+            with closing(cursor.stream(query, binary=True)) as stream:
+                for row in stream:
+                    rows.append(tuple(row))
+                    if len(rows) > max_rows:
+                        break  # closing the stream cancels the rest
+            if rows:
+                columns = [column.name for column in cursor.description or ()]
+    except Exception as exc:
+        if type(exc).__name__ != "ProgrammingError" or "produce a result" not in str(exc):
+            raise
+        columns = None  # a statement without a result set (SET, DO, ...)
+    finally:
+        if not raw.closed:
+            raw.rollback()  # never commit, whatever the query did
+    return columns, rows
+
+
+def connection_lost(conn: sa.Connection, exc: BaseException) -> bool:
+    """Whether ``exc`` means the server closed the pooled connection under us."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return exc.connection_invalidated
+    return not conn.invalidated and driver_connection_lost(conn.connection.driver_connection)
+
+
+def driver_connection_lost(raw: Any) -> bool:
+    """Whether a psycopg connection is closed or broken (the server went away)."""
+    return bool(getattr(raw, "broken", False) or getattr(raw, "closed", False))
 
 
 def _connect_args(url: sa.URL, timeout: float) -> dict[str, Any]:

@@ -8,7 +8,8 @@ work at 10,000 KPIs a cycle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert
 
 from kpiwatch.errors import StoreError
+from kpiwatch.store.types import UtcDateTime
 
 Row = Mapping[str, Any]
 
@@ -101,6 +103,17 @@ def insert_ignore_many(connection: Connection, table: sa.Table, rows: Sequence[R
     return connection.execute(_insert_ignore(dialect, table, None), list(rows)).rowcount
 
 
+def one_of(
+    column: sa.ColumnElement[str], dialect: str, values: Sequence[str]
+) -> sa.ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL ``column = ANY(:array)``, one parameter:
+    the same short statement for any number of values, compiled and parsed once."""
+    if dialect == "postgresql":
+        array = sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        return column == sa.any_(array)
+    return column.in_(list(values))
+
+
 def insert_ignore_returning_id(
     connection: Connection, table: sa.Table, row: Row, unique: str
 ) -> int | None:
@@ -121,6 +134,90 @@ def upsert(connection: Connection, table: sa.Table, row: Row) -> None:
     ``row`` must name every column of ``table``.
     """
     connection.execute(_upsert(connection.dialect.name, table), dict(row))
+
+
+def upsert_many(connection: Connection, table: sa.Table, rows: Sequence[Row]) -> None:
+    """:func:`upsert` for many rows: on PostgreSQL one statement over the rows as one
+    JSON text; elsewhere one executemany (a multi-row statement with PyMySQL)."""
+    if not rows:
+        return
+    if connection.dialect.name == "postgresql":
+        _insert_from_json(connection, table, rows, update=True)
+    else:
+        connection.execute(_upsert(connection.dialect.name, table), [dict(row) for row in rows])
+
+
+def insert_ignore_rows(connection: Connection, table: sa.Table, rows: Sequence[Row]) -> None:
+    """:func:`insert_ignore_many` without counting: on PostgreSQL one statement over
+    the rows as one JSON text, elsewhere one executemany."""
+    if not rows:
+        return
+    if connection.dialect.name == "postgresql":
+        _insert_from_json(connection, table, rows, update=False)
+    else:
+        connection.execute(_insert_ignore(connection.dialect.name, table, None), list(rows))
+
+
+# PostgreSQL types, in a json_to_recordset() row definition, for the store's column types
+_PG_TYPES = (
+    (UtcDateTime, "timestamptz"),
+    (sa.JSON, "json"),
+    (sa.Float, "float8"),
+    (sa.Integer, "bigint"),
+    (sa.Boolean, "boolean"),
+    (sa.String, "text"),
+)
+_UTC = UtcDateTime()
+
+
+def _pg_type(column: sa.Column[Any]) -> str:
+    for kind, name in _PG_TYPES:
+        if isinstance(column.type, kind):
+            return name
+    raise StoreError(f"no PostgreSQL type for {column.table.name}.{column.name}")
+
+
+@cache
+def _from_json_statement(
+    table: sa.Table, update: bool, quote: Callable[[str], str]
+) -> sa.TextClause:
+    """INSERT INTO t (...) SELECT ... FROM json_to_recordset(:rows) ... ON CONFLICT ...:
+    the same short statement for any number of rows, all of them in one JSON text
+    (built by the C json encoder; psycopg's array dumping costs far more in Python)."""
+    columns = list(table.columns)
+    names = ", ".join(quote(c.name) for c in columns)
+    record = ", ".join(f"{quote(c.name)} {_pg_type(c)}" for c in columns)
+    key = ", ".join(quote(c.name) for c in columns if c.primary_key)
+    conflict = f"ON CONFLICT ({key}) DO NOTHING"
+    if update:
+        updates = ", ".join(
+            f"{quote(c.name)} = EXCLUDED.{quote(c.name)}" for c in columns if not c.primary_key
+        )
+        conflict = f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+    return sa.text(
+        f"INSERT INTO {quote(table.name)} ({names}) SELECT {names}"
+        f" FROM json_to_recordset(CAST(:rows AS json)) AS u({record}) {conflict}"
+    )
+
+
+def _insert_from_json(
+    connection: Connection, table: sa.Table, rows: Sequence[Row], *, update: bool
+) -> None:
+    dialect = connection.dialect
+    times = [c.name for c in table.columns if isinstance(c.type, UtcDateTime)]
+    records = []
+    for row in rows:
+        record = dict(row)
+        for name in times:  # aware UTC, naive refused: as for one row
+            try:
+                value = _UTC.process_bind_param(record[name], dialect)
+            except ValueError as exc:
+                raise StoreError(str(exc)) from exc
+            record[name] = None if value is None else value.isoformat()
+        records.append(record)
+    statement = _from_json_statement(table, update, dialect.identifier_preparer.quote)
+    # allow_nan=False: NaN is no JSON; the store never holds one (sources reject them)
+    connection.execute(statement, {"rows": json.dumps(records, allow_nan=False)})
 
 
 def upsert_unique(
