@@ -7,7 +7,8 @@
     │   ├── SourceTimeout
     │   └── BadValueError        the source answered, but not with a finite number
     ├── StoreError               the state store
-    │   └── InstanceLockedError  another instance holds the embedded database
+    │   ├── InstanceLockedError  another instance holds the embedded database
+    │   └── EvaluationSuperseded the KPI was evaluated again meanwhile; this result is dropped
     └── DeliveryError            a channel could not deliver (knows channel, retryable or not)
 
 Messages name the bad value with ``!r`` and never contain a secret: URLs pass
@@ -88,6 +89,20 @@ class StoreError(KpiwatchError):
 
 class InstanceLockedError(StoreError):
     """Another kpiwatch instance already uses this embedded database."""
+
+
+class EvaluationSuperseded(StoreError):
+    """A KPI was evaluated again (another replica, a push, a second ``run --once``)
+    between reading its state and saving: saving would record its transition twice."""
+
+    def __init__(self, kpi_ids: Sequence[str]) -> None:
+        self.kpi_ids = tuple(kpi_ids)
+        shown = ", ".join(repr(k) for k in self.kpi_ids[:5])
+        more = f" and {len(self.kpi_ids) - 5} more" if len(self.kpi_ids) > 5 else ""
+        super().__init__(
+            f"KPI {shown}{more} evaluated meanwhile by another replica or process; "
+            "this evaluation is dropped"
+        )
 
 
 class DeliveryError(KpiwatchError):

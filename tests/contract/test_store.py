@@ -6,9 +6,12 @@ databases on this machine's PostgreSQL and MariaDB servers (see conftest).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -19,7 +22,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from kpiwatch.errors import InstanceLockedError, StoreError
+from kpiwatch.errors import EvaluationSuperseded, InstanceLockedError, StoreError
 from kpiwatch.model import (
     Delivery,
     DeliveryState,
@@ -33,7 +36,7 @@ from kpiwatch.model import (
 )
 from kpiwatch.store import InstanceLock, Store, create_store_engine
 from kpiwatch.store import migrate as migrations
-from kpiwatch.store.repository import EvaluationToSave
+from kpiwatch.store.repository import Basis, EvaluationToSave
 from kpiwatch.store.repository import Store as StoreImpl
 from kpiwatch.store.schema import metadata
 
@@ -516,3 +519,89 @@ def test_instance_lock_ignores_server_databases() -> None:
     with InstanceLock("postgresql+psycopg://kw@127.0.0.1/kpiwatch") as lock:
         assert lock.path is None
         assert not lock.held
+
+
+# -- an evaluation is saved only over the state it started from ----------------------
+
+
+def test_an_evaluation_over_a_state_that_moved_on_is_dropped(store: Store) -> None:
+    first = state("revenue", Status.GREEN, at(0))
+    store.save_evaluation(evaluation(first, at(0)), based_on=Basis(None))
+    # another process evaluated meanwhile: the stored state is from at(1) now
+    red = state("revenue", Status.RED, at(1))
+    ev = event("revenue:status_changed:1", at(1))
+    store.save_evaluation(evaluation(red, at(1), (ev,)), {ev.key: [SLACK]},
+                          based_on=Basis.of(first))  # fmt: skip
+    # this one also started from ``first`` and would record the same transition again
+    late = state("revenue", Status.RED, at(2))
+    late_ev = event("revenue:status_changed:2", at(2))
+    with pytest.raises(EvaluationSuperseded, match="'revenue' evaluated meanwhile"):
+        store.save_evaluation(evaluation(late, at(2), (late_ev,)), {late_ev.key: [SLACK]},
+                              observations=[Observation("revenue", at(2), 1.0)],
+                              based_on=Basis.of(first))  # fmt: skip
+    with pytest.raises(EvaluationSuperseded):
+        store.save_evaluations([
+            EvaluationToSave(evaluation(state("churn", Status.RED, at(2)), at(2)), {}, (),
+                             Basis(None)),
+            EvaluationToSave(evaluation(late, at(2), (late_ev,)), {late_ev.key: [SLACK]}, (),
+                             Basis.of(first)),
+        ])  # fmt: skip
+    assert store.get_state("revenue") == red
+    assert store.get_state("churn") is None  # all or nothing
+    assert [(c.from_status, c.to_status) for c in store.status_changes("revenue")] == [
+        (None, Status.GREEN), (Status.GREEN, Status.RED)]
+    assert store.history("revenue") == []
+    assert [m.event.key for m in store.messages()] == [ev.key]
+    # an evaluation taken before the stored one was (its ``now`` is older) is dropped too
+    with pytest.raises(EvaluationSuperseded):
+        store.save_evaluation(evaluation(state("revenue", Status.GREEN, at(1)), at(1)),
+                              based_on=Basis.of(red))  # fmt: skip
+    # from the stored state it goes through, and so does a save that checks nothing
+    store.save_evaluation(evaluation(late, at(2)), based_on=Basis.of(red))
+    store.save_evaluation(evaluation(state("revenue", Status.GREEN, at(3)), at(3)))
+    assert len(store.status_changes("revenue")) == 3
+
+
+@pytest.mark.postgres
+def test_concurrent_evaluations_of_one_kpi_record_each_transition_once(
+    postgres_url: str,
+) -> None:
+    """Eight writers evaluate the same KPI from the state they read, 30 rounds, the
+    first one with no state yet: the row lock (or the insert, for a first state) and
+    the basis check let one write per state, so the changes form one chain and each
+    transition is notified once."""
+    store = Store.open(postgres_url)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8, timeout=30)
+
+    def writer() -> None:
+        try:
+            for _ in range(30):
+                barrier.wait()
+                when = datetime.now(UTC)  # as the runner: the time first, then the state
+                previous = store.get_state("revenue")
+                flipped = Status.RED if previous is None or previous.status is Status.GREEN \
+                    else Status.GREEN  # fmt: skip
+                # as evaluate() does: the transition it saw is an event to notify
+                ev = event(f"revenue:status_changed:{when.isoformat()}", when)
+                new = evaluation(state("revenue", flipped, when), when, (ev,))
+                with contextlib.suppress(EvaluationSuperseded):
+                    store.save_evaluation(new, {ev.key: [SLACK]}, based_on=Basis.of(previous))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    changes = store.status_changes("revenue")
+    notified = store.events()
+    store.close()
+    assert errors == []
+    assert len(notified) == len(changes)  # each transition told once
+    assert len(changes) >= 30  # at least one write per round, whoever won it
+    assert changes[0].from_status is None
+    for before, after in itertools.pairwise(changes):
+        assert after.from_status == before.to_status

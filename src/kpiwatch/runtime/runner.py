@@ -24,14 +24,14 @@ import structlog
 
 from kpiwatch.clock import Clock
 from kpiwatch.config.rules import BUILTIN_SOURCES, Kpi
-from kpiwatch.errors import SourceError, SourceTimeout, StoreError
+from kpiwatch.errors import EvaluationSuperseded, SourceError, SourceTimeout, StoreError
 from kpiwatch.evaluation import evaluate, review_tick
 from kpiwatch.model import Evaluation, Event, EventKind, Observation, Status
 from kpiwatch.notify.silencing import active_mute
 from kpiwatch.runtime.fetching import PoolSlots, fetch_in_pool
 from kpiwatch.runtime.workspace import Workspace
 from kpiwatch.sources.base import FetchResult, Source
-from kpiwatch.store.repository import EvaluationToSave, Store
+from kpiwatch.store.repository import Basis, EvaluationToSave, Store
 
 log = structlog.get_logger("kpiwatch.runner")
 
@@ -144,7 +144,13 @@ class Runner:
         if not persist:
             return evaluation
         deliveries = {event.key: workspace.router.route(event) for event in evaluation.events}
-        self._store.save_evaluation(evaluation, deliveries, observations=fetched)
+        try:
+            self._store.save_evaluation(
+                evaluation, deliveries, observations=fetched, based_on=Basis.of(previous)
+            )
+        except EvaluationSuperseded as exc:  # the newer evaluation stands; nothing to redo
+            log.info("evaluation dropped", kpi=kpi.id, reason=str(exc))
+            return evaluation
         self._after_save(workspace, kpi, evaluation, error, now)
         return evaluation
 
@@ -346,10 +352,14 @@ class Runner:
                     log.exception("evaluation crashed", kpi=kpi.id)
                     outcomes[kpi.id] = self._failed(kpi.id)
                     continue
-                batch.append(EvaluationToSave(evaluation, deliveries, observations))
+                basis = Basis.of(previous)
+                batch.append(EvaluationToSave(evaluation, deliveries, observations, basis))
                 done.append((kpi, error, now))
-            saved = self._save_batch(batch)
+            saved, dropped = self._save_batch(batch)
             for (kpi, error, now), item in zip(done, batch, strict=True):
+                if kpi.id in dropped:  # a newer evaluation stands: not a failure
+                    outcomes[kpi.id] = item.evaluation
+                    continue
                 if kpi.id not in saved:
                     outcomes[kpi.id] = self._failed(kpi.id)
                     continue
@@ -360,29 +370,35 @@ class Runner:
                     log.error("could not record source health", kpi=kpi.id, error=str(exc))
         return [(kpi.id, outcomes[kpi.id]) for kpi in kpis]
 
-    def _save_batch(self, batch: Sequence[EvaluationToSave]) -> set[str]:
-        """Save in one transaction; when that fails, one by one. The KPI ids saved."""
+    def _save_batch(self, batch: Sequence[EvaluationToSave]) -> tuple[set[str], set[str]]:
+        """Save in one transaction; when that fails, one by one. The KPI ids saved, and
+        those dropped because the KPI was evaluated meanwhile (elsewhere)."""
         try:
             self._store.save_evaluations(batch)
         except Exception as exc:
             if len(batch) > 1:
                 log.warning("saving a batch failed; saving its KPIs one by one", error=str(exc))
         else:
-            return {item.evaluation.kpi_id for item in batch}
-        saved = set()
+            return {item.evaluation.kpi_id for item in batch}, set()
+        saved: set[str] = set()
+        dropped: set[str] = set()
         for item in batch:
             kpi_id = item.evaluation.kpi_id
             try:
                 self._store.save_evaluation(
-                    item.evaluation, item.deliveries, observations=item.observations
-                )
+                    item.evaluation, item.deliveries, observations=item.observations,
+                    based_on=item.based_on,
+                )  # fmt: skip
+            except EvaluationSuperseded as exc:  # not a failure: a newer evaluation stands
+                log.info("evaluation dropped", kpi=kpi_id, reason=str(exc))
+                dropped.add(kpi_id)
             except StoreError as exc:
                 log.error("could not save evaluation", kpi=kpi_id, error=str(exc))
             except Exception:
                 log.exception("could not save evaluation", kpi=kpi_id)
             else:
                 saved.add(kpi_id)
-        return saved
+        return saved, dropped
 
     def _failed(self, kpi_id: str) -> Evaluation | None:
         """Count a KPI whose evaluation failed; its outcome in a batch (None)."""

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
-from kpiwatch.errors import StoreError, redact
+from kpiwatch.errors import EvaluationSuperseded, StoreError, redact
 from kpiwatch.model import (
     Ack,
     Annotation,
@@ -69,12 +69,24 @@ _MESSAGE_COLUMNS = [
 ]
 
 
+class Basis(NamedTuple):
+    """The stored state an evaluation started from, by its ``last_evaluated``
+    (None: no state yet). Saving checks it is still the stored one."""
+
+    last_evaluated: datetime | None
+
+    @classmethod
+    def of(cls, state: KpiState | None) -> Basis:
+        return cls(None if state is None else state.last_evaluated)
+
+
 class EvaluationToSave(NamedTuple):
     """One evaluation for :meth:`Store.save_evaluations`, with what it writes besides."""
 
     evaluation: Evaluation
     deliveries: Mapping[str, Sequence[Delivery]] = {}
     observations: Sequence[Observation] = ()
+    based_on: Basis | None = None  # None: saved without checking
 
 
 class Store:
@@ -231,6 +243,7 @@ class Store:
         deliveries: Mapping[str, Sequence[Delivery]] | None = None,
         *,
         observations: Iterable[Observation] = (),
+        based_on: Basis | None = None,
     ) -> None:
         """Record one evaluation atomically.
 
@@ -238,18 +251,23 @@ class Store:
         status change row when the effective status differs from the stored one
         (or there was none), the events (ignoring known keys) and, for each new
         event, the outbox rows ``deliveries[event.key]``. All or nothing.
+
+        With ``based_on``, raises :class:`EvaluationSuperseded` (and writes nothing)
+        when the stored state is no longer the one the evaluation started from.
         """
         state = evaluation.state
         with self._write("save evaluation") as connection:
+            before, new = _locked_statuses(connection, [(state.kpi_id, based_on, evaluation.at)])
             self._insert_observations(connection, observations)
-            previous = connection.execute(
-                sa.select(state_t.c.status).where(state_t.c.kpi_id == state.kpi_id)
-            ).scalar_one_or_none()
-            before = None if previous is None else Status(previous)
-            sql.upsert(connection, state_t, rows.state_row(state))
-            if before != state.status:
+            before_status = before.get(state.kpi_id)
+            if new:
+                _insert_new_states(connection, [rows.state_row(state)])
+            else:
+                sql.upsert(connection, state_t, rows.state_row(state))
+            if before_status != state.status:
                 connection.execute(
-                    sa.insert(changes_t), rows.status_change_row(state, evaluation.at, before)
+                    sa.insert(changes_t),
+                    rows.status_change_row(state, evaluation.at, before_status),
                 )
             self._insert_events(connection, evaluation.events, deliveries or {})
 
@@ -272,15 +290,12 @@ class Store:
             for o in item.observations
         }
         with self._write("save evaluations") as connection:
+            bases = [(i.evaluation.state.kpi_id, i.based_on, i.evaluation.at) for i in batch]
+            before, new = _locked_statuses(connection, bases)
             sql.insert_ignore_rows(connection, observations_t, list(observations.values()))
-            before: dict[str, Status] = {}
-            for chunk in _chunks(kpi_ids):
-                query = sa.select(state_t.c.kpi_id, state_t.c.status).where(
-                    sql.one_of(state_t.c.kpi_id, connection.dialect.name, chunk)
-                )
-                before.update((kpi_id, Status(code)) for kpi_id, code in connection.execute(query))
             states = [rows.state_row(item.evaluation.state) for item in batch]
-            sql.upsert_many(connection, state_t, states)
+            _insert_new_states(connection, [row for row in states if row["kpi_id"] in new])
+            sql.upsert_many(connection, state_t, [r for r in states if r["kpi_id"] not in new])
             changes = [
                 rows.status_change_row(i.evaluation.state, i.evaluation.at, before.get(kpi_id))
                 for kpi_id, i in zip(kpi_ids, batch, strict=True)
@@ -866,6 +881,48 @@ class Store:
             )
             if result.rowcount == 0:
                 raise StoreError(f"no outbox message with id {message_id}")
+
+
+def _locked_statuses(
+    connection: Connection, bases: Sequence[tuple[str, Basis | None, datetime]]
+) -> tuple[dict[str, Status], set[str]]:
+    """The stored status of each KPI, its state row locked until the transaction ends,
+    and the KPIs that must be inserted new (checked, with no state yet); raises
+    :class:`EvaluationSuperseded` for KPIs (given as id, basis, evaluation time) whose
+    state moved past their basis, or was evaluated at the same time or later.
+
+    The lock makes a second writer of the same KPI wait for this one and then see
+    the state it wrote: a transition is recorded once however many processes evaluate.
+    """
+    found: dict[str, tuple[Status, datetime | None]] = {}
+    dialect = connection.dialect.name
+    for chunk in _chunks(sorted(kpi_id for kpi_id, _, _ in bases)):  # one lock order everywhere
+        query = (
+            sa.select(state_t.c.kpi_id, state_t.c.status, state_t.c.last_evaluated)
+            .where(sql.one_of(state_t.c.kpi_id, dialect, chunk))
+            .order_by(state_t.c.kpi_id)
+            .with_for_update()
+        )
+        for kpi_id, status, last_evaluated in connection.execute(query):
+            found[kpi_id] = (Status(status), last_evaluated)
+    stale = []
+    for kpi_id, basis, at in bases:
+        if basis is None:
+            continue
+        stored = found.get(kpi_id, (None, None))[1]
+        if stored != basis.last_evaluated or (stored is not None and stored >= at):
+            stale.append(kpi_id)
+    if stale:
+        raise EvaluationSuperseded(stale)
+    new = {kpi_id for kpi_id, basis, _ in bases if basis is not None and kpi_id not in found}
+    return {kpi_id: status for kpi_id, (status, _) in found.items()}, new
+
+
+def _insert_new_states(connection: Connection, states: Sequence[Mapping[str, Any]]) -> None:
+    """Insert first states; one that another writer inserted meanwhile (there was no
+    row to lock) supersedes this evaluation, as a moved state does."""
+    if states and sql.insert_ignore_many(connection, state_t, states) != len(states):
+        raise EvaluationSuperseded(sorted(str(row["kpi_id"]) for row in states))
 
 
 # KPI ids per IN (...) list: far below every backend's limit on bound parameters
