@@ -10,6 +10,7 @@ from prometheus_client.exposition import choose_encoder
 from kpiwatch import __version__
 from kpiwatch.web.api import api_router
 from kpiwatch.web.context import WebContext
+from kpiwatch.web.exporter import render
 from kpiwatch.web.health import health_router
 from kpiwatch.web.pages import pages_router
 
@@ -38,7 +39,7 @@ def create_app(ctx: WebContext) -> FastAPI:
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(ctx.registry), media_type=content_type)
+        return Response(render(ctx.registry, encoder), media_type=content_type)
 
     @app.middleware("http")
     async def security_headers(

@@ -6,8 +6,9 @@ official parser, as Prometheus would.
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -16,24 +17,29 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from structlog.testing import capture_logs
 
 from kpiwatch import __version__
 from kpiwatch.config.loader import load_rule_text
 from kpiwatch.config.rules import RuleSet
 from kpiwatch.errors import DeliveryError, SourceError, StoreError
+from kpiwatch.model import KpiState, ReviewCadence, Status
 from kpiwatch.notify.notices import NoticeBuilder
 from kpiwatch.notify.outbox import Outbox
 from kpiwatch.runtime.runner import Runner
 from kpiwatch.runtime.workspace import Workspace
 from kpiwatch.store.repository import Store
+from kpiwatch.store.snapshot import ShownState, StateSnapshots
 from kpiwatch.testing import FakeSource, FixedClock, RecordingChannel, fake_workspace
-from kpiwatch.web.exporter import Metrics, build_registry
+from kpiwatch.web.exporter import KpiCollector, Metrics, build_registry, render
 
 QUOTED_NAME = 'Say "hi"\nback\\slash'
 KPIS = """
@@ -394,3 +400,362 @@ def test_metrics_hooks_are_thread_safe() -> None:
     assert notifications[("email", "sent")] == 16_000
     assert notifications[("email", "dead")] == 0
     assert seconds == {"wh": 0.5}
+
+
+# -- render(): /metrics' fast path writes what prometheus_client writes ----------------
+
+AWKWARD_RULES = """
+sources:
+  wh: {type: sql, url: "sqlite://"}
+teams:
+  growth: {}
+kpis:
+  - id: quotes
+    name: "Say \\"hi\\" \\\\ back\\nslash"
+    owner: "Ann \\"The Boss\\" <ann@example.com>"
+    unit: "€/h"
+    team: growth
+    direction: higher_is_better
+    source: wh
+    query: SELECT 1
+    thresholds: {yellow: 0.1, red: 1e-7}
+    target: {value: 12345678.9, by: 2026-12-31, baseline: 1.5e16, baseline_date: 2026-01-01}
+  - id: unicode
+    name: "Umsatz – Größe 日本の売上 🚀"
+    owner: "zoë@example.com"
+    unit: "%"
+    direction: lower_is_better
+    source: wh
+    query: SELECT 1
+    review: daily
+    thresholds: {red: 123456789.25}
+    target: {value: -0.5}
+  - id: infinite
+    name: Infinite
+    owner: ops@example.com
+    team: growth
+    direction: higher_is_better
+    source: wh
+    query: SELECT 1
+    target: {value: 10, by: 2027-06-30}
+  - id: unknown
+    name: Unknown
+    owner: ops@example.com
+    direction: higher_is_better
+    source: wh
+    query: SELECT 1
+  - id: never
+    name: "Never \\\\ evaluated"
+    owner: ops@example.com
+    team: growth
+    direction: higher_is_better
+    source: wh
+    query: SELECT 1
+    review: weekly
+"""
+EVALUATED = NOW - timedelta(minutes=3, microseconds=123457)
+AWKWARD_STATES = (
+    KpiState("quotes", Status.RED, EARLIER, ReviewCadence.WEEKLY, value=123456789.25,
+             last_evaluated=EVALUATED, escalated_since=EARLIER),
+    KpiState("unicode", Status.YELLOW, EARLIER, ReviewCadence.DAILY, value=-1.5e-7,
+             last_evaluated=EVALUATED),
+    KpiState("infinite", Status.GREEN, EARLIER, ReviewCadence.MONTHLY, value=math.inf,
+             last_evaluated=EARLIER),
+    KpiState("unknown", Status.UNKNOWN, EARLIER, ReviewCadence.MONTHLY, error="timeout"),
+)  # fmt: skip
+# Accept headers and what choose_encoder makes of them
+ACCEPTS = {
+    "none: text 0.0.4": "",
+    "Prometheus 2: OpenMetrics 1.0.0": (
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+        "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    ),
+    "Prometheus 3: OpenMetrics, allow-utf-8": (
+        "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+        "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,*/*;q=0.2"
+    ),
+    "text 1.0.0": "text/plain;version=1.0.0;escaping=underscores",
+    "OpenMetrics, dots: registry path": "application/openmetrics-text;version=1.0.0;escaping=dots",
+    "text, values": "text/plain;version=1.0.0;escaping=values",
+}
+
+
+@dataclass
+class Exporter:
+    store: Store
+    registry: CollectorRegistry
+    rules: list[RuleSet]
+    clock: FixedClock
+
+    def render(self, accept: str = "") -> bytes:
+        """What /metrics answers (render()), checked against the registry path."""
+        encoder = choose_encoder(accept)[0]
+        fast = render(self.registry, encoder)
+        assert fast == encoder(self.registry)
+        return fast
+
+    def scrape(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        return _parse(self.render().decode())
+
+
+@pytest.fixture
+def exporter(tmp_path: Path) -> Iterator[Exporter]:
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    for state in AWKWARD_STATES:
+        store.save_state(state)
+    store.set_source_health("wh", up=False, now=NOW, error="refused")
+    metrics = Metrics(["email", "slack"])
+    metrics.fetched("wh", 0.25)
+    metrics.delivered("email", "retried")
+    rules = [load_rule_text(AWKWARD_RULES, "rules.yaml").rules]
+    clock = FixedClock(NOW)
+    registry = build_registry(store, lambda: rules[0], metrics, clock=clock, tz=ZoneInfo("UTC"))
+    yield Exporter(store, registry, rules, clock)
+    store.close()
+
+
+@pytest.mark.parametrize("accept", ACCEPTS.values(), ids=ACCEPTS.keys())
+def test_render_writes_the_bytes_the_negotiated_encoder_writes(
+    exporter: Exporter, accept: str
+) -> None:
+    for _ in range(2):  # cold, then from the caches
+        exporter.render(accept)  # asserts byte equality with encoder(registry)
+
+
+FAST = [k for k in ACCEPTS if "registry path" not in k]
+
+
+@pytest.mark.parametrize("accept", [ACCEPTS[k] for k in FAST], ids=FAST)
+def test_the_encoders_prometheus_asks_for_take_the_fast_path(
+    exporter: Exporter, accept: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoder = choose_encoder(accept)[0]
+    expected = encoder(exporter.registry)
+
+    def registry_path(self: KpiCollector) -> Iterator[Metric]:
+        raise AssertionError("render() took the registry path")
+
+    monkeypatch.setattr(KpiCollector, "collect", registry_path)
+    assert render(exporter.registry, encoder) == expected
+    dots = choose_encoder(ACCEPTS["OpenMetrics, dots: registry path"])[0]
+    with pytest.raises(AssertionError, match="registry path"):
+        render(exporter.registry, dots)
+
+
+def test_render_and_the_registry_parse_to_the_same_samples(exporter: Exporter) -> None:
+    def samples(families: Iterable[Metric]) -> list[tuple[str, str, list[Sample]]]:
+        return [(f.name, f.documentation, f.samples) for f in families]
+
+    registry = exporter.registry
+    fast = render(registry, choose_encoder("")[0]).decode()
+    slow = generate_latest(registry).decode()
+    assert samples(text_string_to_metric_families(fast)) == (
+        samples(text_string_to_metric_families(slow))
+    )
+    fast = render(registry, choose_encoder(ACCEPTS["Prometheus 2: OpenMetrics 1.0.0"])[0]).decode()
+    slow = generate_openmetrics(registry).decode()
+    assert samples(parse_openmetrics(fast)) == samples(parse_openmetrics(slow))
+    info = {s.labels["kpi"]: s.labels for s in _family_of(exporter, "kpiwatch_kpi_info").samples}
+    assert info["quotes"]["name"] == 'Say "hi" \\ back\nslash'
+    assert info["quotes"]["owner"] == 'Ann "The Boss" <ann@example.com>'
+    assert info["unicode"]["name"] == "Umsatz – Größe 日本の売上 🚀"
+    values = exporter.scrape()["kpiwatch_kpi_value"]
+    assert values[kpi("quotes")] == 123456789.25
+    assert values[kpi("infinite")] == math.inf
+    assert values[kpi("unicode", "")] == -1.5e-7
+
+
+def _family_of(exporter: Exporter, name: str) -> Metric:
+    text = exporter.render().decode()
+    return next(f for f in text_string_to_metric_families(text) if f.name == name)
+
+
+def test_a_state_written_behind_the_exporters_back_shows_at_the_next_scrape(
+    exporter: Exporter,
+) -> None:
+    before = exporter.scrape()
+    assert before["kpiwatch_kpi_value"][kpi("quotes")] == 123456789.25
+    # as another replica would: same evaluation time, so no "changed since" marker helps
+    quotes = exporter.store.get_state("quotes")
+    assert quotes is not None
+    exporter.store.save_state(quotes._replace(
+        status=Status.GREEN, value=7.5, escalated_since=None, review=ReviewCadence.MONTHLY
+    ))  # fmt: skip
+    after = exporter.scrape()
+    assert after["kpiwatch_kpi_value"][kpi("quotes")] == 7.5
+    assert after["kpiwatch_kpi_status"][kpi("quotes", status="green")] == 1.0
+    assert after["kpiwatch_kpi_status"][kpi("quotes", status="red")] == 0.0
+    assert after["kpiwatch_kpi_escalated"][kpi("quotes")] == 0.0
+    assert after["kpiwatch_kpi_review_interval_seconds"][kpi("quotes")] == 2_629_746.0
+    unchanged = ("kpiwatch_kpi_value", "kpiwatch_kpi_last_evaluation_timestamp_seconds")
+    for family in unchanged:
+        others = {k: v for k, v in after[family].items() if dict(k)["kpi"] != "quotes"}
+        assert others == {k: v for k, v in before[family].items() if dict(k)["kpi"] != "quotes"}
+
+
+def test_a_first_state_and_a_deleted_state_show_at_the_next_scrape(exporter: Exporter) -> None:
+    exporter.scrape()
+    exporter.store.save_state(
+        KpiState("never", Status.YELLOW, NOW, ReviewCadence.DAILY, value=3.0, last_evaluated=NOW)
+    )
+    exporter.store.delete_state("quotes")
+    m = exporter.scrape()
+    assert m["kpiwatch_kpi_value"][kpi("never")] == 3.0
+    assert m["kpiwatch_kpi_status"][kpi("never", status="yellow")] == 1.0
+    assert m["kpiwatch_kpi_last_evaluation_timestamp_seconds"][kpi("never")] == NOW.timestamp()
+    # quotes is back to "never evaluated": unknown, not escalated, its configured cadence
+    assert kpi("quotes") not in m["kpiwatch_kpi_value"]
+    assert kpi("quotes") not in m["kpiwatch_kpi_last_evaluation_timestamp_seconds"]
+    assert m["kpiwatch_kpi_status"][kpi("quotes", status="unknown")] == 1.0
+    assert m["kpiwatch_kpi_escalated"][kpi("quotes")] == 0.0
+    assert m["kpiwatch_kpi_review_interval_seconds"][kpi("quotes")] == 2_629_746.0
+
+
+def test_a_reload_shows_changed_rules_and_drops_removed_kpis(exporter: Exporter) -> None:
+    before = exporter.render()
+    exporter.rules[0] = load_rule_text(AWKWARD_RULES, "rules.yaml").rules  # equal, not the same
+    assert exporter.render() == before
+    changed = AWKWARD_RULES.replace("thresholds: {red: 123456789.25}", "thresholds: {red: 99}")
+    changed = changed.replace("name: Infinite", "name: Endless")
+    changed = changed.replace("- id: never", "- id: gone")
+    exporter.rules[0] = load_rule_text(changed, "rules.yaml").rules
+    m = exporter.scrape()
+    assert m["kpiwatch_kpi_threshold"][kpi("unicode", "", severity="red")] == 99.0
+    names = {dict(k)["kpi"]: dict(k)["name"] for k in m["kpiwatch_kpi_info"]}
+    assert names["infinite"] == "Endless"
+    assert "never" not in names
+    assert m["kpiwatch_kpi_status"][kpi("gone", status="unknown")] == 1.0
+    assert m["kpiwatch_kpi_value"][kpi("quotes")] == 123456789.25  # states still shown
+
+
+def test_states_changed_around_a_reload_show_after_it(exporter: Exporter) -> None:
+    exporter.scrape()
+    quotes = exporter.store.get_state("quotes")
+    assert quotes is not None
+    exporter.store.save_state(quotes._replace(value=1.25))
+    # an equal rule set (every KPI's lines carried over), then one that changes a KPI
+    # and removes another (only the unchanged ones carried over)
+    exporter.rules[0] = load_rule_text(AWKWARD_RULES, "rules.yaml").rules
+    assert exporter.scrape()["kpiwatch_kpi_value"][kpi("quotes")] == 1.25
+    exporter.store.save_state(quotes._replace(value=2.5, escalated_since=None))
+    changed = AWKWARD_RULES.replace("name: Infinite", "name: Endless")
+    exporter.rules[0] = load_rule_text(changed.replace("- id: unknown", "- id: later"), "r").rules
+    exporter.store.save_state(KpiState("later", Status.RED, NOW, ReviewCadence.DAILY, value=4.0))
+    m = exporter.scrape()
+    assert m["kpiwatch_kpi_value"][kpi("quotes")] == 2.5
+    assert m["kpiwatch_kpi_escalated"][kpi("quotes")] == 0.0
+    assert m["kpiwatch_kpi_value"][kpi("infinite")] == math.inf
+    assert m["kpiwatch_kpi_value"][kpi("later", "")] == 4.0
+    assert m["kpiwatch_kpi_status"][kpi("later", "", status="red")] == 1.0
+    assert all(dict(k)["kpi"] != "unknown" for k in m["kpiwatch_kpi_status"])
+
+
+def test_glide_targets_follow_the_clock_on_the_fast_path(exporter: Exporter) -> None:
+    first = exporter.scrape()["kpiwatch_kpi_target"][kpi("quotes")]
+    exporter.clock.set(NOW + timedelta(days=30))
+    assert exporter.scrape()["kpiwatch_kpi_target"][kpi("quotes")] < first  # falls to 1.2e7
+
+
+def test_render_fails_with_the_store_and_logs_it(exporter: Exporter) -> None:
+    exporter.render()
+    with exporter.store.engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE kpi_state"))
+    with capture_logs() as logs, pytest.raises(StoreError, match="read states"):
+        render(exporter.registry, generate_latest)
+    assert any(e["log_level"] == "error" and "metrics scrape failed" in e["event"] for e in logs)
+
+
+def test_render_includes_collectors_registered_later(exporter: Exporter) -> None:
+    Gauge("extra_gauge", "registered by someone else", registry=exporter.registry).set(2)
+    text = exporter.render().decode()  # the registry path, byte-equal (asserted)
+    assert "extra_gauge 2.0" in text
+    assert "kpiwatch_kpi_value" in text
+
+
+def test_render_of_another_registry_is_its_encoders_output() -> None:
+    registry = CollectorRegistry()
+    Gauge("plain", "a plain gauge", registry=registry).set(1)
+    assert render(registry, generate_latest) == generate_latest(registry)
+
+
+def test_concurrent_renders_agree_while_states_change(exporter: Exporter) -> None:
+    quotes = exporter.store.get_state("quotes")
+    assert quotes is not None
+    outputs: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def scrape() -> None:
+        try:
+            for _ in range(15):
+                outputs.append(render(exporter.registry, generate_latest))
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=scrape) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for i in range(20):
+        exporter.store.save_state(quotes._replace(value=float(i)))
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for output in outputs:  # each one whole: every family, the KPI's value once
+        m = _parse(output.decode())
+        assert len(m["kpiwatch_kpi_info"]) == 5
+        assert m["kpiwatch_kpi_value"][kpi("quotes")] in {123456789.25, *map(float, range(20))}
+    assert exporter.scrape()["kpiwatch_kpi_value"][kpi("quotes")] == 19.0
+
+
+# -- the lean state read behind it ---------------------------------------------------------
+
+
+@pytest.fixture(
+    params=[
+        "sqlite_url",
+        pytest.param("postgres_url", marks=pytest.mark.postgres),
+        pytest.param("mariadb_url", marks=pytest.mark.mariadb),
+    ]
+)
+def any_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A store holding AWKWARD_STATES (1e300 for infinity: MySQL refuses inf)."""
+    store = Store.open(request.getfixturevalue(request.param))
+    for state in AWKWARD_STATES:
+        store.save_state(state._replace(value=1e300) if state.value == math.inf else state)
+    yield store
+    store.close()
+
+
+def test_state_snapshots_convert_as_the_store_does(any_store: Store) -> None:
+    shown = StateSnapshots(any_store).read()
+    assert shown == {
+        kpi_id: ShownState(s.status, s.value, s.review, s.escalated, s.last_evaluated)
+        for kpi_id, s in any_store.states().items()
+    }
+    assert shown["quotes"].last_evaluated == EVALUATED  # microseconds and UTC kept
+    assert shown["quotes"].last_evaluated.tzinfo is not None
+
+
+def test_state_snapshots_keep_unchanged_states_and_see_every_change(any_store: Store) -> None:
+    snapshots = StateSnapshots(any_store)
+    first = snapshots.read()
+    again = snapshots.read()
+    assert all(again[k] is first[k] for k in first)  # the same objects: cache keys
+    unicode = AWKWARD_STATES[1]
+    any_store.save_state(unicode._replace(value=2.0))  # same last_evaluated
+    any_store.delete_state("unknown")
+    any_store.save_state(KpiState("never", Status.GREEN, NOW, ReviewCadence.WEEKLY))
+    later = snapshots.read()
+    assert later.keys() == {"quotes", "unicode", "infinite", "never"}
+    assert later["unicode"].value == 2.0
+    assert later["quotes"] is first["quotes"]
+    assert later["never"] == ShownState(Status.GREEN, None, ReviewCadence.WEEKLY, False, None)
+    later["quotes"] = later["never"]  # the caller's own dict: the next read is not affected
+    assert snapshots.read()["quotes"] is first["quotes"]
+
+
+def test_state_snapshots_fail_with_a_store_error(any_store: Store) -> None:
+    snapshots = StateSnapshots(any_store)
+    with any_store.engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE kpi_state"))
+    with pytest.raises(StoreError, match="read states"):
+        snapshots.read()
