@@ -4,6 +4,8 @@
 the data constructed from it and the models that validated. :func:`compose` parses
 the text, reports duplicate keys (which PyYAML would silently drop), substitutes
 ``${VAR}`` references and constructs the data; YAML errors become located problems.
+A document nested too deeply or blown up by aliases (a "billion laughs") is refused
+before it is constructed.
 The small helpers here find a node by its path and render paths as ``kpis[2].id``.
 """
 
@@ -27,6 +29,12 @@ DocPath = tuple[Segment, ...]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _PLAIN_KEY = re.compile(r"[\w-]+")
+# Rule files nest about six levels deep. PyYAML composes by recursion, and its scanner
+# slows down quadratically with the depth of flow collections: stop long before either.
+MAX_DEPTH = 64
+# Values that aliases (``*name``, ``<<: *name``) may add to a document. A "billion laughs"
+# document adds 9**9 from a few lines, and merge keys are copied, not shared.
+MAX_ALIASED = 100_000
 
 
 @dataclass
@@ -57,15 +65,46 @@ class Doc:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader whose value errors (a bad date, a bad ``!!int``) carry a position."""
+    """SafeLoader whose value errors (a bad date, a bad ``!!int``) carry a position.
+
+    It also refuses a document nested more than MAX_DEPTH levels deep, where it gets there.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"document is nested more than {MAX_DEPTH} levels deep",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]  # untyped in stubs
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
         except (ValueError, TypeError, OverflowError) as exc:
             raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {node.value!r} as {node.tag}: {exc}", node.start_mark
+                None, None, f"cannot read {_shown(node)} as {node.tag}: {exc}", node.start_mark
             ) from None
+        except (LookupError, AttributeError):  # PyYAML's own slips: `!!int ''`, `!!bool x`
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {_shown(node)} as {node.tag}", node.start_mark
+            ) from None
+
+
+def _shown(node: yaml.Node) -> str:
+    if isinstance(node, yaml.ScalarNode):
+        return repr(node.value)
+    return "a mapping" if isinstance(node, yaml.MappingNode) else "a list"
 
 
 def compose(doc: Doc, env: Mapping[str, str], problems: list[RuleProblem]) -> bool:
@@ -78,6 +117,9 @@ def compose(doc: Doc, env: Mapping[str, str], problems: list[RuleProblem]) -> bo
     try:
         doc.root = loader.get_single_node()
         if doc.root is not None:
+            if expansion := _alias_expansion(doc, doc.root):
+                problems.append(expansion)
+                return False
             problems.extend(_duplicate_keys(doc, doc.root))
             problems.extend(_interpolate(doc, doc.root, env, loader))
             doc.data = loader.construct_document(doc.root)
@@ -127,6 +169,45 @@ def _nodes(root: yaml.Node) -> Iterator[tuple[yaml.Node, DocPath]]:
             stack.extend((item, (*path, i)) for i, item in reversed(list(enumerate(node.value))))
         elif isinstance(node, yaml.MappingNode):
             stack.extend((v, (*path, key_name(k))) for k, v in reversed(node.value))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+def _alias_expansion(doc: Doc, root: yaml.Node) -> RuleProblem | None:
+    """A problem if aliases would expand the document by more than MAX_ALIASED values.
+
+    Counts each node's size with its aliases expanded, once per node (so in linear
+    time), and names the first node found too large; an alias loop counts once.
+    """
+    paths = {id(node): path for node, path in _nodes(root)}
+    limit = len(paths) + MAX_ALIASED
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        if finished:
+            on_path.discard(id(node))
+            total = 1 + sum(size.get(id(child), 1) for child in _children(node))
+            if total > limit:
+                path = paths.get(id(node), ())
+                message = (
+                    f"aliases (*name, <<: *name) add more than {MAX_ALIASED:,} values to this "
+                    'document (a "billion laughs"?); repeat less through them'
+                )
+                return RuleProblem(doc.file, *node_position(node), format_path(path), message)
+            size[id(node)] = total
+        elif id(node) not in size and id(node) not in on_path:
+            on_path.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+    return None
 
 
 def key_name(key: yaml.Node) -> str:

@@ -13,6 +13,7 @@ import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, time
 from typing import Any
 
 import yaml
@@ -187,6 +188,10 @@ def _show(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list | tuple | set):
         return "a list"
+    if isinstance(value, date | time):  # YAML reads 2026-01-01 as a date: show it so
+        return value.isoformat()
+    if isinstance(value, bytes):  # a !!binary value
+        return f"binary data ({len(value)} bytes)"
     text = repr(value)
     return redact(text if len(text) <= 60 else text[:57] + "...")
 

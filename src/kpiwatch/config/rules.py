@@ -28,6 +28,11 @@ from kpiwatch.model import Direction, NoData, ReviewCadence, Status
 BUILTIN_SOURCES = ("formula", "push")
 
 
+def _written(value: Any) -> str:
+    """A bad value for a message: dates as YAML writes them, not as Python reprs."""
+    return value.isoformat() if isinstance(value, date | time) else repr(value)
+
+
 def _duration(value: Any) -> Any:
     if isinstance(value, timedelta):
         return value
@@ -42,13 +47,13 @@ def _duration(value: Any) -> Any:
             return parse_duration(value)
         except OverflowError:  # beyond timedelta; pydantic only turns ValueError into errors
             raise ValueError(f"invalid duration {value!r}: too long") from None
-    raise ValueError(f"invalid duration {value!r}: expected text such as 30s, 5m, 7d")
+    raise ValueError(f"invalid duration {_written(value)}: expected text such as 30s, 5m, 7d")
 
 
 def _cron(value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError(
-            f"invalid cron expression {value!r}: expected text such as '0 8 * * MON-FRI'"
+            f"invalid cron expression {_written(value)}: expected text such as '0 8 * * MON-FRI'"
         )
     fields = value.split()
     if len(fields) != 5:
@@ -75,7 +80,10 @@ Severity = Literal[Status.YELLOW, Status.RED]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # NaN or ±inf as a threshold, target or limit would silently never (or always) fire
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 # ---------------------------------------------------------------- sources
