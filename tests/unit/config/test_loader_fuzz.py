@@ -30,7 +30,7 @@ from kpiwatch.errors import RuleLoadError, RuleProblem
 
 FUZZ = settings(
     max_examples=120,
-    deadline=timedelta(seconds=2),  # generous: a loader that expands or backtracks takes far more
+    deadline=None,  # wall-clock deadlines flake on a loaded runner; pytest-timeout bounds a hang
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

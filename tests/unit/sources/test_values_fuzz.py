@@ -39,7 +39,7 @@ from kpiwatch.sources.values import to_number, to_utc
 
 FUZZ = settings(
     max_examples=150,
-    deadline=timedelta(seconds=2),
+    deadline=None,  # wall-clock deadlines flake on a loaded runner; pytest-timeout bounds a hang
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
