@@ -12,6 +12,7 @@ The small helpers here find a node by its path and render paths as ``kpis[2].id`
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ import yaml
 
 from kpiwatch.config.interpolate import interpolate_nodes, locate, position
 from kpiwatch.config.rules import CsvSource, HttpSource, Kpi, PrometheusSource, SqlSource, Team
+from kpiwatch.config.written import written
 from kpiwatch.errors import RuleProblem
 
 SourceModel = SqlSource | HttpSource | PrometheusSource | CsvSource
@@ -93,18 +95,27 @@ class _Loader(yaml.SafeLoader):
             return super().construct_object(node, deep)
         except (ValueError, TypeError, OverflowError) as exc:
             raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {_shown(node)} as {node.tag}: {exc}", node.start_mark
+                None, None, f"cannot read {_shown(node)}: {_reason(exc)}", node.start_mark
             ) from None
         except (LookupError, AttributeError):  # PyYAML's own slips: `!!int ''`, `!!bool x`
             raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {_shown(node)} as {node.tag}", node.start_mark
+                None, None, f"cannot read {_shown(node)}", node.start_mark
             ) from None
 
 
 def _shown(node: yaml.Node) -> str:
+    """``'x' as !!bool``: the value (shortened) and its tag as YAML spells it."""
+    tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
     if isinstance(node, yaml.ScalarNode):
-        return repr(node.value)
-    return "a mapping" if isinstance(node, yaml.MappingNode) else "a list"
+        return f"{written(node.value)} as {tag}"
+    return f"{'a mapping' if isinstance(node, yaml.MappingNode) else 'a list'} as {tag}"
+
+
+def _reason(exc: Exception) -> str:
+    if "integer string conversion" in str(exc):  # Python's guard against quadratic int()
+        return f"a whole number of more than {sys.get_int_max_str_digits():,} digits"
+    text = str(exc)  # may echo the value: keep it short
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def compose(doc: Doc, env: Mapping[str, str], problems: list[RuleProblem]) -> bool:
