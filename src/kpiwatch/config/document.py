@@ -11,6 +11,7 @@ The small helpers here find a node by its path and render paths as ``kpis[2].id`
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,10 +52,34 @@ class Doc:
     sources: dict[str, SourceModel] = field(default_factory=dict)
     teams: dict[str, Team] = field(default_factory=dict)
     kpis: dict[int, Kpi] = field(default_factory=dict)  # index in kpis: -> model
+    pins: dict[tuple[DocPath, bool], tuple[int, int]] = field(default_factory=dict)
 
     def where(self, path: DocPath, *, key: bool = False) -> tuple[int, int]:
         """Line and column of the node at ``path`` (its key with ``key``), or its nearest parent."""
+        if (path, key) in self.pins:
+            return self.pins[path, key]
         return node_position(_find(self.root, path, key=key))
+
+    def release(self) -> None:
+        """Drop the YAML tree and data of a document that validated, keeping what is used.
+
+        A tree holds a dozen objects per value; dropping each file's as soon as it is
+        validated keeps the peak (and so the heap left behind) to one file's. Kept:
+        where each KPI, source and team is, and the names and ids cross-checks read.
+        """
+        for name in self.sources:
+            self.pins[("sources", name), True] = self.where(("sources", name), key=True)
+        for name in self.teams:
+            self.pins[("teams", name), True] = self.where(("teams", name), key=True)
+        for index in self.kpis:
+            self.pins[("kpis", index), False] = self.where(("kpis", index))
+        ids = [{"id": self.kpis[i].id} if i in self.kpis else None for i in range(len(self.kpis))]
+        self.data = {
+            "sources": dict.fromkeys(self.sources),
+            "teams": dict.fromkeys(self.teams),
+            "kpis": ids,
+        }
+        self.root = None
 
     def problem(self, path: DocPath, message: str, *, key: bool = False) -> RuleProblem:
         line, column = self.where(path, key=key)
@@ -66,14 +91,42 @@ class Doc:
         return f"{self.file}:{line}:{column}"
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader whose value errors (a bad date, a bad ``!!int``) carry a position.
+class _Constructor(yaml.constructor.SafeConstructor):
+    """SafeConstructor whose value errors (a bad date, a bad ``!!int``) carry a position."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {_shown(node)}: {_reason(exc)}", node.start_mark
+            ) from None
+        except (LookupError, AttributeError):  # PyYAML's own slips: `!!int ''`, `!!bool x`
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {_shown(node)}", node.start_mark
+            ) from None
+
+
+class _Loader(
+    yaml.reader.Reader,
+    yaml.scanner.Scanner,
+    yaml.parser.Parser,
+    yaml.composer.Composer,
+    _Constructor,
+    yaml.resolver.Resolver,
+):
+    """PyYAML's pure-Python SafeLoader with located value errors.
 
     It also refuses a document nested more than MAX_DEPTH levels deep, where it gets there.
     """
 
     def __init__(self, text: str) -> None:
-        super().__init__(text)
+        yaml.reader.Reader.__init__(self, text)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        _Constructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
         self._depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
@@ -89,18 +142,6 @@ class _Loader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {_shown(node)}: {_reason(exc)}", node.start_mark
-            ) from None
-        except (LookupError, AttributeError):  # PyYAML's own slips: `!!int ''`, `!!bool x`
-            raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {_shown(node)}", node.start_mark
-            ) from None
 
 
 def _shown(node: yaml.Node) -> str:
@@ -118,16 +159,27 @@ def _reason(exc: Exception) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def compose(doc: Doc, env: Mapping[str, str], problems: list[RuleProblem]) -> bool:
-    """Parse, check keys, interpolate and construct; False when the YAML is unusable."""
+def compose(
+    doc: Doc, env: Mapping[str, str], problems: list[RuleProblem], *, fast: bool = False
+) -> bool:
+    """Parse, check keys, interpolate and construct; False when the YAML is unusable.
+
+    With ``fast``, libyaml parses (about ten times faster than PyYAML's Python parser).
+    Its positions and refusals differ in corners (empty scalars, tabs, byte-order
+    marks), so only a clean result counts: after any problem, load the document again
+    without ``fast`` and report that run's problems.
+    """
     try:
-        loader = _Loader(doc.text)
+        loader = _fast_loader(doc.text) if fast else _Loader(doc.text)
     except yaml.YAMLError as exc:  # unprintable characters fail in the reader
         problems.append(_yaml_problem(doc, exc))
         return False
     try:
         doc.root = loader.get_single_node()
         if doc.root is not None:
+            if fast and _settle(doc.root) > MAX_DEPTH:
+                problems.append(RuleProblem(doc.file, 1, 1, "", "document is nested too deeply"))
+                return False
             if expansion := _alias_expansion(doc, doc.root):
                 problems.append(expansion)
                 return False
@@ -145,6 +197,53 @@ def compose(doc: Doc, env: Mapping[str, str], problems: list[RuleProblem]) -> bo
     if doc.data is None:  # an empty file, or only comments
         doc.data = {}
     return True
+
+
+# libyaml reads these differently from PyYAML: tabs, byte-order marks, Unicode line
+# breaks, tags (a bare ``!``), and lone surrogates not at all (it reads UTF-8)
+_NOT_FAST = re.compile(r"[\t\ufeff\x85\u2028\u2029\ud800-\udfff]|(?:^|[\s\[{,])!")
+
+
+def fast_possible(text: str) -> bool:
+    """Whether libyaml is there and reads ``text`` as PyYAML's Python parser would."""
+    return yaml.__with_libyaml__ and not _NOT_FAST.search(text)
+
+
+def _fast_loader(text: str) -> _Loader:
+    return _fast_class()(text)  # type: ignore[no-any-return]  # _Loader's interface, in C
+
+
+@functools.cache
+def _fast_class() -> Any:
+    from yaml._yaml import CParser
+
+    class FastLoader(CParser, _Constructor, yaml.resolver.Resolver):
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            _Constructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    return FastLoader
+
+
+def _settle(root: yaml.Node) -> int:
+    """Make libyaml's tree read like PyYAML's (plain style None, not ""); its depth."""
+    deepest = 0
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        deepest = max(deepest, depth)
+        if isinstance(node, yaml.ScalarNode):
+            node.style = node.style or None
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, depth + 1) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend((item, depth + 1) for pair in node.value for item in pair)
+    return deepest
 
 
 def _yaml_problem(doc: Doc, exc: yaml.YAMLError) -> RuleProblem:

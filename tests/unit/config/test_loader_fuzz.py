@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
@@ -459,6 +460,33 @@ def test_mutated_valid_documents_load_or_name_each_problem(
     if isinstance(result, RuleLoadError):
         for problem in result.problems:  # a valid root: every problem is somewhere in it
             assert problem.path, problem
+
+
+def _outcome(text: str) -> LoadedRules | str:
+    try:
+        return load_rule_text(text, FILE, env={})
+    except RuleLoadError as exc:
+        return str(exc)
+
+
+@FUZZ
+@given(MUTATIONS.map(lambda m: yaml.safe_dump(_mutate(VALID, m), sort_keys=False)) | YAMLISH)
+@example(VALID_TEXT)
+@example("a: !\n")  # libyaml reads a bare ! as text, PyYAML as null
+@example("kpis:\n\t- {}\n")
+def test_the_fast_path_loads_what_the_careful_one_does(text: str) -> None:
+    fast = _outcome(text)
+    with mock.patch("kpiwatch.config.loader.fast_possible", return_value=False):
+        careful = _outcome(text)  # PyYAML's Python parser only, as before libyaml
+
+    if isinstance(fast, str) or isinstance(careful, str):
+        assert fast == careful
+    else:
+        assert (fast.rules, fast.locations) == (careful.rules, careful.locations)
+        assert (fast.team_locations, fast.source_locations) == (
+            careful.team_locations,
+            careful.source_locations,
+        )
 
 
 # ---------------------------------------------------------------- ${VAR}
