@@ -25,6 +25,7 @@ from kpiwatch.config.crosscheck import cross_check, formula_references
 from kpiwatch.config.document import Doc, DocPath, SourceModel, Where, compose, fast_possible
 from kpiwatch.config.problems import translate
 from kpiwatch.config.rules import Kpi, RuleFile, RuleSet, Source, Team
+from kpiwatch.config.sharing import Sharing
 from kpiwatch.errors import RuleLoadError, RuleProblem
 
 __all__ = [
@@ -157,10 +158,11 @@ def _documents(
     texts: list[tuple[str, str]], env: Mapping[str, str], problems: list[RuleProblem], *, fast: bool
 ) -> list[Doc]:
     docs = []
+    sharing = Sharing()  # equal parts of KPIs, one instance each
     for file, text in texts:
         doc = Doc(file, text)
         if compose(doc, env, problems, fast=fast):
-            _validate(doc, problems)
+            _validate(doc, problems, sharing)
         if fast:
             if problems:
                 raise _NotClean
@@ -169,7 +171,7 @@ def _documents(
     return docs
 
 
-def _validate(doc: Doc, problems: list[RuleProblem]) -> None:
+def _validate(doc: Doc, problems: list[RuleProblem], sharing: Sharing) -> None:
     try:
         model = RuleFile.model_validate(doc.data)
     except ValidationError as exc:
@@ -178,7 +180,7 @@ def _validate(doc: Doc, problems: list[RuleProblem]) -> None:
     else:
         doc.sources = dict(model.sources)
         doc.teams = dict(model.teams)
-        doc.kpis = dict(enumerate(model.kpis))
+        doc.kpis = {i: sharing.share(kpi) for i, kpi in enumerate(model.kpis)}
 
 
 def _salvage(doc: Doc) -> None:
