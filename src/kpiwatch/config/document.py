@@ -180,11 +180,13 @@ def compose(
             if fast and _settle(doc.root) > MAX_DEPTH:
                 problems.append(RuleProblem(doc.file, 1, 1, "", "document is nested too deeply"))
                 return False
-            if expansion := _alias_expansion(doc, doc.root):
+            # no alias token, no expansion: skip the walk (a tenth of a clean load)
+            if "*" in doc.text and (expansion := _alias_expansion(doc, doc.root)):
                 problems.append(expansion)
                 return False
             problems.extend(_duplicate_keys(doc, doc.root))
-            problems.extend(_interpolate(doc, doc.root, env, loader))
+            if "$" in doc.text:  # else no reference to substitute
+                problems.extend(_interpolate(doc, doc.root, env, loader))
             doc.data = loader.construct_document(doc.root)
     except yaml.YAMLError as exc:
         problems.append(_yaml_problem(doc, exc))
@@ -326,7 +328,8 @@ def key_name(key: yaml.Node) -> str:
 
 def _duplicate_keys(doc: Doc, root: yaml.Node) -> Iterator[RuleProblem]:
     """PyYAML silently keeps the last of two equal keys; a rule file must not have them."""
-    for node, path in _nodes(root):
+    paths: dict[int, DocPath] = {}  # found only when needed: most documents have no duplicate
+    for node in _unique(root):
         if not isinstance(node, yaml.MappingNode):
             continue
         first: dict[tuple[str, str], yaml.Node] = {}
@@ -335,20 +338,36 @@ def _duplicate_keys(doc: Doc, root: yaml.Node) -> Iterator[RuleProblem]:
                 continue
             earlier = first.setdefault((key.tag, key.value), key)
             if earlier is not key:
+                paths = paths or {id(n): path for n, path in _nodes(root)}
                 line, column = node_position(earlier)
                 yield RuleProblem(
                     doc.file,
                     *node_position(key),
-                    format_path((*path, key.value)),
+                    format_path((*paths.get(id(node), ()), key.value)),
                     f"duplicate key {key.value!r} (first at line {line}, column {column})",
                 )
+
+
+def _unique(root: yaml.Node) -> Iterator[yaml.Node]:
+    """Every node once, in no particular order (aliases share nodes and may loop)."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        if isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+            stack.extend(_children(node))
 
 
 def _interpolate(
     doc: Doc, root: yaml.Node, env: Mapping[str, str], loader: _Loader
 ) -> Iterator[RuleProblem]:
-    paths = {id(node): path for node, path in _nodes(root)}
-    for node, unresolved in interpolate_nodes(root, env, loader.resolve):
+    unresolved_nodes = interpolate_nodes(root, env, loader.resolve)
+    paths = {id(node): path for node, path in _nodes(root)} if unresolved_nodes else {}
+    for node, unresolved in unresolved_nodes:
         doc.held.add(id(node))  # its value is unknown: validation errors there are noise
         line, column = locate(doc.text, node, unresolved)
         path = format_path(paths.get(id(node), ()))

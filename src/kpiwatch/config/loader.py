@@ -1,13 +1,15 @@
 """Load a directory of rule files into one checked :class:`RuleSet`, or report every problem.
 
-Each file is composed with PyYAML (nodes keep their positions), checked for duplicate
-keys, interpolated (``${VAR}``), constructed and validated by the models of
-:mod:`kpiwatch.config.rules`. Pydantic's error locations are mapped back to YAML nodes,
-so every problem reads ``file:line:col: path: message``. Cross-file checks (unique ids,
-references, formulas) run last; all problems found are raised together. This module
-reads the files and assembles the result; composing a document is in
-:mod:`~kpiwatch.config.document`, wording validation errors in
-:mod:`~kpiwatch.config.problems`, the cross-file checks in :mod:`~kpiwatch.config.crosscheck`.
+Each file is composed with PyYAML (nodes keep their positions; libyaml's parser while
+everything is clean, PyYAML's own to report problems), checked for duplicate keys,
+interpolated (``${VAR}``), constructed and validated by the models of
+:mod:`kpiwatch.config.rules`; equal parts of the KPIs are then shared. Pydantic's error
+locations are mapped back to YAML nodes, so every problem reads
+``file:line:col: path: message``. Cross-file checks (unique ids, references, formulas)
+run last; all problems found are raised together. This module reads the files and
+assembles the result; composing a document is in :mod:`~kpiwatch.config.document`,
+wording validation errors in :mod:`~kpiwatch.config.problems`, the cross-file checks
+in :mod:`~kpiwatch.config.crosscheck`.
 """
 
 from __future__ import annotations
