@@ -92,13 +92,20 @@ def _references(docs: list[Doc]) -> list[RuleProblem]:
 def formula_references(expression: str) -> frozenset[str]:
     """The KPI ids a formula reads: its names, except those called as functions.
 
-    Raises SyntaxError (or ValueError for a NUL byte) for a malformed formula.
+    Raises SyntaxError (or ValueError for a NUL byte) for a malformed formula, and
+    RecursionError or MemoryError (CPython's parser stack) for one nested too deeply.
     """
     tree = ast.parse(expression, mode="eval")
     nodes = list(ast.walk(tree))
     names = {n.id for n in nodes if isinstance(n, ast.Name)}
     called = {n.func.id for n in nodes if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     return frozenset(names - called)
+
+
+def _too_complex(exc: Exception) -> str:
+    if isinstance(exc, ValueError):
+        return str(exc)
+    return "nested too deeply (simplify the expression)"
 
 
 def _formulas(docs: list[Doc]) -> list[RuleProblem]:
@@ -115,8 +122,8 @@ def _formulas(docs: list[Doc]) -> list[RuleProblem]:
             path = ("kpis", index, "query")
             try:
                 inputs = formula_references(kpi.query or "")
-            except (SyntaxError, ValueError, RecursionError) as exc:
-                reason = exc.msg if isinstance(exc, SyntaxError) else str(exc) or "too deep"
+            except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+                reason = exc.msg if isinstance(exc, SyntaxError) else _too_complex(exc)
                 problems.append(doc.problem(path, f"formula does not parse: {reason}"))
                 continue
             for name in sorted(inputs - set(ids)):

@@ -4,12 +4,16 @@
 the data constructed from it and the models that validated. :func:`compose` parses
 the text, reports duplicate keys (which PyYAML would silently drop), substitutes
 ``${VAR}`` references and constructs the data; YAML errors become located problems.
+A document nested too deeply or blown up by aliases (a "billion laughs") is refused
+before it is constructed.
 The small helpers here find a node by its path and render paths as ``kpis[2].id``.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +22,7 @@ import yaml
 
 from kpiwatch.config.interpolate import interpolate_nodes, locate, position
 from kpiwatch.config.rules import CsvSource, HttpSource, Kpi, PrometheusSource, SqlSource, Team
+from kpiwatch.config.written import written
 from kpiwatch.errors import RuleProblem
 
 SourceModel = SqlSource | HttpSource | PrometheusSource | CsvSource
@@ -27,6 +32,12 @@ DocPath = tuple[Segment, ...]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _PLAIN_KEY = re.compile(r"[\w-]+")
+# Rule files nest about six levels deep. PyYAML composes by recursion, and its scanner
+# slows down quadratically with the depth of flow collections: stop long before either.
+MAX_DEPTH = 64
+# Values that aliases (``*name``, ``<<: *name``) may add to a document. A "billion laughs"
+# document adds 9**9 from a few lines, and merge keys are copied, not shared.
+MAX_ALIASED = 100_000
 
 
 @dataclass
@@ -41,10 +52,34 @@ class Doc:
     sources: dict[str, SourceModel] = field(default_factory=dict)
     teams: dict[str, Team] = field(default_factory=dict)
     kpis: dict[int, Kpi] = field(default_factory=dict)  # index in kpis: -> model
+    pins: dict[tuple[DocPath, bool], tuple[int, int]] = field(default_factory=dict)
 
     def where(self, path: DocPath, *, key: bool = False) -> tuple[int, int]:
         """Line and column of the node at ``path`` (its key with ``key``), or its nearest parent."""
+        if (path, key) in self.pins:
+            return self.pins[path, key]
         return node_position(_find(self.root, path, key=key))
+
+    def release(self) -> None:
+        """Drop the YAML tree and data of a document that validated, keeping what is used.
+
+        A tree holds a dozen objects per value; dropping each file's as soon as it is
+        validated keeps the peak (and so the heap left behind) to one file's. Kept:
+        where each KPI, source and team is, and the names and ids cross-checks read.
+        """
+        for name in self.sources:
+            self.pins[("sources", name), True] = self.where(("sources", name), key=True)
+        for name in self.teams:
+            self.pins[("teams", name), True] = self.where(("teams", name), key=True)
+        for index in self.kpis:
+            self.pins[("kpis", index), False] = self.where(("kpis", index))
+        ids = [{"id": self.kpis[i].id} if i in self.kpis else None for i in range(len(self.kpis))]
+        self.data = {
+            "sources": dict.fromkeys(self.sources),
+            "teams": dict.fromkeys(self.teams),
+            "kpis": ids,
+        }
+        self.root = None
 
     def problem(self, path: DocPath, message: str, *, key: bool = False) -> RuleProblem:
         line, column = self.where(path, key=key)
@@ -56,30 +91,102 @@ class Doc:
         return f"{self.file}:{line}:{column}"
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader whose value errors (a bad date, a bad ``!!int``) carry a position."""
+class _Constructor(yaml.constructor.SafeConstructor):
+    """SafeConstructor whose value errors (a bad date, a bad ``!!int``) carry a position."""
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
         except (ValueError, TypeError, OverflowError) as exc:
             raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {node.value!r} as {node.tag}: {exc}", node.start_mark
+                None, None, f"cannot read {_shown(node)}: {_reason(exc)}", node.start_mark
+            ) from None
+        except (LookupError, AttributeError):  # PyYAML's own slips: `!!int ''`, `!!bool x`
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {_shown(node)}", node.start_mark
             ) from None
 
 
-def compose(doc: Doc, env: Mapping[str, str], problems: list[RuleProblem]) -> bool:
-    """Parse, check keys, interpolate and construct; False when the YAML is unusable."""
+class _Loader(
+    yaml.reader.Reader,
+    yaml.scanner.Scanner,
+    yaml.parser.Parser,
+    yaml.composer.Composer,
+    _Constructor,
+    yaml.resolver.Resolver,
+):
+    """PyYAML's pure-Python SafeLoader with located value errors.
+
+    It also refuses a document nested more than MAX_DEPTH levels deep, where it gets there.
+    """
+
+    def __init__(self, text: str) -> None:
+        yaml.reader.Reader.__init__(self, text)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        _Constructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"document is nested more than {MAX_DEPTH} levels deep",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]  # untyped in stubs
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _shown(node: yaml.Node) -> str:
+    """``'x' as !!bool``: the value (shortened) and its tag as YAML spells it."""
+    tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+    if isinstance(node, yaml.ScalarNode):
+        return f"{written(node.value)} as {tag}"
+    return f"{'a mapping' if isinstance(node, yaml.MappingNode) else 'a list'} as {tag}"
+
+
+def _reason(exc: Exception) -> str:
+    if "integer string conversion" in str(exc):  # Python's guard against quadratic int()
+        return f"a whole number of more than {sys.get_int_max_str_digits():,} digits"
+    text = str(exc)  # may echo the value: keep it short
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def compose(
+    doc: Doc, env: Mapping[str, str], problems: list[RuleProblem], *, fast: bool = False
+) -> bool:
+    """Parse, check keys, interpolate and construct; False when the YAML is unusable.
+
+    With ``fast``, libyaml parses (about ten times faster than PyYAML's Python parser).
+    Its positions and refusals differ in corners (empty scalars, tabs, byte-order
+    marks), so only a clean result counts: after any problem, load the document again
+    without ``fast`` and report that run's problems.
+    """
     try:
-        loader = _Loader(doc.text)
+        loader = _fast_loader(doc.text) if fast else _Loader(doc.text)
     except yaml.YAMLError as exc:  # unprintable characters fail in the reader
         problems.append(_yaml_problem(doc, exc))
         return False
     try:
         doc.root = loader.get_single_node()
         if doc.root is not None:
+            if fast and _settle(doc.root) > MAX_DEPTH:
+                problems.append(RuleProblem(doc.file, 1, 1, "", "document is nested too deeply"))
+                return False
+            # no alias token, no expansion: skip the walk (a tenth of a clean load)
+            if "*" in doc.text and (expansion := _alias_expansion(doc, doc.root)):
+                problems.append(expansion)
+                return False
             problems.extend(_duplicate_keys(doc, doc.root))
-            problems.extend(_interpolate(doc, doc.root, env, loader))
+            if "$" in doc.text:  # else no reference to substitute
+                problems.extend(_interpolate(doc, doc.root, env, loader))
             doc.data = loader.construct_document(doc.root)
     except yaml.YAMLError as exc:
         problems.append(_yaml_problem(doc, exc))
@@ -92,6 +199,53 @@ def compose(doc: Doc, env: Mapping[str, str], problems: list[RuleProblem]) -> bo
     if doc.data is None:  # an empty file, or only comments
         doc.data = {}
     return True
+
+
+# libyaml reads these differently from PyYAML: tabs, byte-order marks, Unicode line
+# breaks, tags (a bare ``!``), and lone surrogates not at all (it reads UTF-8)
+_NOT_FAST = re.compile(r"[\t\ufeff\x85\u2028\u2029\ud800-\udfff]|(?:^|[\s\[{,])!")
+
+
+def fast_possible(text: str) -> bool:
+    """Whether libyaml is there and reads ``text`` as PyYAML's Python parser would."""
+    return yaml.__with_libyaml__ and not _NOT_FAST.search(text)
+
+
+def _fast_loader(text: str) -> _Loader:
+    return _fast_class()(text)  # type: ignore[no-any-return]  # _Loader's interface, in C
+
+
+@functools.cache
+def _fast_class() -> Any:
+    from yaml._yaml import CParser
+
+    class FastLoader(CParser, _Constructor, yaml.resolver.Resolver):
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            _Constructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    return FastLoader
+
+
+def _settle(root: yaml.Node) -> int:
+    """Make libyaml's tree read like PyYAML's (plain style None, not ""); its depth."""
+    deepest = 0
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        deepest = max(deepest, depth)
+        if isinstance(node, yaml.ScalarNode):
+            node.style = node.style or None
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, depth + 1) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend((item, depth + 1) for pair in node.value for item in pair)
+    return deepest
 
 
 def _yaml_problem(doc: Doc, exc: yaml.YAMLError) -> RuleProblem:
@@ -129,13 +283,53 @@ def _nodes(root: yaml.Node) -> Iterator[tuple[yaml.Node, DocPath]]:
             stack.extend((v, (*path, key_name(k))) for k, v in reversed(node.value))
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+def _alias_expansion(doc: Doc, root: yaml.Node) -> RuleProblem | None:
+    """A problem if aliases would expand the document by more than MAX_ALIASED values.
+
+    Counts each node's size with its aliases expanded, once per node (so in linear
+    time), and names the first node found too large; an alias loop counts once.
+    """
+    paths = {id(node): path for node, path in _nodes(root)}
+    limit = len(paths) + MAX_ALIASED
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        if finished:
+            on_path.discard(id(node))
+            total = 1 + sum(size.get(id(child), 1) for child in _children(node))
+            if total > limit:
+                path = paths.get(id(node), ())
+                message = (
+                    f"aliases (*name, <<: *name) add more than {MAX_ALIASED:,} values to this "
+                    'document (a "billion laughs"?); repeat less through them'
+                )
+                return RuleProblem(doc.file, *node_position(node), format_path(path), message)
+            size[id(node)] = total
+        elif id(node) not in size and id(node) not in on_path:
+            on_path.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+    return None
+
+
 def key_name(key: yaml.Node) -> str:
     return str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
 
 
 def _duplicate_keys(doc: Doc, root: yaml.Node) -> Iterator[RuleProblem]:
     """PyYAML silently keeps the last of two equal keys; a rule file must not have them."""
-    for node, path in _nodes(root):
+    paths: dict[int, DocPath] = {}  # found only when needed: most documents have no duplicate
+    for node in _unique(root):
         if not isinstance(node, yaml.MappingNode):
             continue
         first: dict[tuple[str, str], yaml.Node] = {}
@@ -144,20 +338,36 @@ def _duplicate_keys(doc: Doc, root: yaml.Node) -> Iterator[RuleProblem]:
                 continue
             earlier = first.setdefault((key.tag, key.value), key)
             if earlier is not key:
+                paths = paths or {id(n): path for n, path in _nodes(root)}
                 line, column = node_position(earlier)
                 yield RuleProblem(
                     doc.file,
                     *node_position(key),
-                    format_path((*path, key.value)),
+                    format_path((*paths.get(id(node), ()), key.value)),
                     f"duplicate key {key.value!r} (first at line {line}, column {column})",
                 )
+
+
+def _unique(root: yaml.Node) -> Iterator[yaml.Node]:
+    """Every node once, in no particular order (aliases share nodes and may loop)."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        if isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+            stack.extend(_children(node))
 
 
 def _interpolate(
     doc: Doc, root: yaml.Node, env: Mapping[str, str], loader: _Loader
 ) -> Iterator[RuleProblem]:
-    paths = {id(node): path for node, path in _nodes(root)}
-    for node, unresolved in interpolate_nodes(root, env, loader.resolve):
+    unresolved_nodes = interpolate_nodes(root, env, loader.resolve)
+    paths = {id(node): path for node, path in _nodes(root)} if unresolved_nodes else {}
+    for node, unresolved in unresolved_nodes:
         doc.held.add(id(node))  # its value is unknown: validation errors there are noise
         line, column = locate(doc.text, node, unresolved)
         path = format_path(paths.get(id(node), ()))

@@ -19,9 +19,10 @@ def parse_duration(text: str) -> timedelta:
             "e.g. 30s, 5m, 7d"
         )
     seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(cleaned))
-    if seconds <= 0:
+    delta = timedelta(seconds=seconds)  # rounds to microseconds: 0.0000001s is zero
+    if delta <= timedelta(0):
         raise ValueError(f"invalid duration {text!r}: must be greater than zero")
-    return timedelta(seconds=seconds)
+    return delta
 
 
 def format_duration(delta: timedelta) -> str:

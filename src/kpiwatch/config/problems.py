@@ -35,6 +35,7 @@ from kpiwatch.config.model_types import (
     union_tags,
 )
 from kpiwatch.config.rules import RuleFile
+from kpiwatch.config.written import written
 from kpiwatch.errors import RuleProblem, redact
 
 _MAX_MESSAGE = 300  # model checks echo the value; a huge one would bury the message
@@ -121,7 +122,9 @@ def _describe(error: ErrorDetails, spot: _Spot) -> tuple[yaml.Node | None, DocPa
             return spot.node, path, f"missing key {key!r} (one of {choices})"
         found = child_of(spot.node, key)  # point at the bad tag itself
         node, path = (found[1], (*path, key)) if found else (spot.node, path)
-        return node, path, f"{ctx.get('tag')!r} is not one of {choices}"
+        # ctx's tag is str() of the value: a list of dates would read as Python's repr
+        tag = value.get(key, ctx.get("tag")) if isinstance(value, dict) else ctx.get("tag")
+        return node, path, f"{_show(tag)} is not one of {choices}"
     if kind in ("value_error", "assertion_error"):
         return _refine(spot, path, _strip_prefix(error["msg"]))
     return spot.node, path, _plain(kind, error["msg"], ctx, value, error["loc"])
@@ -181,14 +184,11 @@ def _show(value: Any) -> str:
     """A short, secret-free rendering of a YAML value for a message."""
     if value is None:
         return "nothing"
-    if isinstance(value, bool):
-        return str(value).lower()
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list | tuple | set):
         return "a list"
-    text = repr(value)
-    return redact(text if len(text) <= 60 else text[:57] + "...")
+    return redact(written(value))
 
 
 def _unknown_key(key: str, allowed: list[str]) -> str:

@@ -7,6 +7,7 @@ Unknown keys are forbidden here; the loader turns pydantic's errors into
 from __future__ import annotations
 
 import ast
+import math
 from dataclasses import dataclass, field
 from datetime import date, time, timedelta
 from functools import cached_property
@@ -23,6 +24,7 @@ from pydantic import (
 )
 
 from kpiwatch.config.durations import parse_duration
+from kpiwatch.config.written import written
 from kpiwatch.model import Direction, NoData, ReviewCadence, Status
 
 BUILTIN_SOURCES = ("formula", "push")
@@ -32,35 +34,39 @@ def _duration(value: Any) -> Any:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}: expected text such as 30s, 5m, 7d")
+        raise ValueError(f"invalid duration {written(value)}: expected text such as 30s, 5m, 7d")
     if isinstance(value, int | float):
+        number = written(value)
+        if not math.isfinite(value) or len(number) > 20:  # no unit can follow .nan or 1e+300
+            raise ValueError(f"invalid duration {number}: expected text such as 30s, 5m, 7d")
         raise ValueError(
-            f"invalid duration {value!r}: add a unit, e.g. {value}s, {value}m, {value}d"
+            f"invalid duration {number}: add a unit, e.g. {number}s, {number}m, {number}d"
         )
     if isinstance(value, str):
         try:
             return parse_duration(value)
         except OverflowError:  # beyond timedelta; pydantic only turns ValueError into errors
-            raise ValueError(f"invalid duration {value!r}: too long") from None
-    raise ValueError(f"invalid duration {value!r}: expected text such as 30s, 5m, 7d")
+            raise ValueError(f"invalid duration {written(value)}: too long") from None
+    raise ValueError(f"invalid duration {written(value)}: expected text such as 30s, 5m, 7d")
 
 
 def _cron(value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError(
-            f"invalid cron expression {value!r}: expected text such as '0 8 * * MON-FRI'"
+            f"invalid cron expression {written(value)}: expected text such as '0 8 * * MON-FRI'"
         )
     fields = value.split()
     if len(fields) != 5:
         raise ValueError(
-            f"invalid cron expression {value!r}: expected 5 fields (minute hour day month weekday)"
+            f"invalid cron expression {written(value)}: "
+            "expected 5 fields (minute hour day month weekday)"
         )
     from apscheduler.triggers.cron import CronTrigger  # validates exactly as it will run
 
     try:
         CronTrigger.from_crontab(value, timezone="UTC")
     except ValueError as exc:
-        raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
+        raise ValueError(f"invalid cron expression {written(value)}: {exc}") from None
     return value
 
 
@@ -75,7 +81,10 @@ Severity = Literal[Status.YELLOW, Status.RED]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # NaN or ±inf as a threshold, target or limit would silently never (or always) fire
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 # ---------------------------------------------------------------- sources
@@ -220,7 +229,9 @@ class Mute(_Model):
 def _stable_for(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
-            raise ValueError(f"stable_for {value!r}: a count of evaluations must be at least 1")
+            raise ValueError(
+                f"stable_for {written(value)}: a count of evaluations must be at least 1"
+            )
         return value
     return _duration(value)
 
@@ -271,7 +282,9 @@ class Kpi(_Model):
         # YAML reads 09:00 as the sexagesimal integer 540
         if isinstance(value, int) and not isinstance(value, bool):
             if not 0 <= value < 24 * 60:  # else time() may raise OverflowError, not ValueError
-                raise ValueError(f"invalid review_time {value!r}: expected HH:MM, e.g. 09:00")
+                raise ValueError(
+                    f"invalid review_time {written(value)}: expected HH:MM, e.g. 09:00"
+                )
             return time(value // 60, value % 60)
         return value
 
@@ -345,9 +358,7 @@ class RuleSet:
     @cached_property
     def formula_inputs(self) -> dict[str, frozenset[str]]:
         """For each formula KPI, the ids it reads."""
-        return {
-            k.id: formula_names(k.query or "0") for k in self.kpis if k.source == "formula"
-        }
+        return {k.id: formula_names(k.query or "0") for k in self.kpis if k.source == "formula"}
 
     @cached_property
     def dependents(self) -> dict[str, tuple[str, ...]]:

@@ -307,9 +307,11 @@ def _timestamp(text: str, delimiter: str) -> datetime:
     if not text:
         raise ValueError("empty cell (fill it in, or delete the row)")
     try:
-        return to_utc(text)
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         pass
+    else:
+        return to_utc(parsed)  # its own "out of range" message: 0001-01-01T00:00+01:00
     if _PLAIN.fullmatch(text):
         return to_utc(float(text))  # its own "out of range" message
     raise ValueError(f"{_show(text)} is not an ISO-8601 date or date-time, nor epoch seconds")

@@ -19,12 +19,14 @@ which source and KPI.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 
 from kpiwatch.sources.values import to_utc
 
 MAX_POINTS = 10_000  # the same bound as SQL rows: more is a query without a limit
 _SHAPES = "a number, or a list of [timestamp, value] pairs or {timestamp, value} objects"
+_ADDRESS = re.compile(r"<.* at 0x[0-9a-fA-F]+>", re.DOTALL)  # object.__repr__
 
 
 def json_points(result: object, where: str, now: datetime) -> list[tuple[datetime, float]]:
@@ -101,4 +103,6 @@ def _kind(value: object) -> str:
 def _show(value: object, limit: int = 60) -> str:
     """repr() for a message, shortened: a field can hold a whole document."""
     text = repr(value)
+    if _ADDRESS.fullmatch(text):  # not JSON: a JMESPath &expression, shown without its address
+        return f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -8,8 +8,11 @@ Shared by every source that reads tabular data (SQL now, CSV later).
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
+
+_ADDRESS = re.compile(r"<.* at 0x[0-9a-fA-F]+>", re.DOTALL)  # object.__repr__
 
 
 def to_number(value: object) -> float:
@@ -26,6 +29,8 @@ def to_number(value: object) -> float:
         raise ValueError(f"value {_show(value)} is not a number (text; CAST it in the query)")
     if not isinstance(value, int | float | Decimal):
         raise ValueError(f"value {_show(value)} is not a number ({type(value).__name__})")
+    if isinstance(value, Decimal) and value.is_snan():  # float() refuses it with its own words
+        raise ValueError(f"value {_show(value)} is not finite")
     try:
         number = float(value)
     except OverflowError:  # an int beyond float's range
@@ -51,9 +56,10 @@ def to_utc(value: object) -> datetime:
         return datetime.combine(value, time(), tzinfo=UTC)
     if isinstance(value, str):
         try:
-            return _aware(datetime.fromisoformat(value.strip()))
+            parsed = datetime.fromisoformat(value.strip())
         except ValueError:
             raise ValueError(f"timestamp {_show(value)} is not ISO-8601 text") from None
+        return _aware(parsed, _show(value))
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         try:
             return datetime.fromtimestamp(float(value), UTC)
@@ -66,13 +72,19 @@ def to_utc(value: object) -> datetime:
     )
 
 
-def _aware(value: datetime) -> datetime:
+def _aware(value: datetime, shown: str | None = None) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first UTC datetime
+        shown = shown or value.isoformat()
+        raise ValueError(f"timestamp {shown} is out of range in UTC") from None
 
 
 def _show(value: object, limit: int = 60) -> str:
     """repr() for a message, shortened: a cell can hold a whole document."""
     text = repr(value)
+    if _ADDRESS.fullmatch(text):  # object.__repr__: an address would make every message new
+        return f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 1] + "…"
