@@ -215,8 +215,19 @@ def _judge(
             else:
                 old = value_at_or_before(history, cutoff)
             if old is not None:
-                delta = value - old.value
-                if not (delta if lower else -delta) <= 0:  # NaN goes on, as in change()
+                # change()'s tests on bare numbers; it repeats them when wording the reason
+                base = old.value
+                delta = value - base
+                worse_by = delta if lower else -delta
+                max_pct = plan.max_pct
+                if worse_by <= 0:
+                    fires = False
+                elif max_pct is not None:
+                    fires = base != 0 and not worse_by / abs(base) * 100.0 <= max_pct
+                else:
+                    max_abs = plan.max_abs
+                    fires = max_abs is not None and not worse_by <= max_abs
+                if fires:
                     finding = change(
                         history, now, over, plan.max_pct, plan.max_abs, lower,
                         plan.change_severity, plan.unit,
@@ -283,12 +294,15 @@ def evaluate(
         else _data_problem(kpi, last, now, error)
     )
     findings: tuple[Finding, ...]
+    reasons: tuple[str, ...] | None
     if problem is None and last is None:
         raw = _UNKNOWN
         findings = (_new(Finding, ("no_data", _UNKNOWN, "no data yet")),)
+        reasons = ("no data yet",)
     elif problem is not None and (plan.no_data is not NoData.KEEP_LAST or last is None):
         raw = _RED if plan.no_data is NoData.RED else _UNKNOWN
         findings = (_new(Finding, (problem[0], raw, problem[1])),)
+        reasons = (problem[1],)
     else:
         assert last is not None
         judged = last
@@ -303,6 +317,7 @@ def evaluate(
                 reason = f"value {fmt_value(number, '')}{plan.green_tail}"
             green = _new(Finding, ("threshold" if plan.thresholds else "value", _GREEN, reason))
             findings = (green,)
+            reasons = (reason,)
         else:
             worst = 0
             for finding in rule_findings:
@@ -311,9 +326,11 @@ def evaluate(
                     worst = severity
                     raw = finding.status
             findings = tuple(rule_findings)
+            reasons = None
         if problem is not None:
             # with keep_last, the data problem comes first: it qualifies everything after it
             findings = (_new(Finding, (problem[0], _UNKNOWN, problem[2])), *findings)
+            reasons = None
 
     # hysteresis (see hysteresis.apply_hysteresis, inlined: same steps)
     pending: Status | None = None
@@ -378,7 +395,8 @@ def evaluate(
 
     value = None if judged is None else judged.value
     observed_at = None if judged is None else judged.observed_at
-    reasons = (findings[0].reason,) if len(findings) == 1 else tuple([f.reason for f in findings])
+    if reasons is None:
+        reasons = tuple([f.reason for f in findings])
     state = _new(KpiState, (
         kpi_id,
         status,

@@ -167,7 +167,10 @@ def track(
         findings = [Finding(RULE, severity, reason)]
     if at < by_at:
         projected = projection(history, by_at, at)
-        if projected is not None and _worse(projected, target, lower_is_better):
+        if projected is None:
+            return findings
+        slack = 1e-9 * (abs(target) if abs(target) > 1.0 else 1.0)  # _worse(), inline
+        if projected > target + slack if lower_is_better else projected < target - slack:
             shown_projected, shown_target = fmt_pair(projected, target)
             finding = Finding(
                 RULE,
