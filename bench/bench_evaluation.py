@@ -1,6 +1,6 @@
 """Benchmark of kpiwatch.evaluation.evaluate() against a plain loop and the Prometheus reference.
 
-Run:  .venv/bin/python bench/bench_evaluation.py [--kpis 10000] [--rounds 7] [--profile]
+Run:  .venv/bin/python bench/bench_evaluation.py [--kpis 10000] [--rounds 7] [--profile] [--digest]
 
 Builds KPIs with every rule on (thresholds, a target with a glide path,
 worsening_streak, change, off_track, ``for: 2``, escalation), each with 52
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import hashlib
 import pstats
 import random
 import statistics
@@ -224,17 +225,40 @@ def status_mix(
     return ", ".join(f"{counts[s]} {s}" for s in ("green", "yellow", "red") if counts[s])
 
 
+def digest(
+    sets: dict[str, list[tuple[Kpi, list[Observation]]]],
+    states: dict[str, list[KpiState | None]],
+) -> str:
+    """A SHA-256 of every evaluate() result of the timed rounds (findings, state, events).
+
+    Equal digests before and after a change of the core mean identical outputs on
+    this data set, to the last bit of every float (``repr`` round-trips).
+    """
+    sha = hashlib.sha256()
+    for mode, kpis in sets.items():
+        for (kpi, history), state in zip(kpis, states[mode], strict=True):
+            sha.update(repr(evaluate(kpi, history, state, NOW)).encode())
+    return sha.hexdigest()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--kpis", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="cProfile one round of evaluate()")
+    parser.add_argument(
+        "--digest", action="store_true", help="print a SHA-256 of all outputs (compare runs)"
+    )
     args = parser.parse_args(argv)
     n = args.kpis
 
     print(f"building {n:,} KPIs x {WEEKS} weekly observations, three sets ...", file=sys.stderr)
     sets = {mode: build(n, mode) for mode in ("mixed", "alerting", "thresholds")}
     states = {mode: warm_states(kpis) for mode, kpis in sets.items()}
+
+    if args.digest:
+        print(f"outputs sha256 {digest(sets, states)} ({n:,} KPIs x 3 sets)")
+        return
 
     if args.profile:
         profiler = cProfile.Profile()
