@@ -552,6 +552,13 @@ def test_an_evaluation_over_a_state_that_moved_on_is_dropped(store: Store) -> No
         (None, Status.GREEN), (Status.GREEN, Status.RED)]
     assert store.history("revenue") == []
     assert [m.event.key for m in store.messages()] == [ev.key]
+    # a review tick over the old state would put the old status back: refused too
+    with pytest.raises(EvaluationSuperseded):
+        store.save_state(first._replace(next_review=at(9)), based_on=Basis.of(first))
+    assert store.get_state("revenue") == red
+    store.save_state(red._replace(next_review=at(9)), based_on=Basis.of(red))
+    red = red._replace(next_review=at(9))
+    assert store.get_state("revenue") == red
     # an evaluation taken before the stored one was (its ``now`` is older) is dropped too
     with pytest.raises(EvaluationSuperseded):
         store.save_evaluation(evaluation(state("revenue", Status.GREEN, at(1)), at(1)),

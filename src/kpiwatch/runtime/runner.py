@@ -7,6 +7,7 @@ same KPI from interleaving.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time as _time
 import weakref
@@ -423,7 +424,11 @@ class Runner:
                     continue
                 new_state, events = review_tick(kpi, current, now, self._tz, self._review_time)
                 deliveries = {e.key: workspace.router.route(e) for e in events}
-                self._store.save_state(new_state, events, deliveries)
+                try:
+                    self._store.save_state(new_state, events, deliveries,
+                                           based_on=Basis.of(current))  # fmt: skip
+                except EvaluationSuperseded:  # evaluated meanwhile: the next tick looks again
+                    continue
                 due += len(events)
         return due
 
@@ -452,9 +457,14 @@ class Runner:
                               "after_mute": ended.comment or ended.cron,
                           })  # fmt: skip
             with self._lock_for(kpi.id):
-                current = self._store.get_state(kpi.id) or state
-                self._store.save_state(current, [event], {event.key: workspace.router.route(event)})
-            notified += 1
+                deliveries = {event.key: workspace.router.route(event)}
+                for _ in range(3):  # evaluated meanwhile (another replica): read it again
+                    current = self._store.get_state(kpi.id) or state
+                    with contextlib.suppress(EvaluationSuperseded):
+                        self._store.save_state(current, [event], deliveries,
+                                               based_on=Basis.of(current))  # fmt: skip
+                        notified += 1
+                        break
         return notified
 
     def _slots_for(self, pool: ThreadPoolExecutor, threads: int) -> PoolSlots:

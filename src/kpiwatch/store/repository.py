@@ -312,9 +312,16 @@ class Store:
         state: KpiState,
         events: Sequence[Event] = (),
         deliveries: Mapping[str, Sequence[Delivery]] | None = None,
+        *,
+        based_on: Basis | None = None,
     ) -> None:
-        """Store a state with its events and outbox rows (review ticks); no history row."""
+        """Store a state with its events and outbox rows (review ticks); no history row.
+
+        With ``based_on``, raises :class:`EvaluationSuperseded` (writing nothing) when
+        the KPI was evaluated since that state was read.
+        """
         with self._write("save state") as connection:
+            _locked_statuses(connection, [(state.kpi_id, based_on, None)])
             sql.upsert(connection, state_t, rows.state_row(state))
             self._insert_events(connection, events, deliveries or {})
 
@@ -884,12 +891,13 @@ class Store:
 
 
 def _locked_statuses(
-    connection: Connection, bases: Sequence[tuple[str, Basis | None, datetime]]
+    connection: Connection, bases: Sequence[tuple[str, Basis | None, datetime | None]]
 ) -> tuple[dict[str, Status], set[str]]:
     """The stored status of each KPI, its state row locked until the transaction ends,
     and the KPIs that must be inserted new (checked, with no state yet); raises
     :class:`EvaluationSuperseded` for KPIs (given as id, basis, evaluation time) whose
-    state moved past their basis, or was evaluated at the same time or later.
+    state moved past their basis, or was evaluated at the same time or later (no
+    time: a state update that is not an evaluation, such as a review tick).
 
     The lock makes a second writer of the same KPI wait for this one and then see
     the state it wrote: a transition is recorded once however many processes evaluate.
@@ -910,7 +918,9 @@ def _locked_statuses(
         if basis is None:
             continue
         stored = found.get(kpi_id, (None, None))[1]
-        if stored != basis.last_evaluated or (stored is not None and stored >= at):
+        if stored != basis.last_evaluated or (
+            at is not None and stored is not None and stored >= at
+        ):
             stale.append(kpi_id)
     if stale:
         raise EvaluationSuperseded(stale)
