@@ -1,24 +1,36 @@
-"""Resident memory of kpiwatch's daemon objects with 10,000 KPIs over an hour of cycles.
+"""Resident memory of the kpiwatch daemon with 10,000 KPIs over an hour of cycles.
 
 Run:  .venv/bin/python bench/bench_memory.py [--kpis 10000] [--every 5] [--hours 1]
       [--source push|sql]
       [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench_kpiwatch_mem]
-      [--tracemalloc]
+      [--first-start] [--objects] [--no-deliver] [--no-scrape] [--tracemalloc]
 
 The measurement runs in a fresh child process (so RSS holds nothing of the
-parent's). It builds what the daemon holds: the rules loaded from a temporary
-rules directory (thresholds, ``worsening_streak``, ``for: 2``, a monthly review;
+parent's). It builds what ``kpiwatch run`` holds: the CLI and
+``kpiwatch.runtime.daemon`` imported, then ``kpiwatch.runtime.App`` from
+Settings (store, rules, channels, outbox, notice builder, suppressor, leases,
+metrics registry) and the web app served by the daemon's ``WebServer`` on its
+thread (port 0). The scheduler is left out: its jobs run on the wall clock, so
+the bench drives the cycles itself. The rules come from a temporary rules
+directory (thresholds, ``worsening_streak``, ``for: 2``, a monthly review;
 ``--source push``, the default: values stored each cycle as the push API does;
 ``--source sql``: one ``type: sql`` source on a SQLite warehouse file and one
-query per KPI, the real fetch path but ~10x slower per cycle), the
-store (SQLite file by default, or ``--database-url``, which must be an empty
-database), the workspace (sources, router, fetch pools) and the Runner with 8
-workers. Then it runs ``Runner.evaluate_all`` once per poll interval
-(``every: 5m`` -> 12 cycles an hour), advancing a fixed clock by the interval
-and moving every warehouse value a little between cycles, and reports VmRSS
-(``/proc/self/status``) after start, after the first cycle, every 10 cycles and
-at the end. ``--tracemalloc`` also reports Python's traced peak (it slows the
-cycles about 2x and adds its own memory to RSS, so it is off by default).
+query per KPI, the real fetch path but ~10x slower per cycle). The store is a
+SQLite file by default, or ``--database-url`` (an empty database); another
+process creates its schema first, as on a restart (``--first-start``: the
+measured process migrates, so Alembic stays loaded in it).
+
+Then, once per poll interval (``every: 5m`` -> 12 cycles an hour), it runs
+``App.runner.evaluate_all`` on a fixed clock advanced by the interval, delivers
+the outbox (the job the scheduler runs every 0.25 s; ``--no-deliver`` skips it)
+and GETs ``/metrics`` as Prometheus would (and ``/`` after the last cycle;
+``--no-scrape`` skips both), moving every value a little between cycles. It
+reports VmRSS (``/proc/self/status``) after the imports, after start (rules
+loaded, everything wired), after the first cycle, every 10 cycles and at the end.
+``--objects`` measures the older, narrower set instead: only the store,
+workspace and Runner. ``--tracemalloc`` also reports Python's traced memory (it
+slows the cycles about 2x and adds its own memory to RSS, so it is off by
+default). Set ``MALLOC_ARENA_MAX`` in the environment to see glibc's arenas' share.
 
 Baseline (quoted, not measured): Prometheus uses about 127 MiB for the same rules.
 """
@@ -35,6 +47,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
@@ -126,47 +139,72 @@ def child(args: argparse.Namespace) -> None:
     """The measurement itself, in a fresh process."""
     if args.tracemalloc:
         tracemalloc.start()
+    for name in [n for n in os.environ if n.startswith("KPIWATCH_")]:
+        del os.environ[name]  # the settings are this bench's, not the shell's
     print(f"{'point':<34} {'RSS MiB':>8} {'cycle s':>8}  notes", flush=True)
     print(f"{'interpreter':<34} {rss_mib():>8.1f}", flush=True)
 
     import structlog
 
-    from kpiwatch.config.loader import load_rules
     from kpiwatch.config.settings import Settings
     from kpiwatch.model import Observation
-    from kpiwatch.runtime.runner import Runner
-    from kpiwatch.runtime.workspace import build_workspace
-    from kpiwatch.store.repository import Store
     from kpiwatch.testing import FixedClock
 
+    if args.objects:
+        from kpiwatch.config.loader import load_rules
+        from kpiwatch.runtime.runner import Runner
+        from kpiwatch.runtime.workspace import build_workspace
+        from kpiwatch.store.repository import Store
+    else:  # what `kpiwatch daemon` has imported when it builds the App
+        import kpiwatch.cli
+        import kpiwatch.runtime.daemon  # noqa: F401
+        from kpiwatch.runtime.app import App
+        from kpiwatch.web.app import create_app
+        from kpiwatch.web.server import WebServer
+
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
-    print(f"{'kpiwatch imported':<34} {rss_mib():>8.1f}", flush=True)
+    what = "runner, workspace, store" if args.objects else "kpiwatch.runtime.app + web"
+    print(f"{'kpiwatch imported':<34} {rss_mib():>8.1f}           {what}", flush=True)
 
     rng = random.Random(11)
     with tempfile.TemporaryDirectory(prefix="kpiwatch-mem-") as tmp:
         root = Path(tmp)
+        os.chdir(root)  # no stray .env is read
         warehouse = root / "warehouse.db"
         values = make_warehouse(warehouse, args.kpis, rng)
         rules_dir = root / "rules"
         rules_dir.mkdir()
         write_rules(rules_dir, warehouse, values, args.every, args.source)
         url = args.database_url or f"sqlite:///{root / 'state.db'}"
+        settings = Settings(database_url=url, rules_dir=rules_dir, max_workers=WORKERS,
+                            http_host="127.0.0.1", http_port=0)  # fmt: skip
+        clock = FixedClock(START)
+        if not args.first_start:  # a restart: another process created the schema
+            migrate = f"from kpiwatch.store.repository import Store; Store.open({url!r}).close()"
+            subprocess.run([sys.executable, "-c", migrate], check=True)
         t0 = time.perf_counter()
-        loaded = load_rules(rules_dir)
+        if args.objects:
+            loaded = load_rules(rules_dir)
+            store = Store.open(url)
+            workspace = build_workspace(loaded, settings, store.latest, frozenset())
+            runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"),
+                            review_time=dtime(9, 0), max_workers=WORKERS)  # fmt: skip
+            deliver = None
+            scrape = None
+        else:
+            app = App(settings, clock)
+            store, runner = app.store, app.runner
+            # the daemon's HTTP server on its thread, as App.start() runs it (the scheduler
+            # is left out: its jobs would evaluate on the wall clock, not this bench's)
+            web = WebServer(create_app(app.web_context()), settings.http_host, 0)
+            web.start()
+            deliver = None if args.no_deliver else app._deliver  # the scheduler's outbox job
+            scrape = None if args.no_scrape else web.url
         gc.collect()
         load_s = time.perf_counter() - t0
-        print(f"{'rules loaded (load_rules)':<34} {rss_mib():>8.1f} {load_s:>8.1f}"
-              f"  traced Python objects {traced_mib()}", flush=True)  # fmt: skip
-        store = Store.open(url)
-        settings = Settings(database_url=url, rules_dir=rules_dir, max_workers=WORKERS)
-        workspace = build_workspace(loaded, settings, store.latest, frozenset())
-        clock = FixedClock(START)
-        runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=dtime(9, 0),
-                        max_workers=WORKERS)  # fmt: skip
-        gc.collect()
         start_rss = rss_mib()
-        print(f"{'started (+ store, workspace, runner)':<34} {start_rss:>8.1f}"
-              f"          {args.kpis:,} KPIs loaded", flush=True)  # fmt: skip
+        print(f"{'started (rules loaded, wired)':<34} {start_rss:>8.1f} {load_s:>8.1f}"
+              f"  {args.kpis:,} KPIs; traced {traced_mib()}", flush=True)  # fmt: skip
         cycles = args.hours * 60 // args.every
         durations: list[float] = []
         for c in range(1, cycles + 1):
@@ -179,6 +217,12 @@ def child(args: argparse.Namespace) -> None:
             durations.append(time.perf_counter() - t0)
             if stats.failed or stats.evaluated != args.kpis:
                 raise SystemExit(f"cycle {c} went wrong: {stats}")
+            if deliver is not None:
+                deliver()
+            if scrape is not None:  # Prometheus scrapes /metrics; someone opens the board
+                get(scrape + "/metrics")
+                if c == cycles:
+                    get(scrape + "/")
             gc.collect()
             if c == 1 or c % 10 == 0 or c == cycles:
                 mix = ", ".join(f"{v} {k}" for k, v in sorted(stats.by_status.items()))
@@ -192,8 +236,10 @@ def child(args: argparse.Namespace) -> None:
             state = Path(url[len("sqlite:///") :])
             on_disk = sum(p.stat().st_size for p in state.parent.glob(state.name + "*"))
             size = f"; state.db on disk {on_disk / 2**20:.1f} MiB"
+        threads = len(os.listdir("/proc/self/task"))
         print(f"\nend: RSS {end_rss:.1f} MiB (peak VmHWM {hwm_mib():.1f} MiB), growth over"
-              f" {cycles} cycles {end_rss - start_rss:+.1f} MiB{size}")  # fmt: skip
+              f" {cycles} cycles {end_rss - start_rss:+.1f} MiB{size}; {threads} threads;"
+              f" MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', '(unset)')}")  # fmt: skip
         if args.tracemalloc:
             current, peak = tracemalloc.get_traced_memory()
             print(f"tracemalloc: current {current / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB"
@@ -201,8 +247,20 @@ def child(args: argparse.Namespace) -> None:
         print(f"baseline: Prometheus ~{PROMETHEUS_MIB:.0f} MiB for the same rules"
               f" (quoted); kpiwatch/Prometheus = {end_rss / PROMETHEUS_MIB:.2f}"
               f"; median cycle {sorted(durations)[len(durations) // 2]:.1f} s")  # fmt: skip
-        workspace.close()
-        store.close()
+        if args.objects:
+            workspace.close()
+            store.close()
+        else:
+            web.stop()
+            app.close()
+
+
+def get(url: str) -> None:
+    """One GET the way a scraper or a browser does it; any non-200 stops the bench."""
+    with urllib.request.urlopen(url, timeout=120) as response:
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"GET {url}: {response.status}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -223,6 +281,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         " sql: one query per KPI on a SQLite warehouse (slow: ~10x)",
     )
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument(
+        "--objects",
+        action="store_true",
+        help="the older, narrower measure: only the store, workspace and Runner"
+        " (no App, channels, outbox, metrics or web server)",
+    )
+    parser.add_argument(
+        "--first-start",
+        action="store_true",
+        help="the state database is migrated by the measured process (Alembic stays"
+        " loaded); by default another process migrated it first, as on a restart",
+    )
+    parser.add_argument(
+        "--no-deliver",
+        action="store_true",
+        help="skip the outbox delivery after each cycle (to split the cost)",
+    )
+    parser.add_argument(
+        "--no-scrape",
+        action="store_true",
+        help="skip GET /metrics after each cycle and GET / at the end",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

@@ -12,7 +12,6 @@ from kpiwatch.errors import ConfigError, DeliveryError
 from kpiwatch.notify.channels.base import Channel
 from kpiwatch.notify.channels.email import EmailChannel
 from kpiwatch.notify.channels.log import LogChannel
-from kpiwatch.notify.channels.slack import SlackChannel
 from kpiwatch.notify.channels.webhook import WebhookChannel
 from kpiwatch.notify.digests import ONCALL, oncall_digest, review_digests
 from kpiwatch.notify.render.email import oncall_email, review_email
@@ -41,7 +40,9 @@ def build_channels(settings: Settings, store: Store) -> dict[str, Channel]:
     channels["webhook"] = WebhookChannel(secret=secret)
     token = settings.slack_token.get_secret_value() if settings.slack_token else None
     hook = settings.slack_webhook_url.get_secret_value() if settings.slack_webhook_url else None
-    if token or hook:
+    if token or hook:  # slack_sdk is imported only when Slack is configured
+        from kpiwatch.notify.channels.slack import SlackChannel
+
         channels["slack"] = SlackChannel(
             token=token, webhook_url=None if token else hook, api_url=settings.slack_api_url,
             threads=StoreThreads(store),
@@ -65,7 +66,11 @@ def email_channel(settings: Settings) -> EmailChannel | None:
 
 def verify_slack(channels: dict[str, Channel]) -> None:
     """Check the Slack token at start: a bad one is a configuration error, not a retry."""
-    slack = channels.get("slack")
+    if "slack" not in channels:
+        return
+    from kpiwatch.notify.channels.slack import SlackChannel
+
+    slack = channels["slack"]
     if not isinstance(slack, SlackChannel):
         return
     try:

@@ -17,12 +17,8 @@ from kpiwatch.config.rules import (
 )
 from kpiwatch.errors import ConfigError
 from kpiwatch.sources.base import Latest, Source
-from kpiwatch.sources.csv_file import CsvTableSource
 from kpiwatch.sources.formula import FormulaSource
-from kpiwatch.sources.http import HttpJsonSource
-from kpiwatch.sources.prometheus import PrometheusQuerySource
 from kpiwatch.sources.push import PushSource
-from kpiwatch.sources.sql import SqlQuerySource
 
 log = structlog.get_logger(__name__)
 
@@ -37,18 +33,28 @@ def build_sources(
     source, the directory its relative file paths are read from (the rule
     file's own directory).
     """
+    # Each adapter is imported only when a source of its type is declared: the HTTP
+    # clients (requests, urllib3) cost a daemon that only takes pushes several MiB.
     sources: dict[str, Source] = {}
     for name, config in rules.sources.items():
         if name in BUILTIN_SOURCES:
             raise ConfigError(f"source name {name!r} is reserved for the builtin source")
         if isinstance(config, SqlSource):
+            from kpiwatch.sources.sql import SqlQuerySource
+
             sources[name] = SqlQuerySource(name, config)
         elif isinstance(config, HttpSource):
+            from kpiwatch.sources.http import HttpJsonSource
+
             sources[name] = HttpJsonSource(name, config)
         elif isinstance(config, CsvSource):
+            from kpiwatch.sources.csv_file import CsvTableSource
+
             base_dir = (base_dirs or {}).get(name)
             sources[name] = CsvTableSource(name, config, base_dir=base_dir)
         elif isinstance(config, PrometheusSource):
+            from kpiwatch.sources.prometheus import PrometheusQuerySource
+
             sources[name] = PrometheusQuerySource(name, config)
         else:  # the Source union is exhaustive; a new type must be wired here
             raise ConfigError(f"source {name!r}: no adapter for type {config.type!r}")

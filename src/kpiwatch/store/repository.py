@@ -15,7 +15,6 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 from kpiwatch.errors import EvaluationSuperseded, StoreError, redact
@@ -35,7 +34,6 @@ from kpiwatch.model import (
     Status,
     StatusChange,
 )
-from kpiwatch.store import migrate as migrations
 from kpiwatch.store import rows, sql
 from kpiwatch.store.dbtime import utc_now
 from kpiwatch.store.engine import create_store_engine
@@ -89,6 +87,11 @@ class EvaluationToSave(NamedTuple):
     based_on: Basis | None = None  # None: saved without checking
 
 
+# The newest migration in store/migrations/versions: a database already there is not
+# migrated, so Alembic is not imported. tests/unit/store/test_migrate_head.py keeps it true.
+HEAD_REVISION = "0003"
+
+
 class Store:
     """Observations, KPI state, history, events, the outbox, source health, and what
     people add: silences, acks, annotations; plus the notifiers' bookkeeping."""
@@ -119,12 +122,27 @@ class Store:
 
     def migrate(self) -> None:
         """Apply every pending migration (idempotent)."""
+        if self.at_head():
+            return  # the usual restart: Alembic and Mako (~9 MiB resident) stay unimported
+        from alembic.util import CommandError
+
+        from kpiwatch.store import migrate as migrations
+
         try:
             migrations.upgrade(self._engine)
         except CommandError as exc:  # e.g. the database was migrated by a newer kpiwatch
             raise StoreError(f"cannot migrate {self.url}: {redact(str(exc))}") from exc
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"cannot migrate {self.url}: {_first_line(exc)}") from exc
+
+    def at_head(self) -> bool:
+        """Whether the schema is at :data:`HEAD_REVISION`, read without Alembic."""
+        try:
+            with self._engine.connect() as connection:
+                found = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
+                return list(found.scalars()) == [HEAD_REVISION]
+        except sa.exc.SQLAlchemyError:
+            return False  # no table yet (an empty database): Alembic decides
 
     def close(self) -> None:
         """Close every pooled connection."""

@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from itertools import compress
 from operator import attrgetter, is_, is_not, itemgetter
 from zoneinfo import ZoneInfo
@@ -384,20 +385,26 @@ class _RuleSetView:
 
     def __init__(self, rules: RuleSet, tz: ZoneInfo, previous: _RuleSetView | None) -> None:
         self.rules = rules
+        self._tz = tz
         before = previous.built if previous is not None else {}
-        self.built: dict[str, tuple[tuple[object, ...], _KpiSeries, _KpiText]] = {}
+        # only the text is kept: the samples it is written from would double what a
+        # rule set costs here (~3 KiB a KPI, ~30 MiB at 10,000); collect() rebuilds them
+        self.built: dict[str, tuple[tuple[object, ...], _KpiText]] = {}
         for kpi in rules.kpis:
             key = _shown(kpi)
             known = before.get(kpi.id)
             if known is None or known[0] != key:
-                series = _KpiSeries.of(kpi, tz)
-                known = (key, series, _KpiText.of(series))
+                known = (key, _KpiText.of(_KpiSeries.of(kpi, tz)))
             self.built[kpi.id] = known
         ids = tuple(map(attrgetter("id"), rules.kpis))
-        ordered = list(map(self.built.__getitem__, ids))
-        self.series = tuple(map(itemgetter(1), ordered))
-        texts = tuple(map(itemgetter(2), ordered))
+        texts = tuple(map(itemgetter(1), map(self.built.__getitem__, ids)))
         self.text: _RuleSetText = _RuleSetText(ids, texts, previous.text if previous else None)
+
+    @cached_property
+    def series(self) -> tuple[_KpiSeries, ...]:
+        """collect()'s samples per KPI, built on its first use (render() needs none: a
+        scrape in the text or OpenMetrics format never builds them)."""
+        return tuple(_KpiSeries.of(kpi, self._tz) for kpi in self.rules.kpis)
 
 
 @dataclass(frozen=True, slots=True)

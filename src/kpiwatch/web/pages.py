@@ -13,10 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import jinja2
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
@@ -28,6 +27,9 @@ from kpiwatch.notify.text import format_value, headline
 from kpiwatch.overview import KpiOverview, overview
 from kpiwatch.web.context import WebContext
 from kpiwatch.web.svg import COLOURS, Glide, chart_svg, sparkline_svg
+
+if TYPE_CHECKING:
+    import jinja2
 
 UNASSIGNED = "Unassigned"
 SPARK_POINTS = 30  # a month of daily values: enough to see a trend at a glance
@@ -46,6 +48,8 @@ _WORDS = {
 
 @cache
 def _env() -> jinja2.Environment:
+    import jinja2  # on the first render: a daemon that renders none never loads it
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("kpiwatch.web", "templates"),
         autoescape=True,  # every template is HTML: names, reasons, comments are user text

@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from kpiwatch import __version__
 from kpiwatch.errors import DeliveryError
 from kpiwatch.notify.notice import Notice
-from kpiwatch.sources.web import shown_url
+
+if TYPE_CHECKING:
+    import requests
 
 SIGNATURE_HEADER = "X-Kpiwatch-Signature"
 
@@ -58,17 +58,31 @@ class WebhookChannel:
     def __init__(self, *, secret: str | None = None, timeout: float = 10.0) -> None:
         self._secret = secret
         self._timeout = timeout
-        self._session = requests.Session()
-        self._session.headers["User-Agent"] = f"kpiwatch/{__version__}"
+        self._session: requests.Session | None = None
+
+    def _client(self) -> requests.Session:
+        # requests is imported on the first webhook sent: the channel is always built,
+        # and a daemon that never sends one should not carry the HTTP client stack
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+            self._session.headers["User-Agent"] = f"kpiwatch/{__version__}"
+        return self._session
 
     def send(self, notice: Notice) -> None:
+        import requests
+
+        from kpiwatch.sources.web import shown_url
+
+        session = self._client()
         url = notice.message.target
         body = json.dumps(payload(notice), separators=(",", ":"), default=str).encode()
         headers = {"Content-Type": "application/json"}
         if self._secret:
             headers[SIGNATURE_HEADER] = signature(self._secret, body)
         try:
-            response = self._session.post(url, data=body, headers=headers, timeout=self._timeout)
+            response = session.post(url, data=body, headers=headers, timeout=self._timeout)
         except requests.RequestException as exc:  # refused, DNS, timeout: may pass
             raise DeliveryError(f"{shown_url(url)}: {type(exc).__name__}", channel=self.name,
                                 retryable=True) from None  # fmt: skip

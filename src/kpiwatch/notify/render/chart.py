@@ -11,10 +11,12 @@ import io
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
-
-from PIL import Image, ImageDraw, ImageFont
+from typing import TYPE_CHECKING
 
 from kpiwatch.evaluation.format import fmt_number
+
+if TYPE_CHECKING:
+    from PIL import Image, ImageDraw, ImageFont
 
 _SCALE = 2
 _BACKGROUND = "#ffffff"
@@ -48,6 +50,9 @@ def trend_chart(
         raise ValueError(f"chart too small: {width}x{height}")
     points = sorted((t, v) for t, v in values if math.isfinite(v))
     s = _SCALE
+    # Pillow is imported on the first chart drawn (an email): the daemon carries it only then
+    from PIL import Image, ImageDraw, ImageFont
+
     image = Image.new("RGB", (width * s, height * s), _BACKGROUND)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=10 * s)
@@ -190,6 +195,8 @@ def _centred(
 
 
 def _png(image: Image.Image, width: int, height: int) -> bytes:
+    from PIL import Image
+
     out = io.BytesIO()
     image.resize((width, height), Image.Resampling.LANCZOS).save(out, format="PNG", optimize=True)
     return out.getvalue()

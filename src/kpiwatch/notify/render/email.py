@@ -19,9 +19,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from kpiwatch.config.rules import Kpi
 from kpiwatch.model import (
@@ -39,6 +37,9 @@ from kpiwatch.notify.notice import Notice
 from kpiwatch.notify.render.chart import trend_chart
 from kpiwatch.notify.text import format_value, headline
 
+if TYPE_CHECKING:
+    import jinja2
+
 PREFIX = "[kpiwatch]"
 COLOURS = {"red": "#d93025", "yellow": "#f9ab00", "green": "#1e8e3e", "unknown": "#80868b"}
 EMOJI = {"red": "🔴", "yellow": "⚠️", "green": "✅", "unknown": "❔"}
@@ -49,6 +50,8 @@ _BREAKS = re.compile(r"[\r\n\t\v\f\x00-\x1f\x7f\u2028\u2029\x85]+")
 
 @cache
 def _env() -> jinja2.Environment:
+    import jinja2  # on the first render: a daemon that renders none never loads it
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_TEMPLATES),
         # HTML templates escape every value; text templates must not (``&amp;`` in plain text)

@@ -1,0 +1,39 @@
+"""Store.migrate() skips Alembic when the database is at HEAD_REVISION: it must be the head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kpiwatch.store import migrate as migrations
+from kpiwatch.store.repository import HEAD_REVISION, Store
+
+
+def test_head_revision_is_the_newest_migration() -> None:
+    # a new migration without bumping HEAD_REVISION would never run on existing databases
+    assert migrations.head_revision() == HEAD_REVISION
+
+
+def test_a_store_knows_when_it_is_at_head(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    empty = Store.open(url, migrate=False)
+    try:
+        assert not empty.at_head()  # no alembic_version table yet
+        empty.migrate()
+        assert empty.at_head()
+        assert migrations.current_revision(empty.engine) == HEAD_REVISION
+        empty.migrate()  # at head: nothing to do, and nothing fails
+        assert empty.at_head()
+    finally:
+        empty.close()
+
+
+def test_an_older_schema_is_still_migrated(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = Store.open(url, migrate=False)
+    try:
+        migrations.upgrade(store.engine, "0002")
+        assert not store.at_head()
+        store.migrate()
+        assert migrations.current_revision(store.engine) == HEAD_REVISION
+    finally:
+        store.close()
