@@ -966,7 +966,16 @@ def _chunks(items: Collection[str], size: int = _IN_CHUNK) -> Iterator[list[str]
 
 def _recent_observations(kpi_ids: Sequence[str], points: int) -> sa.CompoundSelect[Any]:
     """The newest ``points`` observations of each KPI: one index range per KPI, not a
-    window over their whole history."""
+    window over their whole history.
+
+    The list is padded with "" (no KPI has that id) to a power of two, at most
+    ``_UNION_CHUNK``: each length is a statement of its own in SQLAlchemy's
+    compiled cache, and a few large ones there beat up to 200.
+    """
+    size = 1
+    while size < len(kpi_ids):
+        size *= 2
+    padded = [*kpi_ids, *[""] * (min(size, max(_UNION_CHUNK, len(kpi_ids))) - len(kpi_ids))]
     parts = [
         sa.select(observations_t)
         .where(observations_t.c.kpi_id == kpi)
@@ -974,7 +983,7 @@ def _recent_observations(kpi_ids: Sequence[str], points: int) -> sa.CompoundSele
         .limit(points)
         .subquery()
         .select()
-        for kpi in kpi_ids
+        for kpi in padded
     ]
     return sa.union_all(*parts)
 
