@@ -8,7 +8,8 @@ from datetime import timedelta
 from kpiwatch.config.rules import RuleSet
 from kpiwatch.model import OutboxMessage
 from kpiwatch.notify.notice import Notice
-from kpiwatch.store.repository import NoticeContext, Store
+from kpiwatch.store.outbox_store import NoticeContext
+from kpiwatch.store.repository import Store
 
 RECENT_POINTS = 30  # sparkline / chart length
 ANNOTATION_WINDOW = timedelta(days=30)
