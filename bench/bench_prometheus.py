@@ -23,7 +23,9 @@ Prometheus' own ``/metrics`` every 0.5 s for ``--seconds``, keeping each
 evaluation once (keyed by ``prometheus_rule_group_last_evaluation_timestamp_seconds``)
 with its ``prometheus_rule_group_last_duration_seconds``, then reads the resident
 memory (``process_resident_memory_bytes``, and VmRSS/VmHWM from /proc). Prints
-median and p90 group evaluation time and RSS. Prometheus and the exporter are
+median and p90 group evaluation time and RSS. For the joined rules it also
+times their PromQL alone through the query API (``stats=all``, median of 7):
+the query cost without the rule's bookkeeping and write-back. Prometheus and the exporter are
 always stopped and the temp dir removed.
 """
 
@@ -171,6 +173,17 @@ def query_scalar(url: str, promql: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
+def query_ms(url: str, promql: str, rounds: int = 7) -> float:
+    """Median PromQL evaluation time of an instant query, as Prometheus reports it
+    (``stats=all``): the query alone, without writing rule results back."""
+    times = []
+    for _ in range(rounds):
+        params = urllib.parse.urlencode({"query": promql, "stats": "all"})
+        answer = json.loads(get(f"{url}/api/v1/query?{params}", timeout=30))
+        times.append(float(answer["data"]["stats"]["timings"]["evalTotalTime"]) * 1000)
+    return statistics.median(times)
+
+
 def own_metrics(url: str) -> dict[str, float]:
     """Prometheus' /metrics as ``name{labels}`` -> value (the lines we need are simple)."""
     samples = {}
@@ -226,6 +239,7 @@ class Result:
     median_ms: float
     p90_ms: float
     max_ms: float
+    query_ms: float | None
     missed: float
     firing: float
     rss_mib: float
@@ -328,6 +342,15 @@ def _observe(
         time.sleep(0.5)
     metrics = own_metrics(url)
     vm = proc_status(process.pid)
+    # The joined rules' PromQL alone (per-KPI would be 10,000 HTTP round trips).
+    joined_query_ms = (
+        sum(
+            query_ms(url, f'kpi_value > on(kpi) kpi_threshold{{severity="{severity}"}}')
+            for severity in ("red", "yellow")
+        )
+        if mode == "joined"
+        else None
+    )
     matches = 'ALERTS{alertstate="firing"}' if kind == "alert" else '{__name__=~"kpi:.+"}'
     firing = query_scalar(url, f"count({matches})") or 0.0
     values = sorted(v * 1000 for v in durations.values())
@@ -345,6 +368,7 @@ def _observe(
         median_ms=statistics.median(values),
         p90_ms=p90,
         max_ms=values[-1],
+        query_ms=joined_query_ms,
         missed=_missed(metrics) - missed_before,
         firing=firing,
         rss_mib=metrics["process_resident_memory_bytes"] / 2**20,
@@ -406,18 +430,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(body) / 2**20:.1f} MiB exposition"
     )
     print(
-        "| mode    | kind   |   KPIs | rules | evals | median ms | p90 ms | max ms | missed "
-        "| matches | RSS MiB | VmRSS MiB | VmHWM MiB | after min |"
+        "| mode    | kind   |   KPIs | rules | evals | median ms | p90 ms | max ms | query ms "
+        "| missed | matches | RSS MiB | VmRSS MiB | VmHWM MiB | after min |"
     )
     print(
-        "|---------|--------|-------:|------:|------:|----------:|-------:|-------:|-------:"
+        "|---------|--------|-------:|------:|------:|----------:|-------:|-------:|---------:|-------:"
         "|--------:|--------:|----------:|----------:|----------:|"
     )
     for r in results:
+        query = "-" if r.query_ms is None else f"{r.query_ms:.1f}"
         print(
             f"| {r.mode:<7} | {r.kind:<6} | {r.kpis:>6} | {r.rules:>5} | {r.evaluations:>5} "
-            f"| {r.median_ms:>9.1f} | {r.p90_ms:>6.1f} | {r.max_ms:>6.1f} | {r.missed:>6.0f} "
-            f"| {r.firing:>7.0f} | {r.rss_mib:>7.1f} | {r.vm_rss_mib:>9.1f} "
+            f"| {r.median_ms:>9.1f} | {r.p90_ms:>6.1f} | {r.max_ms:>6.1f} | {query:>8} "
+            f"| {r.missed:>6.0f} | {r.firing:>7.0f} | {r.rss_mib:>7.1f} | {r.vm_rss_mib:>9.1f} "
             f"| {r.vm_hwm_mib:>9.1f} | {r.minutes:>9.1f} |"
         )
     return 0
