@@ -24,6 +24,9 @@ RULES = """
 kpis:
   - {id: signups, name: Signups, owner: ava@example.com, direction: higher_is_better,
      source: push, every: 1m, thresholds: {red: 10}}
+  - {id: sales, name: Sales, owner: ava@example.com, direction: higher_is_better,
+     source: push, every: 1h, thresholds: {red: 10},
+     mute: [{cron: "0 8 * * *", for: 1810s, comment: morning load}]}
 """
 START = datetime(2026, 3, 2, 8, 0, 5, tzinfo=UTC)
 
@@ -138,3 +141,21 @@ def _wait_for_expiry(book: LeaseBook) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not book.abandoned("kpi:"):
         time.sleep(0.1)
+
+
+def test_a_mute_window_end_is_told_once_whichever_replica_checks(
+    apps: tuple[App, App, FixedClock],
+) -> None:
+    """Each replica's check runs every minute at its own phase; together they cover
+    time without overlap, so the "still red after the window" notice goes out once."""
+    first, second, clock = apps
+    first.runner.evaluate_kpi("sales")  # no value pushed: unknown, not green
+    for app in (first, second, first, second):  # 08:00:05 .. 08:30:05, minutes apart
+        app._tick_mute_ends()
+        clock.advance(timedelta(minutes=10, seconds=7))
+    for app in (second, first, second):  # the window ended at 08:30:10: both check again
+        app._tick_mute_ends()
+        clock.advance(timedelta(seconds=40))
+    notices = [e for e in first.store.events(kpi_id="sales") if "after_mute" in e.data]
+    assert len(notices) == 1
+    assert notices[0].data["after_mute"] == "morning load"

@@ -270,10 +270,11 @@ class App:
     def _tick_mute_ends(self) -> None:
         try:
             now = self.clock.now()
-            with self.leases.hold(MUTE_ENDS_LEASE, slot=self._tick_slot()) as claim:
+            # the slot is the check's own time: each check covers (previous check, now],
+            # whichever replica made the previous one, so no window end is told twice
+            with self.leases.hold(MUTE_ENDS_LEASE, slot=now) as claim:
                 if claim is None:
                     return
-                # from where the last replica to check left off, not where this one did
                 since = claim.previous_done or self._mute_checked
                 self._mute_checked = now
                 self.runner.tick_mute_ends(since)
