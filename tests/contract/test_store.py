@@ -36,7 +36,8 @@ from kpiwatch.model import (
 )
 from kpiwatch.store import InstanceLock, Store, create_store_engine
 from kpiwatch.store import migrate as migrations
-from kpiwatch.store.repository import Basis, EvaluationToSave
+from kpiwatch.store.fencing import Basis
+from kpiwatch.store.repository import EvaluationToSave
 from kpiwatch.store.repository import Store as StoreImpl
 from kpiwatch.store.schema import metadata
 

@@ -32,7 +32,8 @@ from kpiwatch.notify.silencing import active_mute
 from kpiwatch.runtime.fetching import PoolSlots, fetch_in_pool
 from kpiwatch.runtime.workspace import Workspace
 from kpiwatch.sources.base import FetchResult, Source
-from kpiwatch.store.repository import Basis, EvaluationToSave, Store
+from kpiwatch.store.fencing import Basis
+from kpiwatch.store.repository import EvaluationToSave, Store
 
 log = structlog.get_logger("kpiwatch.runner")
 

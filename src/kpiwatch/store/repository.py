@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from kpiwatch.errors import EvaluationSuperseded, StoreError, redact
+from kpiwatch.errors import StoreError, redact
 from kpiwatch.model import (
     Ack,
     Annotation,
@@ -29,12 +29,12 @@ from kpiwatch.model import (
     MatcherKind,
     Observation,
     Silence,
-    Status,
     StatusChange,
 )
 from kpiwatch.store import rows, sql
 from kpiwatch.store.base import chunks
 from kpiwatch.store.engine import create_store_engine
+from kpiwatch.store.fencing import Basis, insert_new_states, locked_statuses
 from kpiwatch.store.outbox_store import OutboxStore
 from kpiwatch.store.schema import acks as acks_t
 from kpiwatch.store.schema import digest_marks as marks_t
@@ -48,17 +48,6 @@ from kpiwatch.store.schema import slack_threads as threads_t
 from kpiwatch.store.schema import source_health as health_t
 from kpiwatch.store.schema import status_changes as changes_t
 from kpiwatch.store.transactions import first_line
-
-
-class Basis(NamedTuple):
-    """The stored state an evaluation started from, by its ``last_evaluated``
-    (None: no state yet). Saving checks it is still the stored one."""
-
-    last_evaluated: datetime | None
-
-    @classmethod
-    def of(cls, state: KpiState | None) -> Basis:
-        return cls(None if state is None else state.last_evaluated)
 
 
 class EvaluationToSave(NamedTuple):
@@ -251,11 +240,11 @@ class Store(OutboxStore):
         """
         state = evaluation.state
         with self._write("save evaluation") as connection:
-            before, new = _locked_statuses(connection, [(state.kpi_id, based_on, evaluation.at)])
+            before, new = locked_statuses(connection, [(state.kpi_id, based_on, evaluation.at)])
             self._insert_observations(connection, observations)
             before_status = before.get(state.kpi_id)
             if new:
-                _insert_new_states(connection, [rows.state_row(state)])
+                insert_new_states(connection, [rows.state_row(state)])
             else:
                 sql.upsert(connection, state_t, rows.state_row(state))
             if before_status != state.status:
@@ -285,10 +274,10 @@ class Store(OutboxStore):
         }
         with self._write("save evaluations") as connection:
             bases = [(i.evaluation.state.kpi_id, i.based_on, i.evaluation.at) for i in batch]
-            before, new = _locked_statuses(connection, bases)
+            before, new = locked_statuses(connection, bases)
             sql.insert_ignore_rows(connection, observations_t, list(observations.values()))
             states = [rows.state_row(item.evaluation.state) for item in batch]
-            _insert_new_states(connection, [row for row in states if row["kpi_id"] in new])
+            insert_new_states(connection, [row for row in states if row["kpi_id"] in new])
             sql.upsert_many(connection, state_t, [r for r in states if r["kpi_id"] not in new])
             changes = [
                 rows.status_change_row(i.evaluation.state, i.evaluation.at, before.get(kpi_id))
@@ -315,7 +304,7 @@ class Store(OutboxStore):
         the KPI was evaluated since that state was read.
         """
         with self._write("save state") as connection:
-            _locked_statuses(connection, [(state.kpi_id, based_on, None)])
+            locked_statuses(connection, [(state.kpi_id, based_on, None)])
             sql.upsert(connection, state_t, rows.state_row(state))
             self._insert_events(connection, events, deliveries or {})
 
@@ -576,51 +565,6 @@ class Store(OutboxStore):
     def _insert_outbox(connection: Connection, outbox_rows: Sequence[Mapping[str, Any]]) -> None:
         if outbox_rows:
             connection.execute(sa.insert(outbox_t), list(outbox_rows))
-
-def _locked_statuses(
-    connection: Connection, bases: Sequence[tuple[str, Basis | None, datetime | None]]
-) -> tuple[dict[str, Status], set[str]]:
-    """The stored status of each KPI, its state row locked until the transaction ends,
-    and the KPIs that must be inserted new (checked, with no state yet); raises
-    :class:`EvaluationSuperseded` for KPIs (given as id, basis, evaluation time) whose
-    state moved past their basis, or was evaluated at the same time or later (no
-    time: a state update that is not an evaluation, such as a review tick).
-
-    The lock makes a second writer of the same KPI wait for this one and then see
-    the state it wrote: a transition is recorded once however many processes evaluate.
-    """
-    found: dict[str, tuple[Status, datetime | None]] = {}
-    dialect = connection.dialect.name
-    for chunk in chunks(sorted(kpi_id for kpi_id, _, _ in bases)):  # one lock order everywhere
-        query = (
-            sa.select(state_t.c.kpi_id, state_t.c.status, state_t.c.last_evaluated)
-            .where(sql.one_of(state_t.c.kpi_id, dialect, chunk))
-            .order_by(state_t.c.kpi_id)
-            .with_for_update()
-        )
-        for kpi_id, status, last_evaluated in connection.execute(query):
-            found[kpi_id] = (Status(status), last_evaluated)
-    stale = []
-    for kpi_id, basis, at in bases:
-        if basis is None:
-            continue
-        stored = found.get(kpi_id, (None, None))[1]
-        if stored != basis.last_evaluated or (
-            at is not None and stored is not None and stored >= at
-        ):
-            stale.append(kpi_id)
-    if stale:
-        raise EvaluationSuperseded(stale)
-    new = {kpi_id for kpi_id, basis, _ in bases if basis is not None and kpi_id not in found}
-    return {kpi_id: status for kpi_id, (status, _) in found.items()}, new
-
-
-def _insert_new_states(connection: Connection, states: Sequence[Mapping[str, Any]]) -> None:
-    """Insert first states; one that another writer inserted meanwhile (there was no
-    row to lock) supersedes this evaluation, as a moved state does."""
-    if states and sql.insert_ignore_many(connection, state_t, states) != len(states):
-        raise EvaluationSuperseded(sorted(str(row["kpi_id"]) for row in states))
-
 
 def _new_id(result: sa.CursorResult[Any]) -> int:
     key = result.inserted_primary_key
