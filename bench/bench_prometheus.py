@@ -36,7 +36,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+# the tests' helpers for running Prometheus: one way to start and stop it
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+from processes import stop
+from prometheus_server import free_port, prometheus_command
 
 SCRAPE_INTERVAL_S = 5
 EVALUATION_INTERVAL_S = 2
@@ -154,12 +158,6 @@ def prometheus_yml(target: str, rule_file: Path) -> str:
 # --- talking to Prometheus -----------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def get(url: str, timeout: float = 5.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         body: bytes = response.read()
@@ -214,16 +212,6 @@ def proc_status(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             found[key] = int(rest.split()[0]) * 1024
     return found
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 # --- one measurement -----------------------------------------------------------------
@@ -281,17 +269,8 @@ def measure(
         url = f"http://127.0.0.1:{port}"
         with (workdir / "prometheus.log").open("wb") as log:
             started = time.monotonic()
-            process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            process = subprocess.Popen(prometheus_command(binary, config, workdir, port),
+                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
             try:
                 return _observe(url, process, mode, kind, kpis, seconds, started, len(red))
             except RuntimeError as error:

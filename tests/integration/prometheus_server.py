@@ -85,6 +85,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def prometheus_command(binary: str, config: Path, workdir: Path, port: int) -> list[str]:
+    """How the tests and bench/bench_prometheus.py start Prometheus: a TSDB of its own
+    in ``workdir``, listening on 127.0.0.1 only."""
+    return [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
+
+
 @contextmanager
 def running_prometheus(workdir: Path) -> Iterator[Prometheus]:
     """Exporter plus Prometheus (scrape interval 1s), stopped on exit."""
@@ -119,17 +131,8 @@ def scraping_prometheus(workdir: Path, target: str, *, job: str, ready_query: st
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (workdir / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    process = subprocess.Popen(prometheus_command(binary, config, workdir, port), stdout=log,
+                               stderr=subprocess.STDOUT)  # fmt: skip
     try:
         _wait_ready(url, process, workdir / "prometheus.log", ready_query)
         yield url
