@@ -37,7 +37,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
 
 from kpiwatch import __version__
 from kpiwatch.clock import Clock, SystemClock
@@ -47,6 +46,7 @@ from kpiwatch.evaluation.target import day_start, glide_expected
 from kpiwatch.model import Evaluation, Status
 from kpiwatch.store.repository import Store
 from kpiwatch.store.snapshot import ShownState, StateSnapshots
+from kpiwatch.web.exposition import line_end, line_prefix, sample_line
 
 log = structlog.get_logger("kpiwatch.exporter")
 
@@ -219,28 +219,6 @@ class _KpiSeries:
 # -- render(): the per-KPI sample lines, written as prometheus_client writes them
 
 
-_go_float: Callable[[float], str] = floatToGoString  # e.g. 1.5e+07 (untyped upstream)
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-def _prefix(name: str, labels: dict[str, str]) -> bytes:
-    """A sample line up to its value: ``name{labels} `` (label names sorted, values escaped)."""
-    pairs = ",".join(f'{label}="{_escape(value)}"' for label, value in sorted(labels.items()))
-    return f"{name}{{{pairs}}} ".encode() if pairs else f"{name} ".encode()
-
-
-def _number(value: float) -> bytes:
-    """A sample's value and the end of its line."""
-    return (_go_float(value) + "\n").encode()
-
-
-def _line(sample: Sample) -> bytes:
-    return _prefix(sample.name, sample.labels) + _number(sample.value)
-
-
 # a KPI's lines of the families its state decides: value, status, escalated, interval, evaluated
 _Lines = tuple[bytes, bytes, bytes, bytes, bytes]
 
@@ -263,23 +241,23 @@ class _KpiText:
 
     @classmethod
     def of(cls, kpi: _KpiSeries) -> _KpiText:
-        status = {s: b"".join(map(_line, samples)) for s, samples in kpi.status.items()}
-        escalated = (_line(kpi.escalated[0]), _line(kpi.escalated[1]))
-        interval = _prefix(_INTERVAL, kpi.labels)
-        unknown = (b"", status[Status.UNKNOWN], escalated[False], interval + _number(kpi.review))
+        status = {s: b"".join(map(sample_line, samples)) for s, samples in kpi.status.items()}
+        escalated = (sample_line(kpi.escalated[0]), sample_line(kpi.escalated[1]))
+        interval = line_prefix(_INTERVAL, kpi.labels)
+        unknown = (b"", status[Status.UNKNOWN], escalated[False], interval + line_end(kpi.review))
         target = b""
         if kpi.target is not None:
-            target = _line(kpi.target)
+            target = sample_line(kpi.target)
         elif kpi.glide is not None:
-            target = _prefix(_TARGET, kpi.labels)
+            target = line_prefix(_TARGET, kpi.labels)
         return cls(
             target=target,
             glide=kpi.glide,
-            thresholds=b"".join(map(_line, kpi.thresholds)),
-            info=_line(kpi.info),
-            value=_prefix(_VALUE, kpi.labels),
+            thresholds=b"".join(map(sample_line, kpi.thresholds)),
+            info=sample_line(kpi.info),
+            value=line_prefix(_VALUE, kpi.labels),
             interval=interval,
-            evaluated=_prefix(_EVALUATED, kpi.labels),
+            evaluated=line_prefix(_EVALUATED, kpi.labels),
             status=status,
             escalated=escalated,
             never=(*unknown, b""),
@@ -288,11 +266,11 @@ class _KpiText:
     def lines(self, state: ShownState) -> _Lines:
         when = state.last_evaluated
         return (
-            b"" if state.value is None else self.value + _number(state.value),
+            b"" if state.value is None else self.value + line_end(state.value),
             self.status[state.status],
             self.escalated[state.escalated],
-            self.interval + _number(state.review.nominal_seconds),
-            b"" if when is None else self.evaluated + _number(when.timestamp()),
+            self.interval + line_end(state.review.nominal_seconds),
+            b"" if when is None else self.evaluated + line_end(when.timestamp()),
         )
 
 
@@ -360,7 +338,7 @@ class _RuleSetText:
             joined = [b"".join(column) for column in columns]
         targets = self._targets.copy()
         for i, prefix, glide in self._glides:
-            targets[i] = prefix + _number(glide_expected(now, *glide))
+            targets[i] = prefix + line_end(glide_expected(now, *glide))
         return [
             (_VALUE, joined[0]), (_TARGET, b"".join(targets)), (_THRESHOLD, self._thresholds),
             (_STATUS, joined[1]), (_ESCALATED, joined[2]), (_INTERVAL, joined[3]),
@@ -441,7 +419,7 @@ def _writes_our_lines(encoder: Encoder) -> bool:
     OpenMetrics do, not so the "dots" or "values" name escaping a client may ask for."""
     probe = _family(_VALUE, ["kpi", "team"])
     probe.samples.append(_PROBE)
-    return b"\n" + _line(_PROBE) in encoder(_Families([probe]))
+    return b"\n" + sample_line(_PROBE) in encoder(_Families([probe]))
 
 
 def _header(encoder: Encoder, name: str) -> bytes:
