@@ -100,6 +100,9 @@ class _SourceBase(_Model):
 class SqlSource(_SourceBase):
     type: Literal["sql"]
     url: str  # any SQLAlchemy URL
+    # a role that can run programs or write files on the database server is refused unless
+    # the operator says, here, that they accept it
+    allow_privileged: bool = False
 
 
 class HttpAuth(_Model):
@@ -126,6 +129,8 @@ class HttpSource(_SourceBase):
     verify: bool | str = True  # False, or a CA bundle path
     max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     retries: int = Field(default=3, ge=0, le=10)  # on connection errors and 5xx, with backoff
+    # redirects to another host are refused unless allowed: they would carry the headers away
+    follow_redirects: bool = False
 
 
 class PrometheusSource(_SourceBase):

@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     # hosts (a cron pod's hostname changes), so each run replaces the last one's series
     pushgateway_instance: str = Field(default="default", min_length=1)
     api_token: SecretStr | None = None
+    # optional: protects the board, the pages and the read API (bearer header or login cookie)
+    read_token: SecretStr | None = None
+    # optional: protects /metrics, /healthz and /readyz (a scraper's bearer_token)
+    metrics_token: SecretStr | None = None
+    # request bodies above this are refused with 413 before a byte of them is read
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # directories besides the rules directory that CSV sources may read files from
+    file_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     log_format: Literal["console", "json"] | None = None  # None: console on a TTY, else json
     log_level: str = "info"
     max_workers: int = Field(default=8, ge=1, le=256)  # concurrent source fetches
@@ -91,6 +99,17 @@ class Settings(BaseSettings):
             if value.lstrip().startswith("["):
                 return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("file_roots", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        # KPIWATCH_FILE_ROOTS=/srv/a:/srv/b (as PATH), a comma list, or a JSON list
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            parts = value.replace(",", os.pathsep).split(os.pathsep)
+            return [p.strip() for p in parts if p.strip()]
         return value
 
     @property
