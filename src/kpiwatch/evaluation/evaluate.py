@@ -19,16 +19,17 @@ recovery notification then says what the value is. Findings never hold
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 from kpiwatch.config.rules import Kpi
-from kpiwatch.evaluation.escalation import more_frequent
+from kpiwatch.evaluation.escalation import step_escalation
 from kpiwatch.evaluation.format import fmt_age, fmt_span, fmt_value
-from kpiwatch.evaluation.review import next_review
-from kpiwatch.evaluation.target import day_start, track
+from kpiwatch.evaluation.hysteresis import apply_hysteresis
+from kpiwatch.evaluation.review import scheduled_review
+from kpiwatch.evaluation.target import off_track
 from kpiwatch.evaluation.thresholds import check_thresholds
-from kpiwatch.evaluation.trends import change, value_at_or_before, worsening_streak
+from kpiwatch.evaluation.trends import change, worsening_streak
 from kpiwatch.model import (
     Direction,
     Evaluation,
@@ -44,207 +45,37 @@ from kpiwatch.model import (
 
 _UTC = ZoneInfo("UTC")
 _NINE = time(9, 0)
-_GREEN = Status.GREEN
-_YELLOW = Status.YELLOW
-_RED = Status.RED
-_UNKNOWN = Status.UNKNOWN
-_SEVERITY = {_UNKNOWN: -1, _GREEN: 0, _YELLOW: 1, _RED: 2}
-# KpiState, Evaluation and Finding are NamedTuples; tuple.__new__ is what their
-# generated __new__ calls, without its Python frame (~0.15 us a call, 3 a KPI)
-_new = tuple.__new__
-
-
-class _Plan:
-    """What evaluate() needs of a KPI's rules, derived once per ``Kpi`` object.
-
-    Rules are immutable (frozen pydantic models) and the daemon evaluates the same
-    ``Kpi`` objects every cycle until a reload builds new ones; deriving the
-    constants (direction, rule switches, target dates as timestamps, the
-    escalated cadence) once saves about a microsecond per evaluation.
-
-    The plan is kept in the ``Kpi``'s instance ``__dict__``, as
-    ``functools.cached_property`` would (pydantic ignores such entries in
-    ``==``, ``hash``, dumps and ``repr``). It records the ``id()`` of its ``Kpi``:
-    ``model_copy()`` copies the ``__dict__``, and a copy must not use the
-    original's plan.
-    """
-
-    __slots__ = (
-        "baseline",
-        "baseline_date",
-        "by",
-        "change_severity",
-        "dates",
-        "escalated_review",
-        "for_",
-        "green_tail",
-        "kpi_id",
-        "lower",
-        "max_abs",
-        "max_age",
-        "max_pct",
-        "no_data",
-        "over",
-        "owner",
-        "red",
-                "review",
-        "review_time",
-        "stable_count",
-        "stable_span",
-        "streak",
-        "streak_severity",
-        "target",
-        "thresholds",
-        "track",
-        "track_severity",
-        "unit",
-        "yellow",
-    )  # fmt: skip
-
-    def __init__(self, kpi: Kpi) -> None:
-        self.owner = id(kpi)
-        self.kpi_id = kpi.id
-        self.unit = kpi.unit
-        self.lower = kpi.direction is Direction.LOWER_IS_BETTER
-        thresholds = kpi.thresholds
-        self.thresholds = thresholds is not None
-        self.yellow = None if thresholds is None else thresholds.yellow
-        self.red = None if thresholds is None else thresholds.red
-        trend = kpi.trend
-        streak = None if trend is None else trend.worsening_streak
-        self.streak: int | None = None if streak is None else streak.count
-        self.streak_severity = _YELLOW if streak is None else streak.severity
-        rule = None if trend is None else trend.change
-        self.over: timedelta | None = None if rule is None else rule.over
-        self.max_pct = None if rule is None else rule.max_pct
-        self.max_abs = None if rule is None else rule.max_abs
-        self.change_severity = _YELLOW if rule is None else rule.severity
-        target = kpi.target
-        severity = None if trend is None else trend.off_track
-        self.track = severity is not None and target is not None and target.by is not None
-        self.track_severity = _YELLOW if severity is None else severity
-        self.target = 0.0 if target is None else target.value
-        self.by: date = date.min if target is None or target.by is None else target.by
-        self.baseline = None if target is None else target.baseline
-        self.baseline_date = None if target is None else target.baseline_date
-        # (tz, by, baseline_date) as timestamps for the timezone evaluate() got:
-        # one tuple, replaced at once, so that threads never see half of it
-        self.dates: tuple[ZoneInfo | None, float, float | None] = (None, 0.0, None)
-        self.for_ = kpi.for_
-        self.review = kpi.review
-        escalation = kpi.escalation
-        self.escalated_review = more_frequent(escalation.review, kpi.review)
-        stable_for = escalation.stable_for
-        self.stable_count = stable_for if isinstance(stable_for, int) else None
-        self.stable_span = stable_for if isinstance(stable_for, timedelta) else None
-        self.max_age = kpi.max_age
-        self.no_data = kpi.no_data
-        self.review_time = kpi.review_time
-        unit = f" {kpi.unit}" if kpi.unit else ""
-        self.green_tail = (
-            f"{unit} within thresholds" if thresholds is not None else f"{unit}, all rules pass"
-        )
-
-    def dates_in(self, tz: ZoneInfo) -> tuple[ZoneInfo | None, float, float | None]:
-        """``by`` and ``baseline_date`` as timestamps in ``tz`` (one timezone per daemon)."""
-        baseline = self.baseline_date
-        dates = (tz, day_start(self.by, tz), None if baseline is None else day_start(baseline, tz))
-        self.dates = dates
-        return dates
-
-
-_PLAN_KEY = "_kpiwatch_evaluation_plan"
-
-
-def _plan(kpi: Kpi) -> _Plan:
-    plan: _Plan | None = kpi.__dict__.get(_PLAN_KEY)
-    if plan is None or plan.owner != id(kpi):
-        plan = _Plan(kpi)
-        kpi.__dict__[_PLAN_KEY] = plan  # a cache: the Kpi itself is unchanged
-    return plan
+_SEVERITY = {Status.UNKNOWN: -1, Status.GREEN: 0, Status.YELLOW: 1, Status.RED: 2}
 
 
 def judge_value(
     kpi: Kpi, history: Sequence[Observation], now: datetime, tz: ZoneInfo
 ) -> list[Finding]:
-    """The yellow/red findings of the value rules for the last observation of ``history``."""
-    return _judge(_plan(kpi), history, now, tz) or []
-
-
-def _judge(
-    plan: _Plan, history: Sequence[Observation], now: datetime, tz: ZoneInfo
-) -> list[Finding] | None:
-    """:func:`judge_value`, None when no rule fires.
-
-    Each rule is first checked inline on bare numbers; only a rule that fires
-    calls its module's function, which checks again and words the reason.
-    """
-    findings: list[Finding] | None = None
-    lower = plan.lower
-    last = history[-1]
-    value = last.value
-    if plan.thresholds:
-        yellow = plan.yellow
-        red = plan.red
-        if lower:
-            fires = (red is not None and value > red) or (yellow is not None and value > yellow)
-        else:
-            fires = (red is not None and value < red) or (yellow is not None and value < yellow)
-        if fires:
-            finding = check_thresholds(value, lower, yellow, red, plan.unit)
-            if finding is not None:
-                findings = [finding]
-    count = plan.streak
-    if count is not None and len(history) > count:
-        newer = value
-        for observation in history[-2 : -(count + 2) : -1]:
-            older = observation.value
-            if (newer <= older) if lower else (newer >= older):
-                break
-            newer = older
-        else:
-            finding = worsening_streak(history, count, lower, plan.streak_severity, plan.unit)
-            if finding is not None:
-                findings = [finding] if findings is None else [*findings, finding]
-    over = plan.over
-    if over is not None:
-        cutoff = now - over
-        if last.observed_at > cutoff:
-            if len(history) >= 2 and history[-2].observed_at <= cutoff:
-                old: Observation | None = history[-2]
-            else:
-                old = value_at_or_before(history, cutoff)
-            if old is not None:
-                # change()'s tests on bare numbers; it repeats them when wording the reason
-                base = old.value
-                delta = value - base
-                worse_by = delta if lower else -delta
-                max_pct = plan.max_pct
-                if worse_by <= 0:
-                    fires = False
-                elif max_pct is not None:
-                    fires = base != 0 and not worse_by / abs(base) * 100.0 <= max_pct
-                else:
-                    max_abs = plan.max_abs
-                    fires = max_abs is not None and not worse_by <= max_abs
-                if fires:
-                    finding = change(
-                        history, now, over, plan.max_pct, plan.max_abs, lower,
-                        plan.change_severity, plan.unit,
-                    )  # fmt: skip
-                    if finding is not None:
-                        findings = [finding] if findings is None else [*findings, finding]
-    if plan.track:
-        dates = plan.dates
-        if dates[0] is not tz:
-            dates = plan.dates_in(tz)
-        found = track(
-            history, now, plan.target, plan.by, dates[1], plan.baseline, dates[2],
-            lower, plan.track_severity, plan.unit, tz,
-        )  # fmt: skip
-        if found is not None:
-            findings = found if findings is None else [*findings, *found]
-    return findings
+    """The yellow/red findings of the value rules for the last observation of ``history``:
+    thresholds, worsening streak, change and off track, in that order."""
+    lower = kpi.direction is Direction.LOWER_IS_BETTER
+    unit = kpi.unit
+    found: list[Finding | None] = []
+    if kpi.thresholds is not None:
+        limits = kpi.thresholds
+        found.append(check_thresholds(history[-1].value, lower, limits.yellow, limits.red, unit))
+    trend = kpi.trend
+    if trend is not None:
+        streak = trend.worsening_streak
+        if streak is not None:
+            found.append(worsening_streak(history, streak.count, lower, streak.severity, unit))
+        rule = trend.change
+        if rule is not None:
+            found.append(change(
+                history, now, rule.over, rule.max_pct, rule.max_abs, lower, rule.severity, unit
+            ))  # fmt: skip
+        target = kpi.target
+        if trend.off_track is not None and target is not None and target.by is not None:
+            found.extend(off_track(
+                history, now, target.value, target.by, target.baseline, target.baseline_date,
+                lower, trend.off_track, unit, tz,
+            ))  # fmt: skip
+    return [finding for finding in found if finding is not None]
 
 
 def _data_problem(
@@ -266,6 +97,38 @@ def _data_problem(
     return "stale", reason, f"{reason}, keeping it"
 
 
+def _green_finding(kpi: Kpi, value: float) -> Finding:
+    """The one green finding: it says what the value is (a recovery notification shows it)."""
+    shown = fmt_value(value, kpi.unit)
+    if kpi.thresholds is not None:
+        return Finding("threshold", Status.GREEN, f"value {shown} within thresholds")
+    return Finding("value", Status.GREEN, f"value {shown}, all rules pass")
+
+
+def _findings(
+    kpi: Kpi, history: Sequence[Observation], now: datetime, error: str | None, tz: ZoneInfo
+) -> tuple[tuple[Finding, ...], Observation | None]:
+    """Steps 1 and 2: the findings, and the observation that was judged (None when none was)."""
+    last = history[-1] if history else None
+    problem = _data_problem(kpi, last, now, error)
+    if problem is None and last is None:
+        return (Finding("no_data", Status.UNKNOWN, "no data yet"),), None
+    if problem is not None and (kpi.no_data is not NoData.KEEP_LAST or last is None):
+        status = Status.RED if kpi.no_data is NoData.RED else Status.UNKNOWN
+        return (Finding(problem[0], status, problem[1]),), None
+    assert last is not None
+    judged = judge_value(kpi, history, now, tz) or [_green_finding(kpi, last.value)]
+    if problem is not None:
+        # with keep_last, the data problem comes first: it qualifies everything after it
+        judged.insert(0, Finding(problem[0], Status.UNKNOWN, problem[2]))
+    return tuple(judged), last
+
+
+def raw_status(findings: Sequence[Finding]) -> Status:
+    """Step 3: the worst finding's status (a lone data problem gives its own)."""
+    return max(findings, key=lambda finding: _SEVERITY[finding.status]).status
+
+
 def evaluate(
     kpi: Kpi,
     history: Sequence[Observation],
@@ -282,144 +145,48 @@ def evaluate(
     value (it may be empty). ``error`` is the text of a failed fetch.
     ``kpi.review_time`` overrides ``review_time``.
     """
-    plan = kpi.__dict__.get(_PLAN_KEY)
-    if plan is None or plan.owner != id(kpi):
-        plan = _plan(kpi)
-    kpi_id = plan.kpi_id
-    last = history[-1] if history else None
-    judged: Observation | None = None
-    problem = (
-        None  # the usual case, without a call
-        if error is None and (last is None or plan.max_age is None)
-        else _data_problem(kpi, last, now, error)
+    findings, judged = _findings(kpi, history, now, error, tz)
+    raw = raw_status(findings)
+    effective = apply_hysteresis(previous, raw, kpi.for_, now)
+    escalation = step_escalation(
+        kpi.escalation, kpi.review, previous, effective.status, effective.changed, now
     )
-    findings: tuple[Finding, ...]
-    reasons: tuple[str, ...] | None
-    if problem is None and last is None:
-        raw = _UNKNOWN
-        findings = (_new(Finding, ("no_data", _UNKNOWN, "no data yet")),)
-        reasons = ("no data yet",)
-    elif problem is not None and (plan.no_data is not NoData.KEEP_LAST or last is None):
-        raw = _RED if plan.no_data is NoData.RED else _UNKNOWN
-        findings = (_new(Finding, (problem[0], raw, problem[1])),)
-        reasons = (problem[1],)
-    else:
-        assert last is not None
-        judged = last
-        rule_findings = _judge(plan, history, now, tz)
-        raw = _GREEN
-        if rule_findings is None:
-            # the one green finding says what the value is (a recovery notification shows it)
-            number = last.value
-            if 1e-4 <= abs(number) < 1e4:  # fmt_value's common case, inline
-                reason = f"value {number:.4g}{plan.green_tail}"
-            else:
-                reason = f"value {fmt_value(number, '')}{plan.green_tail}"
-            green = _new(Finding, ("threshold" if plan.thresholds else "value", _GREEN, reason))
-            findings = (green,)
-            reasons = (reason,)
-        else:
-            worst = 0
-            for finding in rule_findings:
-                severity = _SEVERITY[finding.status]
-                if severity > worst:
-                    worst = severity
-                    raw = finding.status
-            findings = tuple(rule_findings)
-            reasons = None
-        if problem is not None:
-            # with keep_last, the data problem comes first: it qualifies everything after it
-            findings = (_new(Finding, (problem[0], _UNKNOWN, problem[2])), *findings)
-            reasons = None
-
-    # hysteresis (see hysteresis.apply_hysteresis, inlined: same steps)
-    pending: Status | None = None
-    pending_count = 0
-    if previous is None:
-        status = raw
-        since = now
-        changed = True
-    else:
-        status = previous.status
-        since = previous.since
-        changed = False
-        if raw is not status:
-            pending_count = previous.pending_count + 1 if previous.pending_status is raw else 1
-            if pending_count >= plan.for_:
-                status = raw
-                since = now
-                changed = True
-                pending_count = 0
-            else:
-                pending = raw
-
-    # escalation (see escalation.step_escalation, inlined: same steps)
-    escalated = de_escalated = False
-    escalated_since = None if previous is None else previous.escalated_since
-    if status is not _GREEN:
-        green_since: datetime | None = None
-        green_count = 0
-        if changed and status is _RED and escalated_since is None:
-            escalated = True
-            escalated_since = now
-            review = plan.escalated_review
-        else:
-            review = plan.review if escalated_since is None else plan.escalated_review
-    else:
-        if previous is not None and previous.status is _GREEN and not changed:
-            green_since = previous.green_since or now
-            green_count = previous.green_count + 1
-        else:
-            green_since = now
-            green_count = 1
-        if escalated_since is None:
-            review = plan.review
-        else:
-            stable_count = plan.stable_count
-            if stable_count is not None:
-                stable = green_count >= stable_count
-            else:
-                assert plan.stable_span is not None
-                stable = now - green_since >= plan.stable_span
-            if stable:
-                de_escalated = True
-                escalated_since = None
-                review = plan.review
-            else:
-                review = plan.escalated_review
-
-    if previous is None or previous.next_review is None or previous.review is not review:
-        upcoming = next_review(review, now, tz, plan.review_time or review_time)
-    else:
-        upcoming = previous.next_review
-
+    upcoming = scheduled_review(
+        previous, escalation.review, now, tz, kpi.review_time or review_time
+    )
     value = None if judged is None else judged.value
     observed_at = None if judged is None else judged.observed_at
-    if reasons is None:
-        reasons = tuple([f.reason for f in findings])
-    state = _new(KpiState, (
-        kpi_id,
-        status,
-        since,
-        review,
-        pending,  # pending_status
-        pending_count,
-        value,
-        observed_at,
-        reasons,
-        now,  # last_evaluated
-        escalated_since,
-        green_since,
-        green_count,
-        None if previous is None else previous.last_review,
-        upcoming,  # next_review
-        error,
-    ))  # fmt: skip
-
-    if not (changed or escalated or de_escalated):  # the usual case: no event
-        return _new(Evaluation, (kpi_id, now, value, observed_at, raw, findings, state, ()))
-    events = _events(kpi, previous, state, now, changed, escalated, de_escalated)
-    return _new(Evaluation, (kpi_id, now, value, observed_at, raw, findings, state, events))
+    state = KpiState(
+        kpi_id=kpi.id,
+        status=effective.status,
+        since=effective.since,
+        review=escalation.review,
+        pending_status=effective.pending_status,
+        pending_count=effective.pending_count,
+        value=value,
+        observed_at=observed_at,
+        reasons=tuple(finding.reason for finding in findings),
+        last_evaluated=now,
+        escalated_since=escalation.escalated_since,
+        green_since=escalation.green_since,
+        green_count=escalation.green_count,
+        last_review=None if previous is None else previous.last_review,
+        next_review=upcoming,
+        error=error,
+    )
+    events = _events(
+        kpi, previous, state, now, effective.changed, escalation.escalated, escalation.de_escalated
+    )
+    return Evaluation(
+        kpi_id=kpi.id,
+        at=now,
+        value=value,
+        observed_at=observed_at,
+        raw_status=raw,
+        findings=findings,
+        state=state,
+        events=events,
+    )
 
 
 def _events(
@@ -438,7 +205,7 @@ def _events(
     value = state.value
     reasons = state.reasons
     events: list[Event] = []
-    if changed and (previous is not None or status is not _GREEN):
+    if changed and (previous is not None or status is not Status.GREEN):
         events.append(_event(EventKind.STATUS_CHANGED, kpi_id, now, {
             "from": None if previous is None else previous.status.value,
             "to": status.value,

@@ -57,10 +57,6 @@ def fmt_pair(a: float, b: float) -> tuple[str, str]:
 
     ``5.50001 > 5.5`` must not read ``5.5 > 5.5``.
     """
-    if 1e-4 <= abs(a) < _LARGE and 1e-4 <= abs(b) < _LARGE:  # _fmt's common case, inline
-        left, right = f"{a:.4g}", f"{b:.4g}"
-        if left != right or a == b:
-            return left, right
     for digits in (4, 6, 9, 12, 17):
         left, right = _fmt(a, digits), _fmt(b, digits)
         if left != right or a == b:

@@ -57,6 +57,20 @@ def next_review(
         day = _next_period(cadence, day)
 
 
+def scheduled_review(
+    previous: KpiState | None,
+    cadence: ReviewCadence,
+    now: datetime,
+    tz: ZoneInfo,
+    review_time: time,
+) -> datetime:
+    """The next review after an evaluation: the one already scheduled, unless the cadence
+    in force changed (an escalation, a de-escalation) or none was scheduled yet."""
+    if previous is None or previous.next_review is None or previous.review is not cadence:
+        return next_review(cadence, now, tz, review_time)
+    return previous.next_review
+
+
 def review_tick(
     kpi: Kpi, state: KpiState, now: datetime, tz: ZoneInfo, review_time: time
 ) -> tuple[KpiState, tuple[Event, ...]]:

@@ -114,46 +114,19 @@ def off_track(
     """Off-track findings for the last observation of ``history`` (empty when on track)."""
     if not history:
         return []
-    base_at = None if baseline_date is None else day_start(baseline_date, tz)
-    found = track(
-        history, now, target, by, day_start(by, tz), baseline, base_at,
-        lower_is_better, severity, unit, tz,
-    )  # fmt: skip
-    return [] if found is None else found
-
-
-def track(
-    history: Sequence[Observation],
-    now: datetime,
-    target: float,
-    by: date,
-    by_at: float,
-    baseline: float | None,
-    baseline_at: float | None,
-    lower_is_better: bool,
-    severity: Status,
-    unit: str,
-    tz: ZoneInfo,
-) -> list[Finding] | None:
-    """:func:`off_track` with the dates as timestamps already (``day_start``); None when
-    on track. ``history`` is not empty."""
     current = history[-1]
     at = current.observed_at.timestamp()
-    value = current.value
+    by_at = day_start(by, tz)
     base_value = history[0].value if baseline is None else baseline
-    base_at = history[0].observed_at.timestamp() if baseline_at is None else baseline_at
-    findings: list[Finding] | None = None
-    # glide_expected() and _worse(), inline: this runs for every KPI with a target
-    if at >= by_at or base_at >= by_at:
-        expected = target
-    elif at <= base_at:
-        expected = base_value
-    else:
-        expected = base_value + (target - base_value) * (at - base_at) / (by_at - base_at)
-    magnitude = abs(expected)
-    slack = 1e-9 * (magnitude if magnitude > 1.0 else 1.0)
-    if value > expected + slack if lower_is_better else value < expected - slack:
-        shown, shown_expected = fmt_pair(value, expected)
+    base_at = (
+        history[0].observed_at.timestamp()
+        if baseline_date is None
+        else day_start(baseline_date, tz)
+    )
+    findings: list[Finding] = []
+    expected = glide_expected(at, base_value, base_at, target, by_at)
+    if _worse(current.value, expected, lower_is_better):
+        shown, shown_expected = fmt_pair(current.value, expected)
         goal = f"target {fmt_value(target, unit)} by {by.isoformat()}"
         if at >= by_at:
             reason = f"missed target: {with_unit(shown, unit)}, {goal}"
@@ -164,21 +137,15 @@ def track(
                 f"behind glide path: {with_unit(shown, unit)} vs "
                 f"{with_unit(shown_expected, unit)} expected by {when} ({goal})"
             )
-        findings = [Finding(RULE, severity, reason)]
+        findings.append(Finding(RULE, severity, reason))
     if at < by_at:
         projected = projection(history, by_at, at)
-        if projected is None:
-            return findings
-        slack = 1e-9 * (abs(target) if abs(target) > 1.0 else 1.0)  # _worse(), inline
-        if projected > target + slack if lower_is_better else projected < target - slack:
+        if projected is not None and _worse(projected, target, lower_is_better):
             shown_projected, shown_target = fmt_pair(projected, target)
-            finding = Finding(
+            findings.append(Finding(
                 RULE,
                 severity,
                 f"projected {with_unit(shown_projected, unit)} by {by.isoformat()}, "
                 f"target {with_unit(shown_target, unit)}",
-            )
-            if findings is None:
-                return [finding]
-            findings.append(finding)
+            ))  # fmt: skip
     return findings

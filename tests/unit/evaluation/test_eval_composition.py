@@ -1,7 +1,6 @@
-"""evaluate() derives a KPI's constants once (a plan kept with the Kpi); it must stay invisible.
-
-And its inline hysteresis and escalation must take the same steps as
-``apply_hysteresis`` and ``step_escalation``, which document them.
+"""evaluate() composes the rule functions: it keeps nothing on the Kpi, follows each
+call's rules and timezone, and folds statuses exactly as ``apply_hysteresis`` and
+``step_escalation`` do.
 """
 
 from __future__ import annotations
