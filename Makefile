@@ -16,6 +16,7 @@ demo: $(BIN)/kpiwatch
 	$(BIN)/kpiwatch demo
 
 test: $(BIN)/kpiwatch lint typecheck
+	$(BIN)/kpiwatch test rules/tests/*.test.yaml
 	$(BIN)/pytest
 
 lint: $(BIN)/kpiwatch

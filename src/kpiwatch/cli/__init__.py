@@ -3,7 +3,14 @@
 One module per group of commands; importing them registers them on ``main``.
 """
 
-from kpiwatch.cli import daemon, kpis, notifications, rules, silences  # noqa: F401  (registers)
+from kpiwatch.cli import (  # noqa: F401  (registers)
+    daemon,
+    kpis,
+    notifications,
+    rules,
+    ruletests,
+    silences,
+)
 from kpiwatch.cli.group import main
 
 __all__ = ["main"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,20 @@ def load_rule_text(
     return _checked([(filename, text)], (), fingerprint, env, [])
 
 
+def load_rule_files(paths: Sequence[Path], env: Mapping[str, str] | None = None) -> LoadedRules:
+    """Load the named rule files together, as :func:`load_rules` loads a directory
+    (``kpiwatch test``'s ``rule_files``); problems name each file as given."""
+    env = os.environ if env is None else env
+    digest = hashlib.sha256()
+    problems: list[RuleProblem] = []
+    texts: list[tuple[str, str]] = []
+    for path in paths:
+        text = _read(path, str(path), digest, problems)
+        if text is not None:
+            texts.append((str(path), text))
+    return _checked(texts, tuple(paths), digest.hexdigest(), env, problems)
+
+
 # ---------------------------------------------------------------- files
 
 
@@ -91,13 +105,21 @@ def _rule_files(rules_dir: Path) -> list[Path]:
     paths = [
         p
         for p in rules_dir.rglob("*")
-        if p.suffix in _RULE_SUFFIXES and p.is_file() and not _hidden(p.relative_to(rules_dir))
+        if p.suffix in _RULE_SUFFIXES
+        and not _rule_test(p)
+        and p.is_file()
+        and not _hidden(p.relative_to(rules_dir))
     ]
     if not paths:
         raise RuleLoadError(
             [_whole(str(rules_dir), "no rule files (*.yaml, *.yml) in the rules directory")]
         )
     return sorted(paths, key=lambda p: p.relative_to(rules_dir).as_posix())
+
+
+def _rule_test(path: Path) -> bool:
+    # churn.test.yaml beside the rules is a `kpiwatch test` file, not a rule file
+    return path.stem.endswith(".test")
 
 
 def _hidden(relative: Path) -> bool:

@@ -19,7 +19,7 @@ recovery notification then says what the value is. Findings never hold
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from kpiwatch.config.rules import Kpi
@@ -43,6 +43,9 @@ from kpiwatch.model import (
     Status,
 )
 
+# how much history an evaluation sees (the daemon's store read, a replay's slice):
+# trend rules look back far less
+HISTORY_WINDOW = timedelta(days=400)
 _UTC = ZoneInfo("UTC")
 _NINE = time(9, 0)
 _SEVERITY = {Status.UNKNOWN: -1, Status.GREEN: 0, Status.YELLOW: 1, Status.RED: 2}

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 from functools import partial
 from zoneinfo import ZoneInfo
 
@@ -26,7 +26,7 @@ import structlog
 from kpiwatch.clock import Clock
 from kpiwatch.config.rules import BUILTIN_SOURCES, Kpi
 from kpiwatch.errors import EvaluationSuperseded, SourceError, SourceTimeout, StoreError
-from kpiwatch.evaluation import evaluate, review_tick
+from kpiwatch.evaluation import HISTORY_WINDOW, evaluate, review_tick
 from kpiwatch.model import Evaluation, Event, EventKind, Observation, Status
 from kpiwatch.notify.silencing import active_mute
 from kpiwatch.runtime.fetching import PoolSlots, fetch_in_pool
@@ -37,8 +37,6 @@ from kpiwatch.store.repository import EvaluationToSave, Store
 
 log = structlog.get_logger("kpiwatch.runner")
 
-# how much stored history an evaluation sees; trend rules look back far less
-HISTORY_WINDOW = timedelta(days=400)
 # KPIs a worker of evaluate_all fetches, then reads, evaluates and saves together:
 # one transaction per batch instead of three per KPI
 BATCH = 100

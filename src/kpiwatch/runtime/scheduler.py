@@ -7,7 +7,7 @@ down run once at start.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -70,6 +70,24 @@ def cron_slot(expression: str, now: datetime, tz: ZoneInfo) -> datetime:
                 return fire.astimezone(UTC)
             fire = later
     return INTERVAL_ANCHOR  # never fired in four years: one slot for all that time
+
+
+def due_times(kpi: Kpi, start: datetime, end: datetime, tz: ZoneInfo) -> Iterator[datetime]:
+    """Every time ``kpi`` falls due in ``[start, end]``, oldest first (a replay's clock)."""
+    if kpi.cron is None:
+        every = timedelta(seconds=_every_seconds(kpi))
+        slot = due_slot(kpi, start, tz)
+        if slot < start:
+            slot += every
+        while slot <= end:
+            yield slot
+            slot += every
+        return
+    trigger = CronTrigger.from_crontab(kpi.cron, timezone=tz)
+    fire: datetime | None = trigger.get_next_fire_time(None, start)
+    while fire is not None and fire <= end:
+        yield fire.astimezone(UTC)
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
 
 
 def first_run(kpi: Kpi, state: KpiState | None, now: datetime, tz: ZoneInfo) -> datetime:
