@@ -14,7 +14,6 @@ recurring ``mute`` windows are applied.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
@@ -55,10 +54,6 @@ class Step:
     notices: tuple[Notice, ...]
 
 
-def _observed_at(observation: Observation) -> datetime:
-    return observation.observed_at
-
-
 def replay(
     kpi: Kpi,
     observations: Sequence[Observation],
@@ -69,22 +64,29 @@ def replay(
     review_time: time,
     previous: KpiState | None = None,
 ) -> Iterator[Step]:
-    """Evaluate ``kpi`` at each of ``moments`` (ascending) over ``observations`` (ascending)."""
+    """Evaluate ``kpi`` at each of ``moments`` (ascending) over ``observations`` (ascending):
+    at each moment, the observations made by then, within the history window."""
     state = previous
+    known = oldest = 0  # observations[oldest:known] is the history an evaluation sees
     for now in moments:
         reviews: list[Event] = []
         # the daemon ticks reviews every minute: each one at its due moment, before this step
         while state is not None and state.next_review is not None and state.next_review <= now:
             state, due = review_tick(kpi, state, state.next_review, tz, review_time)
             reviews.extend(due)
-        known = bisect_right(observations, now, key=_observed_at)
-        oldest = bisect_left(observations, now - HISTORY_WINDOW, 0, known, key=_observed_at)
+        # the moments only go forward, and so do both ends of the window
+        while known < len(observations) and observations[known].observed_at <= now:
+            known += 1
+        window = now - HISTORY_WINDOW
+        while oldest < known and observations[oldest].observed_at < window:
+            oldest += 1
         evaluation = evaluate(
             kpi, observations[oldest:known], state, now, tz=tz, review_time=review_time
         )
         state = evaluation.state
         events = (*reviews, *evaluation.events)
-        yield Step(now, evaluation, state, events, tuple(_notices(kpi, events, router, tz)))
+        notices = tuple(_notices(kpi, events, router, tz)) if events else ()
+        yield Step(now, evaluation, state, events, notices)
 
 
 def _notices(kpi: Kpi, events: Sequence[Event], router: Router, tz: ZoneInfo) -> Iterator[Notice]:

@@ -4,6 +4,7 @@ One module per group of commands; importing them registers them on ``main``.
 """
 
 from kpiwatch.cli import (  # noqa: F401  (registers)
+    backtest,
     daemon,
     kpis,
     notifications,

@@ -134,7 +134,7 @@ class Runner:
         ]
         evaluation = evaluate(
             kpi,
-            _merged(stored, fetched),
+            merged_history(stored, fetched),
             previous,
             now,
             error=error,
@@ -336,7 +336,8 @@ class Runner:
             for kpi, (now, observations, error) in zip(kpis, fetched, strict=True):
                 previous, stored = inputs[kpi.id]
                 window = now - HISTORY_WINDOW
-                history = _merged([o for o in stored if o.observed_at >= window], observations)
+                recent = [o for o in stored if o.observed_at >= window]
+                history = merged_history(recent, observations)
                 try:
                     evaluation = evaluate(
                         kpi,
@@ -517,7 +518,7 @@ def _batches(level: Sequence[str], workers: int) -> list[list[str]]:
     return [list(level[i : i + size]) for i in range(0, len(level), size)]
 
 
-def _merged(stored: list[Observation], fetched: Sequence[Observation]) -> list[Observation]:
+def merged_history(stored: list[Observation], fetched: Sequence[Observation]) -> list[Observation]:
     """Stored history with the fetched points, by time; a fetched point wins a tie."""
     if not fetched:
         return stored
