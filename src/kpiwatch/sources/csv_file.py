@@ -24,10 +24,11 @@ Files are decoded as UTF-8 (a byte-order mark is fine) and limited to
 ``max_bytes``. A local ``path`` is relative to the directory of the rule file
 that declares the source, and must be a regular file inside the rules
 directory or ``KPIWATCH_FILE_ROOTS`` (:mod:`kpiwatch.config.file_roots`),
-checked again on every read. Downloads follow redirects, and ``timeout``
-bounds the whole download; an HTML answer (typically a sign-in page for a
-sheet that is not public) is an error. Messages show a URL as
-scheme://host/path only.
+checked again on every read. Downloads follow redirects within the URL's
+origin only, unless ``follow_redirects`` (:func:`kpiwatch.sources.web.new_session`),
+and ``timeout`` bounds the whole download; an HTML answer (typically a
+sign-in page for a sheet that is not public) is an error. Messages show a
+URL as scheme://host/path only.
 
 Messages quote no more of a file than its header cells' names, each up to
 its first non-printable character and 64 characters, and a data cell that is
@@ -102,6 +103,7 @@ class CsvTableSource:
             self._session = web.new_session(
                 accept="text/csv, text/plain;q=0.9, */*;q=0.1",
                 pool_maxsize=config.max_concurrency,
+                follow_redirects=config.follow_redirects,
             )
 
     def fetch(self, kpi: rules.Kpi, now: datetime) -> FetchResult:
