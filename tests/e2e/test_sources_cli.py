@@ -66,3 +66,72 @@ def test_csv_path_is_read_relative_to_its_rule_file_and_failures_are_unknown(
     assert len(down) == 1
     assert down[0][0] == "api"
     assert targets == [("on-call",)]  # no owner, no on-call address: the log says so
+
+
+# ------------------------------------------------------------ files outside the roots
+
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+SHEET_ONLY = """
+sources:
+  sheet: {{type: csv, path: {path}, timestamp_column: month}}
+kpis:
+  - {{id: margin, name: Gross margin, owner: ava@example.com, direction: higher_is_better,
+     source: sheet, query: margin_pct, thresholds: {{red: 30}}}}
+"""
+
+
+def _sheet_rules(workdir: Path, path: str) -> None:
+    (workdir / "rules").mkdir(exist_ok=True)
+    (workdir / "rules" / "kpis.yaml").write_text(SHEET_ONLY.format(path=json.dumps(path)))
+
+
+def test_proc_self_environ_is_refused_and_the_environment_shown_nowhere(tmp_path: Path) -> None:
+    _sheet_rules(tmp_path, "/proc/self/environ")
+    env = {**_env(tmp_path), "AWS_SECRET_ACCESS_KEY": SECRET}
+    check = kpiwatch(tmp_path, "check", env=env)
+    assert check.returncode == 1
+    assert check.stdout.startswith(
+        f"{tmp_path / 'rules' / 'kpis.yaml'}:3:28: sources.sheet.path: '/proc/self/environ' "
+        "(resolves to '/proc/"
+    ), check.stdout
+    assert f"is outside the rules directory and KPIWATCH_FILE_ROOTS ({tmp_path / 'rules'})" in (
+        check.stdout
+    )
+    run = kpiwatch(tmp_path, "run", "--once", env=env)
+    assert run.returncode != 0
+    assert "sources.sheet.path" in run.stdout + run.stderr
+    for output in (check.stdout, check.stderr, run.stdout, run.stderr):
+        assert SECRET[:8] not in output
+        assert "AWS_SECRET_ACCESS_KEY" not in output
+
+
+def test_an_environment_dump_in_the_rules_dir_is_not_published(tmp_path: Path) -> None:
+    _sheet_rules(tmp_path, "data/environ")
+    (tmp_path / "rules" / "data").mkdir()
+    (tmp_path / "rules" / "data" / "environ").write_bytes(
+        f"PATH=/usr/bin\x00AWS_SECRET_ACCESS_KEY={SECRET}\x00HOME=/root\x00".encode()
+    )
+    run = kpiwatch(tmp_path, "run", "--once", env=_env(tmp_path))
+    assert run.returncode == 0, run.stderr
+    status = kpiwatch(tmp_path, "status", "--json", env=_env(tmp_path))
+    error = {row["id"]: row for row in json.loads(status.stdout)}["margin"]["error"]
+    assert "no column 'margin_pct' for the value column (the KPI's query) (columns: " in error
+    assert "'PATH=/usr/bin…'" in error
+    for output in (run.stdout, run.stderr, status.stdout, error):
+        for part in (SECRET[:8], SECRET[-8:], "AWS_SECRET", "HOME=/root"):
+            assert part not in output
+
+
+def test_a_file_root_lets_a_csv_outside_the_rules_dir_be_read(tmp_path: Path) -> None:
+    data = tmp_path / "shared-data"
+    data.mkdir()
+    (data / "kpis.csv").write_text("month,margin_pct\n2026-09-01,39.0\n2026-10-01,28.5\n")
+    _sheet_rules(tmp_path, str(data / "kpis.csv"))
+    refused = kpiwatch(tmp_path, "check", env=_env(tmp_path))
+    assert refused.returncode == 1
+    assert "sources.sheet.path" in refused.stdout
+    env = {**_env(tmp_path), "KPIWATCH_FILE_ROOTS": f"/nonexistent:{data}"}
+    allowed = kpiwatch(tmp_path, "check", env=env)
+    assert allowed.returncode == 0, allowed.stdout
+    assert kpiwatch(tmp_path, "run", "--once", env=env).returncode == 0
+    assert status_json(tmp_path, env)["margin"]["value"] == 28.5

@@ -25,7 +25,7 @@ from kpiwatch.store.repository import Store
 def digest(ctx: click.Context, kind: str, send: bool) -> None:
     """Render (or send) the on-call digest or the review digests now."""
     settings = load_settings(ctx)
-    rules = load_rules(settings.rules_dir).rules
+    rules = load_rules(settings.rules_dir, file_roots=settings.file_roots).rules
     now = datetime.now(UTC)
     email = email_channel(settings)
     if send and email is None:

@@ -26,7 +26,7 @@ def check(ctx: click.Context, strict: bool) -> None:
 
     settings = load_settings(ctx)
     try:
-        loaded = load_rules(settings.rules_dir)
+        loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots)
     except RuleLoadError as exc:
         click.echo("\n".join(str(p) for p in exc.problems))
         click.echo(f"{len(exc.problems)} error(s)", err=True)

@@ -2,7 +2,8 @@
 
 Sources, teams and KPI ids must be unique over all files (and no source may take a
 builtin's name); the sources, teams and leading KPIs a KPI names must exist; a
-formula must parse, read only existing KPIs and not depend on itself through others.
+formula must parse, read only existing KPIs and not depend on itself through others;
+a CSV source's ``path`` must be a file rules may read (:mod:`~kpiwatch.config.file_roots`).
 Names are gathered from the raw data, so an item that failed validation still counts.
 """
 
@@ -10,17 +11,24 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from kpiwatch.config.document import Doc
+from kpiwatch.config.file_roots import FileRoots, load_refusal
 from kpiwatch.config.problems import unknown
-from kpiwatch.config.rules import BUILTIN_SOURCES
+from kpiwatch.config.rules import BUILTIN_SOURCES, CsvSource
 from kpiwatch.errors import RuleProblem
 
 
-def cross_check(docs: list[Doc]) -> list[RuleProblem]:
-    """Every problem found across ``docs``: duplicates, then references, then formulas."""
-    return _duplicates(docs) + _references(docs) + _formulas(docs)
+def cross_check(docs: list[Doc], roots: FileRoots | None = None) -> list[RuleProblem]:
+    """Every problem found across ``docs``: duplicates, references, formulas, file paths.
+
+    File paths are checked against ``roots`` only when given: rules loaded from
+    text have no rules directory (their files are checked when read).
+    """
+    files = _file_paths(docs, roots) if roots is not None else []
+    return _duplicates(docs) + _references(docs) + _formulas(docs) + files
 
 
 def _section(doc: Doc, name: str) -> Any:
@@ -86,6 +94,18 @@ def _references(docs: list[Doc]) -> list[RuleProblem]:
                 if name not in ids:
                     message = unknown("KPI", name, ids)
                     problems.append(doc.problem(("kpis", index, "leading", j), message))
+    return problems
+
+
+def _file_paths(docs: list[Doc], roots: FileRoots) -> list[RuleProblem]:
+    """CSV paths, relative to their rule file's directory, must be files rules may read."""
+    problems: list[RuleProblem] = []
+    for doc in docs:
+        for name, source in doc.sources.items():
+            if isinstance(source, CsvSource) and source.path is not None:
+                refusal = load_refusal(source.path, Path(doc.file).parent, roots)
+                if refusal is not None:
+                    problems.append(doc.problem(("sources", name, "path"), refusal))
     return problems
 
 

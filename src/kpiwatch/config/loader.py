@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from kpiwatch.config.crosscheck import cross_check, formula_references
 from kpiwatch.config.document import Doc, DocPath, SourceModel, Where, compose, fast_possible
+from kpiwatch.config.file_roots import FileRoots
 from kpiwatch.config.problems import translate
 from kpiwatch.config.rules import Kpi, RuleFile, RuleSet, Source, Team
 from kpiwatch.config.sharing import Sharing
@@ -53,14 +54,22 @@ class LoadedRules:
     fingerprint: str  # sha256 of the files' names and contents, to notice changes
     team_locations: Mapping[str, Where] = field(default_factory=dict)  # team -> its key
     source_locations: Mapping[str, Where] = field(default_factory=dict)  # source -> its key
+    # where CSV paths were checked to be (None: loaded from text, not checked); the
+    # sources read with the same roots
+    file_roots: FileRoots | None = None
 
 
-def load_rules(rules_dir: Path, env: Mapping[str, str] | None = None) -> LoadedRules:
+def load_rules(
+    rules_dir: Path, env: Mapping[str, str] | None = None, *, file_roots: Iterable[Path] = ()
+) -> LoadedRules:
     """Load every ``*.yaml``/``*.yml`` under ``rules_dir`` (recursively, sorted).
 
+    CSV paths must lie inside ``rules_dir`` or one of ``file_roots`` (the
+    setting ``file_roots``, KPIWATCH_FILE_ROOTS; none by default).
     Raises RuleLoadError listing every problem found, each with file:line:col.
     """
     env = os.environ if env is None else env
+    roots = FileRoots.of(rules_dir, file_roots)
     paths = _rule_files(rules_dir)
     digest = hashlib.sha256()
     problems: list[RuleProblem] = []
@@ -69,7 +78,7 @@ def load_rules(rules_dir: Path, env: Mapping[str, str] | None = None) -> LoadedR
         text = _read(path, path.relative_to(rules_dir).as_posix(), digest, problems)
         if text is not None:
             texts.append((str(path), text))
-    return _checked(texts, tuple(paths), digest.hexdigest(), env, problems)
+    return _checked(texts, tuple(paths), digest.hexdigest(), env, problems, roots)
 
 
 def load_rule_text(
@@ -83,7 +92,8 @@ def load_rule_text(
 
 def load_rule_files(paths: Sequence[Path], env: Mapping[str, str] | None = None) -> LoadedRules:
     """Load the named rule files together, as :func:`load_rules` loads a directory
-    (``kpiwatch test``'s ``rule_files``); problems name each file as given."""
+    (``kpiwatch test``'s ``rule_files``); problems name each file as given. CSV paths are
+    not checked against file roots: a rule test reads no source."""
     env = os.environ if env is None else env
     digest = hashlib.sha256()
     problems: list[RuleProblem] = []
@@ -158,6 +168,7 @@ def _checked(
     fingerprint: str,
     env: Mapping[str, str],
     problems: list[RuleProblem],
+    roots: FileRoots | None = None,
 ) -> LoadedRules:
     """The rules from (file name, text) pairs, or every problem in them.
 
@@ -168,10 +179,11 @@ def _checked(
     if not problems and all(fast_possible(text) for _, text in texts):
         try:
             docs = _documents(texts, env, [], fast=True)
-            return _assemble(docs, files, fingerprint, [], fast=True)
+            return _assemble(docs, files, fingerprint, [], roots, fast=True)
         except _NotClean:
             pass
-    return _assemble(_documents(texts, env, problems, fast=False), files, fingerprint, problems)
+    docs = _documents(texts, env, problems, fast=False)
+    return _assemble(docs, files, fingerprint, problems, roots)
 
 
 class _NotClean(Exception):
@@ -237,10 +249,11 @@ def _assemble(
     files: tuple[Path, ...],
     fingerprint: str,
     problems: list[RuleProblem],
+    roots: FileRoots | None,
     *,
     fast: bool = False,
 ) -> LoadedRules:
-    problems = problems + cross_check(docs)
+    problems = problems + cross_check(docs, roots)
     if problems:
         if fast:
             raise _NotClean
@@ -266,6 +279,7 @@ def _assemble(
         fingerprint=fingerprint,
         team_locations=team_locations,
         source_locations=source_locations,
+        file_roots=roots,
     )
 
 

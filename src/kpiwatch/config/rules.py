@@ -138,6 +138,8 @@ class PrometheusSource(_SourceBase):
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
     step: Duration | None = None  # range queries (KPI `range:`); default: range / 500, >= 1m
+    # as HttpSource's: a redirect to another origin would carry the headers away
+    follow_redirects: bool = False
 
 
 class CsvSource(_SourceBase):
@@ -147,6 +149,8 @@ class CsvSource(_SourceBase):
     timestamp_column: str | None = None
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # as HttpSource's, for ``url``: published sheets often redirect to a content host
+    follow_redirects: bool = False
 
     @model_validator(mode="after")
     def _path_or_url(self) -> CsvSource:

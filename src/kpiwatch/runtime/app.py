@@ -75,7 +75,7 @@ class App:
         self._stack.callback(self.store.close)
         self.leases = Leases(LeaseBook(self.store.engine), replica_id(),
                              timedelta(seconds=settings.lease_seconds))  # fmt: skip
-        loaded = load_rules(settings.rules_dir)
+        loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots)
         self.channels = build_channels(settings, self.store)
         verify_slack(self.channels)
         self._channel_names = frozenset(self.channels)
@@ -198,7 +198,7 @@ class App:
     def reload(self) -> bool:
         """Load the rules again; invalid rules are refused and the running ones stay."""
         try:
-            loaded = load_rules(self.settings.rules_dir)
+            loaded = load_rules(self.settings.rules_dir, file_roots=self.settings.file_roots)
         except RuleLoadError as exc:
             log.error(
                 "rules not reloaded: fix these errors; the running rules stay",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import structlog
 
+from kpiwatch.config.file_roots import FileRoots
 from kpiwatch.config.loader import LoadedRules
 from kpiwatch.config.rules import RuleSet
 from kpiwatch.config.settings import Settings
@@ -53,9 +54,11 @@ def build_workspace(
     channels: frozenset[str],
 ) -> Workspace:
     """Sources and routing for a freshly loaded rule set."""
+    # the roots the paths were checked against at load, so fetches refuse what load would
+    roots = loaded.file_roots or FileRoots.of(settings.rules_dir, settings.file_roots)
     return Workspace(
         loaded=loaded,
-        sources=build_sources(loaded.rules, latest, _rule_file_dirs(loaded)),
+        sources=build_sources(loaded.rules, latest, _rule_file_dirs(loaded), roots=roots),
         router=Router(loaded.rules, channels=channels, oncall_emails=settings.oncall_emails),
         fetch_pools=fetch_pools(loaded.rules),
     )

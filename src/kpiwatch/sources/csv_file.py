@@ -21,9 +21,19 @@ CSV, where ``1,234`` may mean 1.234. Decimal commas, percentages, currency,
 ``NaN`` and ``inf`` are refused.
 
 Files are decoded as UTF-8 (a byte-order mark is fine) and limited to
-``max_bytes``. Downloads follow redirects, and ``timeout`` bounds the whole
-download; an HTML answer (typically a sign-in page for a sheet that is not
-public) is an error. Messages show a URL as scheme://host/path only.
+``max_bytes``. A local ``path`` is relative to the directory of the rule file
+that declares the source, and must be a regular file inside the rules
+directory or ``KPIWATCH_FILE_ROOTS`` (:mod:`kpiwatch.config.file_roots`),
+checked again on every read. Downloads follow redirects within the URL's
+origin only, unless ``follow_redirects`` (:func:`kpiwatch.sources.web.new_session`),
+and ``timeout`` bounds the whole download; an HTML answer (typically a
+sign-in page for a sheet that is not public) is an error. Messages show a
+URL as scheme://host/path only.
+
+Messages quote no more of a file than its header cells' names, each up to
+its first non-printable character and 64 characters, and a data cell that is
+not a number or a time up to 24: a file that is not a sheet (an environment
+dump, a key file) must not be published through its error.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from typing import TypeVar
 import requests
 
 from kpiwatch.config import rules
+from kpiwatch.config.file_roots import FileRefused, FileRoots, candidate, read_file
 from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
 from kpiwatch.model import Observation
 from kpiwatch.sources import web
@@ -51,6 +62,8 @@ from kpiwatch.sources.values import to_number, to_utc
 
 MAX_POINTS = 10_000  # as SQL's MAX_ROWS; longer sheets keep their newest points
 _SHOWN_COLUMNS = 20  # columns listed in a "no such column" message
+_NAME_LIMIT = 64  # characters of a header cell quoted in a message
+_CELL_LIMIT = 24  # characters of a data cell quoted in a message
 _PLAIN = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
@@ -62,7 +75,16 @@ T = TypeVar("T")
 class CsvTableSource:
     """A ``type: csv`` source: reads the whole file on every fetch."""
 
-    def __init__(self, name: str, config: rules.CsvSource, *, base_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: rules.CsvSource,
+        *,
+        base_dir: Path | None = None,
+        roots: FileRoots | None = None,
+    ) -> None:
+        """``base_dir``: what a relative path is relative to (default: the working
+        directory); ``roots``: where files may be read (default: ``base_dir`` only)."""
         self.name = name
         self._timestamp_column = config.timestamp_column
         self._delimiter = config.delimiter
@@ -72,14 +94,16 @@ class CsvTableSource:
         self._path: Path | None = None
         self._session: requests.Session | None = None
         if config.path is not None:
-            # resolved now: a later chdir must not move the file
-            self._path = (base_dir or Path.cwd()) / Path(config.path).expanduser()
+            # made absolute now: a later chdir must not move the file
+            self._path = candidate(config.path, base_dir or Path.cwd())
+            self._roots = roots or FileRoots.of(base_dir or Path.cwd())
             self._shown = str(self._path)
         else:
             self._shown = web.shown_url(config.url or "")
             self._session = web.new_session(
                 accept="text/csv, text/plain;q=0.9, */*;q=0.1",
                 pool_maxsize=config.max_concurrency,
+                follow_redirects=config.follow_redirects,
             )
 
     def fetch(self, kpi: rules.Kpi, now: datetime) -> FetchResult:
@@ -107,11 +131,12 @@ class CsvTableSource:
     def _read_local(self, kpi: rules.Kpi) -> bytes:
         assert self._path is not None
         try:
-            with self._path.open("rb") as file:
-                data = file.read(self._max_bytes + 1)
+            data = read_file(self._path, self._roots, self._max_bytes)
+        except FileRefused as exc:
+            raise self._failed(kpi, f"not read: {exc}") from None
         except FileNotFoundError:
             raise self._failed(kpi, f"file not found: {self._path}") from None
-        except OSError as exc:  # a directory, no permission, an I/O error
+        except OSError as exc:  # no permission, an I/O error
             reason = exc.strerror or type(exc).__name__
             raise self._failed(kpi, f"cannot read {self._path}: {reason}") from None
         if len(data) > self._max_bytes:
@@ -168,7 +193,8 @@ class CsvTableSource:
             data_rows.pop()
         value_name = header[value_at].strip()
         if not data_rows:
-            raise self._bad(kpi, f"no data rows: column {value_name!r} is empty in every row")
+            shown = _quoted(value_name, _NAME_LIMIT)
+            raise self._bad(kpi, f"no data rows: column {shown} is empty in every row")
 
         if time_at is None:
             number, row = data_rows[-1]
@@ -217,10 +243,11 @@ class CsvTableSource:
 
     def _advice(self, target: str, names: list[str]) -> str:
         """A did-you-mean and the columns there are, to fix a typo at a glance."""
-        folded = {name.casefold(): name for name in names if name}
+        # matched as shown: a huge cell (a file that is not a sheet) would slow difflib
+        folded = {_cut(name, _NAME_LIMIT).casefold(): name for name in names if name}
         close = difflib.get_close_matches(target.casefold(), list(folded), n=1, cutoff=0.6)
-        advice = f"; did you mean {folded[close[0]]!r}?" if close else ""
-        shown = ", ".join(repr(name) for name in names[:_SHOWN_COLUMNS])
+        advice = f"; did you mean {_quoted(folded[close[0]], _NAME_LIMIT)}?" if close else ""
+        shown = ", ".join(_quoted(name, _NAME_LIMIT) for name in names[:_SHOWN_COLUMNS])
         more = f" and {len(names) - _SHOWN_COLUMNS} more" if len(names) > _SHOWN_COLUMNS else ""
         advice += f" (columns: {shown}{more})"
         if len(names) == 1:  # one column: the file probably uses another delimiter
@@ -244,7 +271,8 @@ class CsvTableSource:
         try:
             return convert(_cell(row, at), self._delimiter)
         except ValueError as exc:
-            raise self._bad(kpi, f"row {number}, column {name!r}: {exc}") from None
+            shown = _quoted(name, _NAME_LIMIT)
+            raise self._bad(kpi, f"row {number}, column {shown}: {exc}") from None
 
     # ------------------------------------------------------------ errors
 
@@ -295,10 +323,10 @@ def _number(text: str, delimiter: str) -> float:
             hint = " (a percentage: format the column as a plain number)"
         elif _DECIMAL_COMMA.fullmatch(text) or (delimiter == ";" and _GROUPED.fullmatch(text)):
             hint = " (a decimal comma? write numbers with a decimal point)"
-        raise ValueError(f"{_show(text)} is not a number{hint}")
+        raise ValueError(f"{_quoted(text, _CELL_LIMIT)} is not a number{hint}")
     number = float(plain)
     if not math.isfinite(number):  # 1e999
-        raise ValueError(f"{_show(text)} is too large for a float")
+        raise ValueError(f"{_quoted(text, _CELL_LIMIT)} is too large for a float")
     return to_number(number)
 
 
@@ -314,9 +342,25 @@ def _timestamp(text: str, delimiter: str) -> datetime:
         return to_utc(parsed)  # its own "out of range" message: 0001-01-01T00:00+01:00
     if _PLAIN.fullmatch(text):
         return to_utc(float(text))  # its own "out of range" message
-    raise ValueError(f"{_show(text)} is not an ISO-8601 date or date-time, nor epoch seconds")
+    raise ValueError(
+        f"{_quoted(text, _CELL_LIMIT)} is not an ISO-8601 date or date-time, nor epoch seconds"
+    )
 
 
-def _show(text: str, limit: int = 60) -> str:
-    shown = repr(text)
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+def _quoted(text: str, limit: int) -> str:
+    """``text`` cut by :func:`_cut` and quoted, for a message."""
+    return repr(_cut(text, limit))
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` up to its first non-printable character and ``limit`` characters ("…" if cut).
+
+    File content reaches messages only through here. A header or a value never
+    holds a control character: one means the file is not a sheet (an
+    environment dump separates ``KEY=secret`` entries with NULs), and what
+    follows it is not quoted.
+    """
+    text = text.strip()
+    head = text[:limit]
+    shown = head[: next((i for i, char in enumerate(head) if not char.isprintable()), limit)]
+    return shown + "…" if len(shown) < len(text) else shown

@@ -69,7 +69,10 @@ class HttpJsonSource:
             raise_on_status=False,  # give back the last 5xx: its body explains it
         )
         self._session = web.new_session(
-            accept="application/json", pool_maxsize=config.max_concurrency, max_retries=retry
+            accept="application/json",
+            pool_maxsize=config.max_concurrency,
+            max_retries=retry,
+            follow_redirects=config.follow_redirects,
         )
         self._session.headers.update(config.headers)
         if config.auth is not None:

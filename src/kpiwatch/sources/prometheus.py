@@ -61,7 +61,9 @@ class PrometheusQuerySource:
         self._timeout = config.timeout.total_seconds()
         self._step = config.step
         self._session = web.new_session(
-            accept="application/json", pool_maxsize=config.max_concurrency
+            accept="application/json",
+            pool_maxsize=config.max_concurrency,
+            follow_redirects=config.follow_redirects,
         )
         self._session.headers.update(config.headers)  # values never reach a message
 

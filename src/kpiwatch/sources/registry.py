@@ -7,6 +7,7 @@ from pathlib import Path
 
 import structlog
 
+from kpiwatch.config.file_roots import FileRoots
 from kpiwatch.config.rules import (
     BUILTIN_SOURCES,
     CsvSource,
@@ -24,14 +25,19 @@ log = structlog.get_logger(__name__)
 
 
 def build_sources(
-    rules: RuleSet, latest: Latest, base_dirs: Mapping[str, Path] | None = None
+    rules: RuleSet,
+    latest: Latest,
+    base_dirs: Mapping[str, Path] | None = None,
+    *,
+    roots: FileRoots | None = None,
 ) -> dict[str, Source]:
     """One adapter per source in the rules, plus "formula" and "push".
 
     ``latest`` looks up the latest stored observation of a KPI id. Engines
     and connections open lazily, on the first fetch. ``base_dirs`` gives, per
     source, the directory its relative file paths are read from (the rule
-    file's own directory).
+    file's own directory); ``roots`` the directories CSV sources may read
+    (default: each source's own base directory, see CsvTableSource).
     """
     # Each adapter is imported only when a source of its type is declared: the HTTP
     # clients (requests, urllib3) cost a daemon that only takes pushes several MiB.
@@ -51,7 +57,7 @@ def build_sources(
             from kpiwatch.sources.csv_file import CsvTableSource
 
             base_dir = (base_dirs or {}).get(name)
-            sources[name] = CsvTableSource(name, config, base_dir=base_dir)
+            sources[name] = CsvTableSource(name, config, base_dir=base_dir, roots=roots)
         elif isinstance(config, PrometheusSource):
             from kpiwatch.sources.prometheus import PrometheusQuerySource
 

@@ -1,6 +1,7 @@
 """HTTP fetching helpers shared by the http, csv and prometheus sources.
 
-* a pooled :class:`requests.Session` with kpiwatch's User-Agent;
+* a pooled :class:`requests.Session` with kpiwatch's User-Agent, which
+  refuses redirects to another origin unless the source allows them;
 * reading a streamed body against a deadline and a byte cap;
 * what messages say: a URL without credentials or query string, the
   innermost cause of a connection error, a body's content type and start,
@@ -13,7 +14,7 @@ import json
 import re
 import socket
 import time
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import requests.adapters
@@ -39,12 +40,71 @@ class BodyTooLarge(Exception):
     """The body (or its declared Content-Length) is over the limit."""
 
 
+class RedirectRefused(requests.RequestException):
+    """A redirect to another origin, not followed: the message names its scheme://host[:port]."""
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class _Session(requests.Session):
+    """A session that checks every redirect's target before requesting it."""
+
+    def __init__(self, *, follow_redirects: bool) -> None:
+        super().__init__()
+        self.follow_redirects = follow_redirects
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        # requests asks this before each redirect it follows: refusing here means
+        # the other origin never gets a request, nor the source's headers
+        target = super().get_redirect_target(resp)
+        if target is not None and not self.follow_redirects:
+            check_redirect(resp.url, target)
+        return target
+
+
+def check_redirect(from_url: str, location: str) -> None:
+    """Raise RedirectRefused if ``location`` (relative to ``from_url``) is another origin.
+
+    The origin is scheme, host and port (the scheme's default if none): a
+    source's headers (API keys, tokens) are meant for the host its URL names;
+    requests drops only the Authorization header on such a redirect, the
+    others (``X-Api-Key``) would go along.
+    """
+    target = urljoin(from_url, location)
+    if _origin(target) != _origin(from_url):
+        parts = urlsplit(target)
+        shown = shown_url(f"{parts.scheme}://{parts.netloc}")
+        raise RedirectRefused(
+            f"redirected to {shown}, another origin: not followed "
+            "(set follow_redirects: true on the source to allow it)"
+        )
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # not a number: no origin to compare, so never the same
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port
+
+
 def new_session(
-    *, accept: str, pool_maxsize: int, max_retries: Retry | int = 0
+    *,
+    accept: str,
+    pool_maxsize: int,
+    max_retries: Retry | int = 0,
+    follow_redirects: bool = False,
 ) -> requests.Session:
-    """A session for http:// and https:// with kpiwatch's User-Agent and ``accept``."""
+    """A session for http:// and https:// with kpiwatch's User-Agent and ``accept``.
+
+    It follows redirects within the origin of each request's URL; to another
+    origin only with ``follow_redirects`` (the sources' rule key of that name).
+    """
     adapter = requests.adapters.HTTPAdapter(max_retries=max_retries, pool_maxsize=pool_maxsize)
-    session = requests.Session()
+    session = _Session(follow_redirects=follow_redirects)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = f"kpiwatch/{__version__}"

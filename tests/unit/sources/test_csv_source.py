@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from kpiwatch.config import rules
+from kpiwatch.config.file_roots import FileRoots
 from kpiwatch.errors import BadValueError, SourceError
 from kpiwatch.sources.csv_file import MAX_POINTS, CsvTableSource
 
@@ -20,8 +21,10 @@ KPI = rules.Kpi(
 
 
 def _source(path: Path | str, base_dir: Path | None = None, **options: Any) -> CsvTableSource:
+    # the file's own directory is a root: these tests are about reading, not about roots
     config = rules.CsvSource(type="csv", path=str(path), **options)
-    return CsvTableSource("sheet", config, base_dir=base_dir)
+    roots = FileRoots.of(base_dir or Path.cwd(), [Path(path).absolute().parent])
+    return CsvTableSource("sheet", config, base_dir=base_dir, roots=roots)
 
 
 def _fetch(
@@ -301,7 +304,7 @@ def test_a_missing_file(tmp_path: Path) -> None:
 
 
 def test_a_directory_is_not_a_file(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match=r"cannot read .*: Is a directory"):
+    with pytest.raises(SourceError, match=r"not read: '.*' is a directory: name a regular file"):
         _source(tmp_path).fetch(KPI, NOW)
 
 
