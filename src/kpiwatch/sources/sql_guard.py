@@ -100,7 +100,7 @@ def statement_problem(query: str, dialect: str | None) -> str | None:
     """Why ``query`` may not run as a KPI query, or None when it is one reading statement."""
     try:
         statements = [s for s in sqlglot.parse(query, read=dialect) if s is not None]
-    except SqlglotError:
+    except (SqlglotError, RecursionError):  # the parser recurses: a deeply nested query
         return _token_problem(query, dialect)
     if not statements:
         return f"the query is empty; {_HINT}"
