@@ -67,15 +67,22 @@ def test_postgres_superuser_is_refused_naming_source_role_and_recipe(postgres_ur
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("power", ["pg_write_server_files", "pg_execute_server_program"])
+@pytest.mark.parametrize(
+    ("granted", "named"),
+    [
+        ("pg_write_server_files", "a member of pg_write_server_files"),
+        ("pg_execute_server_program", "a member of pg_execute_server_program"),
+        ("postgres", "a member of the superuser role postgres"),  # it could SET ROLE postgres
+    ],
+)
 def test_postgres_role_with_server_file_powers_is_refused(
-    postgres_url: str, postgres_reader_url: str, power: str
+    postgres_url: str, postgres_reader_url: str, granted: str, named: str
 ) -> None:
     role = _role(postgres_reader_url)
-    _admin(postgres_url, f"GRANT {power} TO {role}")
+    _admin(postgres_url, f"GRANT {granted} TO {role}")
     source = _source(postgres_reader_url)
     try:
-        with pytest.raises(PrivilegedRoleError, match=f"'{role}', which is a member of {power}"):
+        with pytest.raises(PrivilegedRoleError, match=f"'{role}', which is {named}"):
             source.verify()
     finally:
         source.close()

@@ -24,11 +24,14 @@ import sqlalchemy as sa
 
 from kpiwatch.errors import ConfigError
 
+# a member of a superuser role can become it (SET ROLE, or set_config('role', ...) in a
+# SELECT): its superuser roles count as its own
 _PG_ROLE = """
-SELECT current_user, r.rolsuper,
+SELECT current_user,
+       (SELECT array_agg(s.rolname::text ORDER BY s.rolname) FROM pg_roles s
+        WHERE s.rolsuper AND pg_has_role(current_user, s.oid, 'MEMBER')),
        pg_has_role(current_user, 'pg_execute_server_program', 'MEMBER'),
        pg_has_role(current_user, 'pg_write_server_files', 'MEMBER')
-FROM pg_roles r WHERE r.rolname = current_user
 """
 # MariaDB lists the privileges of the user's active roles here too (information_schema
 # USER_PRIVILEGES does not); a line reads "GRANT FILE, SUPER ON *.* TO `u`@`%` ..."
@@ -105,17 +108,17 @@ def _postgres_powers(dbapi_connection: Any) -> tuple[str, list[str]]:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(_PG_ROLE)
-        row = cursor.fetchone()
+        row = cursor.fetchone()  # one row: the query has no FROM
     finally:
         cursor.close()
         dbapi_connection.rollback()  # the check's own transaction must not stay open
-    if row is None:  # no pg_roles row for current_user: cannot happen; refuse to guess
-        return "?", ["could not be checked"]
-    role, superuser, program, write_files = row
+    role, superusers, program, write_files = row
     powers = []
-    if superuser:
+    if superusers and role in superusers:
         powers.append("is a superuser")
-    else:  # a superuser is a member of every role: name the cause, not its echoes
+    elif superusers:
+        powers.append(f"is a member of the superuser role {', '.join(superusers)}")
+    if not superusers:  # a superuser is a member of every role: name the cause, not its echoes
         if program:
             powers.append("is a member of pg_execute_server_program")
         if write_files:
