@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 
 import pytest
 import sqlalchemy as sa
@@ -61,6 +62,46 @@ def postgres_url() -> Iterator[str]:
 def mariadb_url() -> Iterator[str]:
     """A fresh, empty MariaDB database, dropped afterwards."""
     yield from _throwaway_database(MARIADB_ADMIN_URL, "MariaDB", {"connect_timeout": 5})
+
+
+def _reader(admin_db_url: str) -> Iterator[str]:
+    """A login role made with the documented read-only recipe, on ``admin_db_url``'s database.
+
+    Named uniquely (roles are server-wide and other test runs share the servers).
+    """
+    from kpiwatch.sources.sql_privileges import read_only_recipe
+
+    url = sa.make_url(admin_db_url)
+    role, password = f"kpiwatch_reader_{uuid.uuid4().hex[:10]}", "reader-Pw-1"
+    backend = url.get_backend_name()
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn, closing(conn.connection.driver_connection.cursor()) as cursor:
+        for statement in read_only_recipe(backend, str(url.database), role, password):
+            cursor.execute(statement)  # as written: no parameters, so '%' is no placeholder
+    try:
+        yield url.set(username=role, password=password).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            if backend == "postgresql":
+                sessions = f"SELECT pid FROM pg_stat_activity WHERE usename = '{role}'"
+                conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM ({sessions}) s")
+                conn.exec_driver_sql(f"DROP OWNED BY {role}")  # its grants, here and shared
+                conn.exec_driver_sql(f"DROP ROLE {role}")
+            else:
+                conn.exec_driver_sql(f"DROP USER '{role}'@'%%'")
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_reader_url(postgres_url: str) -> Iterator[str]:
+    """``postgres_url``'s database, as a role that may only read it (not a superuser)."""
+    yield from _reader(postgres_url)
+
+
+@pytest.fixture
+def mariadb_reader_url(mariadb_url: str) -> Iterator[str]:
+    """``mariadb_url``'s database, as a user with SELECT on it alone (not root)."""
+    yield from _reader(mariadb_url)
 
 
 @pytest.fixture

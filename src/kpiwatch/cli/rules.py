@@ -13,6 +13,7 @@ from kpiwatch.cli.common import (
 )
 from kpiwatch.cli.group import main
 from kpiwatch.config.loader import load_rules
+from kpiwatch.config.rules import RuleSet
 from kpiwatch.errors import RuleLoadError
 
 
@@ -31,6 +32,7 @@ def check(ctx: click.Context, strict: bool) -> None:
         click.echo("\n".join(str(p) for p in exc.problems))
         click.echo(f"{len(exc.problems)} error(s)", err=True)
         sys.exit(EXIT_FAILURES)
+    _check_source_roles(loaded.rules)
     problems = lint(loaded) if strict else []
     for problem in problems:
         click.echo(str(problem))
@@ -41,3 +43,17 @@ def check(ctx: click.Context, strict: bool) -> None:
         f"ok: {len(loaded.rules.kpis)} KPIs, {len(loaded.rules.sources)} sources, "
         f"{len(loaded.rules.teams)} teams in {len(loaded.files)} file(s)"
     )
+
+
+def _check_source_roles(rules: RuleSet) -> None:
+    """Connect each SQL source: a privileged role exits 2 (ConfigError); unreachable warns."""
+    from kpiwatch.sources.registry import build_sources, close_all
+    from kpiwatch.sources.sql import check_roles
+
+    sources = build_sources(rules, lambda _kpi_id: None)
+    try:
+        unreachable = check_roles(sources)
+    finally:
+        close_all(sources)
+    for problem in unreachable:
+        click.echo(f"warning: {problem} (its role is checked when it answers)", err=True)

@@ -3,7 +3,8 @@
 Sources, teams and KPI ids must be unique over all files (and no source may take a
 builtin's name); the sources, teams and leading KPIs a KPI names must exist; a
 formula must parse, read only existing KPIs and not depend on itself through others;
-a CSV source's ``path`` must be a file rules may read (:mod:`~kpiwatch.config.file_roots`).
+a CSV source's ``path`` must be a file rules may read (:mod:`~kpiwatch.config.file_roots`);
+the query of a KPI on a SQL source must be one reading statement in that source's dialect.
 Names are gathered from the raw data, so an item that failed validation still counts.
 """
 
@@ -17,18 +18,21 @@ from typing import Any
 from kpiwatch.config.document import Doc
 from kpiwatch.config.file_roots import FileRoots, load_refusal
 from kpiwatch.config.problems import unknown
-from kpiwatch.config.rules import BUILTIN_SOURCES, CsvSource
+from kpiwatch.config.rules import BUILTIN_SOURCES, CsvSource, SqlSource
 from kpiwatch.errors import RuleProblem
 
 
 def cross_check(docs: list[Doc], roots: FileRoots | None = None) -> list[RuleProblem]:
-    """Every problem found across ``docs``: duplicates, references, formulas, file paths.
+    """Every problem found across ``docs``: duplicates, references, formulas, SQL queries,
+    file paths.
 
     File paths are checked against ``roots`` only when given: rules loaded from
     text have no rules directory (their files are checked when read).
     """
     files = _file_paths(docs, roots) if roots is not None else []
-    return _duplicates(docs) + _references(docs) + _formulas(docs) + files
+    return (
+        _duplicates(docs) + _references(docs) + _formulas(docs) + _sql_queries(docs) + files
+    )
 
 
 def _section(doc: Doc, name: str) -> Any:
@@ -153,6 +157,25 @@ def _formulas(docs: list[Doc]) -> list[RuleProblem]:
         doc, index = query_at[cycle[0]]
         message = f"formula cycle: {' -> '.join(cycle)}"
         problems.append(doc.problem(("kpis", index, "query"), message))
+    return problems
+
+
+def _sql_queries(docs: list[Doc]) -> list[RuleProblem]:
+    """A SQL KPI's query must pass the statement check, in its source's dialect."""
+    urls = {n: s.url for d in docs for n, s in d.sources.items() if isinstance(s, SqlSource)}
+    if not urls:
+        return []
+    # imported here: sqlglot is only loaded for rules that have SQL sources
+    from kpiwatch.sources.sql_guard import dialect_of, statement_problem
+
+    dialects = {name: dialect_of(url) for name, url in urls.items()}
+    problems: list[RuleProblem] = []
+    for doc in docs:
+        for index, kpi in doc.kpis.items():
+            if kpi.source in dialects and kpi.query is not None:
+                reason = statement_problem(kpi.query, dialects[kpi.source])
+                if reason is not None:
+                    problems.append(doc.problem(("kpis", index, "query"), reason))
     return problems
 
 

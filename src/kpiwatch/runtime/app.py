@@ -15,7 +15,7 @@ from kpiwatch.clock import Clock, SystemClock
 from kpiwatch.config.loader import LoadedRules, load_rules
 from kpiwatch.config.rules import Kpi
 from kpiwatch.config.settings import Settings
-from kpiwatch.errors import RuleLoadError
+from kpiwatch.errors import ConfigError, RuleLoadError
 from kpiwatch.notify.channels.email import EmailChannel
 from kpiwatch.notify.notices import NoticeBuilder
 from kpiwatch.notify.outbox import Outbox
@@ -88,6 +88,11 @@ class App:
             max_workers=settings.max_workers,
         )
         self._stack.callback(lambda: self.runner.workspace.close())
+        try:
+            self._check_source_roles()
+        except ConfigError:
+            self._stack.close()  # refused at start: release the store and the lock
+            raise
         notices = NoticeBuilder(self.store, lambda: self.runner.workspace.rules, settings.base_url)
         self.outbox = Outbox(self.store, self.channels, self.clock, notices,
                              suppress=Suppressor(self.store, settings.tz).reason,
@@ -118,6 +123,17 @@ class App:
 
     def _workspace(self, loaded: LoadedRules) -> Workspace:
         return build_workspace(loaded, self.settings, self.store.latest, self._channel_names)
+
+    def _check_source_roles(self) -> None:
+        """Refuse SQL sources whose role could act on the database server (ConfigError)."""
+        rules = self.runner.workspace.rules
+        if not any(s.type == "sql" for s in rules.sources.values()):
+            return  # the SQL adapter (and its parser) stays unimported, as in build_sources
+        from kpiwatch.sources.sql import check_roles
+
+        for problem in check_roles(self.runner.workspace.sources):
+            log.warning("source not reachable at start; its KPIs fail until it answers",
+                        source=problem.source, error=problem.reason)  # fmt: skip
 
     def kpi(self, kpi_id: str) -> Kpi | None:
         """The KPI as the running rules define it now."""

@@ -14,10 +14,12 @@ timestamp) rejects the whole fetch with a reason naming the row. Skipping it
 would silently change what the series says, and the row is usually the
 newest one (a period still being filled in).
 
-Queries run read-only and time-limited (see :mod:`kpiwatch.sources.sql_session`)
-and are always rolled back. A result that arrives after the timeout is
-discarded as a timeout: MariaDB's SLEEP(), interrupted by max_statement_time,
-returns 1 instead of failing.
+A query must be one reading statement (:mod:`kpiwatch.sources.sql_guard`, checked
+again before each fetch), runs read-only and time-limited (see
+:mod:`kpiwatch.sources.sql_session`) and is always rolled back; a role that could
+act on the database server is refused (:mod:`kpiwatch.sources.sql_privileges`).
+A result that arrives after the timeout is discarded as a timeout: MariaDB's
+SLEEP(), interrupted by max_statement_time, returns 1 instead of failing.
 """
 
 from __future__ import annotations
@@ -25,22 +27,26 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from kpiwatch.config import rules
-from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
+from kpiwatch.errors import BadValueError, ConfigError, SourceError, SourceTimeout
 from kpiwatch.model import Observation
-from kpiwatch.sources.base import FetchResult, observations_of
+from kpiwatch.sources.base import FetchResult, Source, observations_of
+from kpiwatch.sources.sql_guard import dialect_of, statement_problem
+from kpiwatch.sources.sql_privileges import PrivilegedRoleError, refuse_privileged_roles
 from kpiwatch.sources.sql_session import (
     connection_lost,
     driver_connection_lost,
     engine_options,
     prepare,
     read_only,
+    read_only_url,
     run_streamed,
     stopped_by_server,
     uses_session_settings,
@@ -50,10 +56,7 @@ from kpiwatch.sources.values import to_number, to_utc
 MAX_ROWS = 10_000  # a series longer than this is a missing GROUP BY, not history
 _SHAPES = "expected one value, or two columns (timestamp, value) for a series"
 _SA_BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)")
-# what a reading query starts with, after any comments
-_READS = re.compile(
-    r"(\s+|--[^\n]*\n|/\*.*?\*/)*(\(|select\b|with\b|values\b|table\b)", re.I | re.S
-)
+_CHECKERS = 8  # sources whose roles are checked at once at start (each may wait its timeout)
 T = TypeVar("T")
 
 
@@ -65,22 +68,32 @@ class SqlQuerySource:
         self._url = config.url  # never put in a message: it may hold a password
         self._timeout = config.timeout.total_seconds()
         self._pool_size = config.max_concurrency  # one connection per fetch thread
+        self._dialect = dialect_of(config.url)
+        self._allow_privileged = config.allow_privileged
         self._engine: sa.Engine | None = None
         self._lock = threading.Lock()
 
     def fetch(self, kpi: rules.Kpi, now: datetime) -> FetchResult:
         """Run the KPI's query; raise SourceError (or a subclass), nothing else."""
+        query = kpi.query or ""
+        # the rules were checked at load; this catches a KPI built another way, cached
+        refused = statement_problem(query, self._dialect)
+        if refused is not None:
+            raise SourceError(
+                f"query for {kpi.id!r} not sent: {refused}", source=self.name, kpi=kpi.id
+            )
         start = time.perf_counter()
         try:
-            columns, rows = self._run(kpi.query or "")
+            columns, rows = self._run(query)
+        except PrivilegedRoleError as exc:
+            raise SourceError(
+                f"query for {kpi.id!r} not sent: {exc.reason}", source=self.name, kpi=kpi.id
+            ) from exc
         except Exception as exc:  # any failure, driver or not, becomes a SourceError
             elapsed = time.perf_counter() - start
             if elapsed >= self._timeout or stopped_by_server(exc):
                 raise self._timed_out(kpi, elapsed) from exc
             reason = _describe(exc)
-            if _from_database(exc) and not _READS.match(kpi.query or ""):
-                # PostgreSQL's answer to an INSERT here is a bare "syntax error"
-                reason += " (queries run read-only: write a single SELECT)"
             raise SourceError(
                 f"query for {kpi.id!r} failed: {reason}", source=self.name, kpi=kpi.id
             ) from exc
@@ -88,6 +101,20 @@ class SqlQuerySource:
         if elapsed >= self._timeout:
             raise self._timed_out(kpi, elapsed)
         return FetchResult(self._observations(kpi, columns, rows, now), elapsed)
+
+    def verify(self) -> None:
+        """Open a connection now (it stays pooled), so its role is checked at start.
+
+        Raises PrivilegedRoleError for a role that could act on the server, SourceError
+        when the database cannot be reached.
+        """
+        try:
+            with self._get_engine().connect():
+                pass
+        except PrivilegedRoleError:
+            raise
+        except Exception as exc:
+            raise SourceError(f"cannot connect: {_describe(exc)}", source=self.name) from exc
 
     def close(self) -> None:
         """Dispose of the pool; a later fetch would open a new one."""
@@ -150,10 +177,12 @@ class SqlQuerySource:
         # for this source's KPIs, not a crash of the whole daemon at start-up
         with self._lock:
             if self._engine is None:
-                url = sa.make_url(self._url)
+                url = read_only_url(sa.make_url(self._url))
                 options = engine_options(url, self._timeout, self._pool_size)
                 engine = sa.create_engine(url, **options)
                 prepare(engine, self._timeout)
+                if not self._allow_privileged:
+                    refuse_privileged_roles(engine, self.name, url.database)
                 self._engine = engine
             return self._engine
 
@@ -204,15 +233,37 @@ class SqlQuerySource:
         )
 
 
+def check_roles(sources: Mapping[str, Source]) -> list[SourceError]:
+    """Connect every SQL source once, at start: refuse any whose role could act on the server.
+
+    Raises ConfigError naming every privileged source. A source that cannot be reached
+    is not fatal (its KPIs fail as source errors until it answers): those errors are
+    returned, for the caller to report.
+    """
+    sql = [s for s in sources.values() if isinstance(s, SqlQuerySource)]
+    if not sql:
+        return []
+
+    def outcome(source: SqlQuerySource) -> Exception | None:
+        try:
+            source.verify()
+        except (PrivilegedRoleError, SourceError) as exc:
+            return exc
+        return None
+
+    # at once: a start must not wait for each unreachable source's timeout in turn
+    with ThreadPoolExecutor(min(len(sql), _CHECKERS), thread_name_prefix="role-check") as pool:
+        outcomes = list(pool.map(outcome, sql))
+    refused = [str(e) for e in outcomes if isinstance(e, PrivilegedRoleError)]
+    if refused:
+        raise ConfigError("\n".join(refused))
+    return [e for e in outcomes if isinstance(e, SourceError)]
+
+
 def _verbatim(query: str) -> sa.TextClause:
     # escape every colon so text() finds no ":name" bind parameters: a literal
     # such as ' :x' reaches the database as written (and "::" casts still work)
     return sa.text(query.replace(":", "\\:"))
-
-
-def _from_database(exc: BaseException) -> bool:
-    """A driver error (through SQLAlchemy or, for streamed queries, straight from psycopg)."""
-    return isinstance(exc, sa.exc.DBAPIError) or type(exc).__module__.startswith("psycopg")
 
 
 def _describe(exc: BaseException) -> str:

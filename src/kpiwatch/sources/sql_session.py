@@ -21,8 +21,12 @@ give kpiwatch a read-only database user in any case):
   ``max_execution_time`` (MySQL, milliseconds), before every query: a query may
   change session settings, and MySQL's SET is not undone by a rollback. The
   drivers refuse multiple statements by default.
-* SQLite: ``PRAGMA query_only`` and a progress handler that interrupts the
-  query at the deadline; sqlite3 refuses multiple statements.
+* SQLite: the file is opened read-only (a ``file:...?mode=ro`` URI, see
+  :func:`read_only_url`: a missing file is an error, not a new empty warehouse);
+  ``PRAGMA query_only``; an authorizer that lets the query read and nothing else
+  (``mode=ro`` does not cover ``ATTACH`` or ``VACUUM INTO``, which create files);
+  and a progress handler that interrupts the query at the deadline; sqlite3
+  refuses multiple statements.
 
 The engine is dedicated to one source; its pool holds ``max_concurrency``
 connections (the source's fetch threads never wait for one, and none is closed
@@ -33,7 +37,9 @@ fails its query, is dropped, and the query is run once more on a new one.
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from typing import Any
@@ -43,6 +49,10 @@ import sqlalchemy as sa
 POOL_RECYCLE = 1800  # seconds; outlives neither firewalls nor server idle timeouts
 READ_GRACE = 1  # seconds past the timeout before a MySQL socket read gives up
 _SQLITE_STEPS = 1000  # VM instructions between deadline checks
+# what the SQLite authorizer lets a KPI query do: read tables, call functions, recurse
+_SQLITE_READS = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
 
 # Driver error codes meaning "the server stopped the statement at its time limit".
 _PG_QUERY_CANCELED = "57014"
@@ -64,6 +74,22 @@ def engine_options(url: sa.URL, timeout: float, pool_size: int) -> dict[str, Any
             "pool_recycle": POOL_RECYCLE,
         }
     return options
+
+
+def read_only_url(url: sa.URL) -> sa.URL:
+    """``url``, with a SQLite file opened read-only (``file:...?mode=ro``); others as given."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return url  # an in-memory database writes no file; the authorizer guards ATTACH
+    if url.query.get("mode") == "memory":
+        return url
+    if url.query.get("uri") == "true":  # already a file: URI; only its mode is forced
+        return url.update_query_dict({"mode": "ro"})
+    # percent-encoded: a '?', '#' or '%' in the path is part of the name, not of the URI
+    return url.set(
+        database="file:" + urllib.parse.quote(database),
+        query={**url.query, "mode": "ro", "uri": "true"},
+    )
 
 
 def uses_session_settings(engine: sa.Engine) -> bool:
@@ -177,14 +203,22 @@ def _sqlite_read_only(conn: sa.Connection, timeout: float) -> Iterator[None]:
     conn.exec_driver_sql("PRAGMA query_only = ON")
     # a non-zero return interrupts the running statement ("interrupted")
     raw.set_progress_handler(lambda: int(time.monotonic() > deadline), _SQLITE_STEPS)
+    # checked as each statement is prepared (setting it expires the cached ones): an
+    # ATTACH, PRAGMA or VACUUM fails with "not authorized" before it runs
+    raw.set_authorizer(_sqlite_reads_only)
     try:
         yield
     finally:
+        raw.set_authorizer(None)
         raw.set_progress_handler(None, 0)
         try:
             conn.exec_driver_sql("PRAGMA query_only = OFF")
         except sa.exc.SQLAlchemyError:
             conn.invalidate()  # never hand a half-reset connection back to the pool
+
+
+def _sqlite_reads_only(action: int, *_: object) -> int:
+    return sqlite3.SQLITE_OK if action in _SQLITE_READS else sqlite3.SQLITE_DENY
 
 
 def stopped_by_server(exc: BaseException) -> bool:

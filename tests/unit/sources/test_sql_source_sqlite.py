@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ KPI = rules.Kpi(
 
 
 def _source(tmp_path: Path, timeout: str = "5s") -> SqlQuerySource:
+    sqlite3.connect(tmp_path / "kpis.db").close()  # the source opens it read-only: it must exist
     url = f"sqlite:///{tmp_path}/kpis.db"
     return SqlQuerySource("db", rules.SqlSource(type="sql", url=url, timeout=timeout))
 
@@ -42,13 +44,16 @@ def test_a_result_arriving_after_the_timeout_is_a_timeout(tmp_path: Path) -> Non
     source.close()
 
 
-def test_connections_go_back_to_the_pool_writable_and_without_handler(tmp_path: Path) -> None:
+def test_connections_go_back_to_the_pool_reset_and_still_read_only(tmp_path: Path) -> None:
     source = _source(tmp_path)
     source.fetch(KPI, NOW)
 
     with source._get_engine().connect() as conn:
+        # a PRAGMA runs: the query's authorizer is gone; query_only is off again
         assert conn.exec_driver_sql("PRAGMA query_only").scalar_one() == 0
-        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")  # would fail with query_only on
+        # and yet the file itself is open read-only
+        with pytest.raises(sa.exc.OperationalError, match="readonly database"):
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
     source.close()
 
 

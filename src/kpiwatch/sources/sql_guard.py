@@ -1,0 +1,158 @@
+"""The statement check of SQL sources: a KPI query must be one reading statement.
+
+:func:`statement_problem` is the one rule. It runs when the rules load (``kpiwatch
+check`` names ``kpis[i].query`` with file:line) and again before every fetch, so a
+query never reaches the database unchecked; answers are cached per query text and
+dialect, so the fetch-time check costs a dictionary look-up.
+
+Accepted: a single ``SELECT`` (also ``WITH ... SELECT``, ``TABLE t``, set operations,
+parenthesised), ``VALUES`` or ``SHOW``. Refused: several statements, and anywhere in
+the statement tree any write or side channel - ``COPY``, ``PRAGMA``, ``ATTACH``,
+``VACUUM``, ``SELECT ... INTO`` (a table on PostgreSQL, ``OUTFILE``/``DUMPFILE`` or a
+variable on MySQL), DML and DDL (also inside a CTE: ``WITH x AS (DELETE ...) SELECT``),
+row locks (``FOR UPDATE``, ``FOR SHARE``, ``LOCK IN SHARE MODE``) and any statement
+the parser only knows as an opaque command (``DO``, ``CALL``, ``EXPLAIN ANALYZE``).
+
+The statements are parsed by sqlglot in the source's dialect, client-side: the
+check needs no connection, so it can run at load time for every KPI, on every
+database kpiwatch speaks to. When sqlglot cannot parse a query (its grammar lags
+behind some dialect-specific syntax), the user is not blocked on the parser's gap:
+the query is checked conservatively on sqlglot's *tokens* instead - one statement,
+starting with a reading keyword, and none of the keywords that write or lock
+(``INTO``, ``COPY``, ``INSERT``, ``FOR UPDATE``, ...) outside strings, quoted names
+and comments. Such a query still runs read-only, time-limited and as a role that
+may not write files (see :mod:`kpiwatch.sources.sql_privileges`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import sqlalchemy as sa
+import sqlglot
+from sqlglot import Token, TokenType, exp
+from sqlglot.errors import SqlglotError
+
+# sqlglot warns through logging each time it falls back to an opaque Command; that is
+# an answer here (a refusal), not something for the operator's log
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+# SQLAlchemy backend name -> sqlglot dialect; any other backend gets sqlglot's generic one
+_DIALECTS = {
+    "postgresql": "postgres",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "sqlite": "sqlite",
+    "mssql": "tsql",
+    "oracle": "oracle",
+    "duckdb": "duckdb",
+}
+_TOP_LEVEL = (exp.Select, exp.SetOperation, exp.Values, exp.Show, exp.Subquery)
+# nodes that write, change the session or reach outside the database, wherever they are
+_REFUSED: dict[type[exp.Expression], str] = {
+    exp.Insert: "INSERT",
+    exp.Update: "UPDATE",
+    exp.Delete: "DELETE",
+    exp.Merge: "MERGE",
+    exp.Create: "CREATE",
+    exp.Drop: "DROP",
+    exp.Alter: "ALTER",
+    exp.TruncateTable: "TRUNCATE",
+    exp.Copy: "COPY",
+    exp.Pragma: "PRAGMA",
+    exp.Attach: "ATTACH",
+    exp.Detach: "DETACH",
+    exp.Set: "SET",
+    exp.Into: "SELECT ... INTO",
+    exp.Lock: "a row lock (FOR UPDATE / FOR SHARE)",
+    exp.Command: "a statement kpiwatch cannot inspect",
+    exp.Transaction: "a transaction statement",
+    exp.Commit: "a transaction statement",
+    exp.Rollback: "a transaction statement",
+}
+# the fallback: what a reading statement may start with, and keywords no reading query needs
+_READ_STARTS = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "SHOW", "("})
+_WRITE_WORDS = frozenset(
+    {
+        "INTO", "OUTFILE", "DUMPFILE", "COPY", "PRAGMA", "ATTACH", "DETACH", "VACUUM",
+        "INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE", "UPSERT", "CREATE", "DROP",
+        "ALTER", "TRUNCATE", "GRANT", "REVOKE", "CALL", "DO", "EXECUTE", "EXEC", "SET",
+        "LOCK", "UNLOCK", "COMMIT", "ROLLBACK", "BEGIN", "LOAD", "HANDLER", "RENAME",
+        "REINDEX", "CLUSTER", "REFRESH", "NOTIFY", "LISTEN", "PREPARE", "DEALLOCATE",
+        "SHARE",
+    }
+)  # fmt: skip
+_HINT = "a KPI query must be a single SELECT (or WITH ... SELECT, VALUES, TABLE, SHOW)"
+
+
+def dialect_of(url: str) -> str | None:
+    """sqlglot's dialect for a SQLAlchemy URL; None (sqlglot's generic SQL) if unknown."""
+    try:
+        backend = sa.make_url(url).get_backend_name()
+    except (sa.exc.ArgumentError, ValueError):
+        return None
+    return _DIALECTS.get(backend)
+
+
+@functools.lru_cache(maxsize=65_536)
+def statement_problem(query: str, dialect: str | None) -> str | None:
+    """Why ``query`` may not run as a KPI query, or None when it is one reading statement."""
+    try:
+        statements = [s for s in sqlglot.parse(query, read=dialect) if s is not None]
+    except (SqlglotError, RecursionError):  # the parser recurses: a deeply nested query
+        return _token_problem(query, dialect)
+    if not statements:
+        return f"the query is empty; {_HINT}"
+    if len(statements) > 1:
+        return f"{len(statements)} statements; {_HINT}"
+    statement = statements[0]
+    if isinstance(statement, exp.Command) and statement.name.upper() == "SHOW":
+        return None  # PostgreSQL's SHOW, which sqlglot keeps as an opaque command
+    for node in statement.walk():
+        for kind, what in _REFUSED.items():
+            if isinstance(node, kind):
+                return f"{_named(node, what)} is refused; {_HINT}"
+    if not isinstance(statement, _TOP_LEVEL):
+        return f"{statement.key.upper()} is refused; {_HINT}"
+    return None
+
+
+def _named(node: exp.Expression, what: str) -> str:
+    if isinstance(node, exp.Command):
+        return f"{node.name.upper()} ({what})"
+    return what
+
+
+def _token_problem(query: str, dialect: str | None) -> str | None:
+    """The conservative check, for a query sqlglot's parser cannot read."""
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(dialect).tokenize(query)
+    except SqlglotError as exc:
+        return f"the query cannot be read ({_first_line(exc)}); {_HINT}"
+    while tokens and tokens[-1].token_type == TokenType.SEMICOLON:
+        tokens.pop()
+    if not tokens:
+        return f"the query is empty; {_HINT}"
+    if any(t.token_type == TokenType.SEMICOLON for t in tokens):
+        return f"several statements; {_HINT}"
+    if _word(tokens[0]) not in _READ_STARTS:
+        return f"{tokens[0].text.upper()} is refused; {_HINT}"
+    for token in tokens:
+        word = _word(token)
+        if word in _WRITE_WORDS:
+            return f"{word} is refused (in a query that was checked word by word); {_HINT}"
+    return None
+
+
+def _word(token: Token) -> str:
+    # strings, quoted names and numbers are data, never keywords
+    if token.token_type in (TokenType.STRING, TokenType.NUMBER, TokenType.IDENTIFIER):
+        return ""
+    if token.token_type == TokenType.VAR and token.text.startswith(("`", '"')):
+        return ""
+    return token.text.upper()
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
