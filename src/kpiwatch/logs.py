@@ -22,7 +22,8 @@ import structlog
 
 from kpiwatch.errors import redact
 
-# libraries talk at WARNING and above unless kpiwatch itself is asked for DEBUG
+# libraries are heard from WARNING up whatever KPIWATCH_LOG_LEVEL says: their INFO and
+# DEBUG lines (every request urllib3 makes, every SQL statement) would drown ours
 _LIBRARY_FLOOR = logging.WARNING
 
 
