@@ -21,16 +21,51 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kpiwatch import known_secrets
+
+# scheme://user:password@ : the password ends at the "@" (a "/" or space means no userinfo)
 _URL_PASSWORD = re.compile(
     r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@"
 )
-_TOKENS = re.compile(r"(?i)(bearer\s+|xox[abprs]-|token=|password=|apikey=|api_key=)([^\s&\"',]+)")
+# Names whose values are credentials: the exact names and their prefixed forms
+# (auth_token, client_secret, x-api-key, sslpassword, db_pwd). The short "key", "sig"
+# and "pwd" need a "_"/"-" before them: "monkey=" and "design=" are not secrets.
+_SENSITIVE_NAME = (
+    r"(?:[a-z0-9]+[_-])*"
+    r"(?:[a-z0-9]*(?:token|secret|password|passwd|signature|apikey|credentials?)|key|sig|pwd)"
+)
+_SENSITIVE_NAME_RE = re.compile(rf"(?i){_SENSITIVE_NAME}")
+# A value ends at the first character that cannot be part of it in a URL or a log line:
+# whitespace, a control character (\x00 ...), the next parameter ("&", ";"), a fragment,
+# a quote, a bracket, a comma, a backslash (an escaped repr). Only the value is replaced.
+_VALUE = r"[^\s\x00-\x1f\x7f&;#,()\[\]{}<>\"'\\]+"
+_NAMED_VALUE = re.compile(rf"(?i)(?<![a-z0-9_-])({_SENSITIVE_NAME}=){_VALUE}")
+# RFC 6750's b64token characters: a bearer token ends at anything else
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
+_SLACK_TOKEN = re.compile(r"\b(xox[abeoprs]-|xapp-)[A-Za-z0-9-]+")
+_SLACK_WEBHOOK = re.compile(r"(?i)(hooks\.slack\.com/(?:services|workflows|triggers)/)[\w/-]+")
+
+
+def is_sensitive_name(name: str) -> bool:
+    """Whether a query parameter or field of this name holds a credential."""
+    return _SENSITIVE_NAME_RE.fullmatch(name) is not None
 
 
 def redact(text: str) -> str:
-    """Hide passwords in URLs and bearer/Slack tokens in a piece of text."""
+    """``text`` with every secret in it replaced by ``***``, and only the secret.
+
+    The secret values this process knows (:mod:`kpiwatch.known_secrets`) go first,
+    whatever their shape; then the patterns: the password of ``scheme://user:pw@``,
+    values of sensitive names (``?token=``, ``&api_key=``, ``client_secret=`` ...),
+    ``Bearer`` tokens, Slack tokens and webhook paths. What follows a secret
+    (``&page=2``, ``\x00PATH=...``, ``; next``) is kept.
+    """
+    text = known_secrets.hide(text)
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    return _TOKENS.sub(lambda m: f"{m[1]}***", text)
+    text = _NAMED_VALUE.sub(r"\1***", text)
+    text = _BEARER.sub(r"\1***", text)
+    text = _SLACK_TOKEN.sub(r"\1***", text)
+    return _SLACK_WEBHOOK.sub(r"\1***", text)
 
 
 class KpiwatchError(Exception):

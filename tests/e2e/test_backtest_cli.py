@@ -69,7 +69,8 @@ def _reveal(full: Path, live: Path, after: date, until: date) -> None:
         db.execute("ATTACH DATABASE ? AS full", (str(full),))
         for table, column in TABLES.items():
             db.execute(
-                f"INSERT INTO {table} SELECT * FROM full.{table} WHERE {column} > ? AND {column} <= ?",
+                f"INSERT INTO {table} SELECT * FROM full.{table} "
+                f"WHERE {column} > ? AND {column} <= ?",
                 (after.isoformat(), until.isoformat()),
             )
 

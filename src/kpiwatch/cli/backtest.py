@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from kpiwatch.cli.common import fail, friendly_errors, kpi_or_exit, load_settings, parse_time
+from kpiwatch.cli.common import (
+    fail,
+    friendly_errors,
+    kpi_or_exit,
+    load_settings,
+    load_settings_rules,
+    parse_time,
+)
 from kpiwatch.cli.group import main
 from kpiwatch.config.loader import load_rules
 
@@ -48,7 +55,7 @@ def backtest_command(
     from kpiwatch.store.history import histories
 
     settings = load_settings(ctx)
-    loaded = load_rules(settings.rules_dir)
+    loaded = load_settings_rules(settings)
     rules = loaded.rules
     if all_kpis == bool(kpi_ids):
         fail("name the KPIs to replay, or give --all")
@@ -56,7 +63,9 @@ def backtest_command(
         kpi_or_exit(rules, kpi_id)
     if store_fetched and not fetch:
         fail("--store keeps what --fetch reads: give both")
-    other = None if compare_dir is None else load_rules(compare_dir).rules
+    other = None
+    if compare_dir is not None:
+        other = load_rules(compare_dir, file_roots=settings.file_roots).rules
     now = datetime.now(UTC)
     end = parse_time(to_text, settings) if to_text else now
     start = parse_time(from_text, settings) if from_text else None

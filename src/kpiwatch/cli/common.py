@@ -16,6 +16,8 @@ from typing import Any, ParamSpec, TypeVar
 import click
 from pydantic import ValidationError
 
+from kpiwatch.config import secrets
+from kpiwatch.config.loader import LoadedRules, load_rules
 from kpiwatch.config.rules import RuleSet
 from kpiwatch.config.settings import Settings
 from kpiwatch.errors import ConfigError, RuleLoadError, StoreError
@@ -60,7 +62,16 @@ def load_settings(ctx: click.Context) -> Settings:
     overrides: dict[str, Any] = {k: v for k, v in ctx.obj.items() if v is not None}
     settings = Settings(**overrides)
     configure_logging(settings.effective_log_format, settings.log_level)
+    secrets.register(settings)
     return settings
+
+
+def load_settings_rules(settings: Settings) -> LoadedRules:
+    """The rules of ``settings.rules_dir`` (CSV paths inside it or ``file_roots``), their
+    secrets known to redaction."""
+    loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots)
+    secrets.register(settings, loaded.rules)
+    return loaded
 
 
 def kpi_or_exit(rules: RuleSet, kpi_id: str) -> None:

@@ -13,11 +13,11 @@ from kpiwatch.cli.common import (
     friendly_errors,
     kpi_or_exit,
     load_settings,
+    load_settings_rules,
     parse_time,
     print_json,
 )
 from kpiwatch.cli.group import main
-from kpiwatch.config.loader import load_rules
 from kpiwatch.errors import SourceError
 
 
@@ -32,7 +32,7 @@ def eval_(ctx: click.Context, kpi_id: str, as_json: bool) -> None:
     from kpiwatch.runtime.standalone import evaluate_without_saving
 
     settings = load_settings(ctx)
-    loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots)
+    loaded = load_settings_rules(settings)
     kpi_or_exit(loaded.rules, kpi_id)
     kpi = loaded.rules.by_id[kpi_id]
     evaluation, previous = evaluate_without_saving(settings, loaded, kpi_id)
@@ -53,7 +53,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     from kpiwatch.store.repository import Store
 
     settings = load_settings(ctx)
-    loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots)
+    loaded = load_settings_rules(settings)
     store = Store.open(settings.database_url.get_secret_value())
     try:
         states = store.states()
@@ -80,7 +80,7 @@ def history(ctx: click.Context, kpi_id: str, as_json: bool, limit: int) -> None:
     from kpiwatch.store.repository import Store
 
     settings = load_settings(ctx)
-    loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots)
+    loaded = load_settings_rules(settings)
     kpi_or_exit(loaded.rules, kpi_id)
     kpi = loaded.rules.by_id[kpi_id]
     store = Store.open(settings.database_url.get_secret_value())
@@ -110,7 +110,7 @@ def push(ctx: click.Context, kpi_id: str, value: float, at_text: str | None, as_
     from kpiwatch.runtime.standalone import standalone_runner
 
     settings = load_settings(ctx)
-    loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots)
+    loaded = load_settings_rules(settings)
     kpi_or_exit(loaded.rules, kpi_id)
     kpi = loaded.rules.by_id[kpi_id]
     now = datetime.now(UTC)
@@ -140,7 +140,7 @@ def backfill_cmd(ctx: click.Context, kpi_id: str, from_text: str | None) -> None
     from kpiwatch.runtime.standalone import standalone_runner
 
     settings = load_settings(ctx)
-    loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots)
+    loaded = load_settings_rules(settings)
     kpi_or_exit(loaded.rules, kpi_id)
     kpi = loaded.rules.by_id[kpi_id]
     if kpi.source in ("formula", "push"):

@@ -6,9 +6,14 @@ from datetime import UTC, datetime
 
 import click
 
-from kpiwatch.cli.common import fail, friendly_errors, load_settings, print_json
+from kpiwatch.cli.common import (
+    fail,
+    friendly_errors,
+    load_settings,
+    load_settings_rules,
+    print_json,
+)
 from kpiwatch.cli.group import main
-from kpiwatch.config.loader import load_rules
 from kpiwatch.errors import DeliveryError
 from kpiwatch.model import DeliveryState
 from kpiwatch.notify.digests import oncall_digest, review_digests
@@ -25,7 +30,7 @@ from kpiwatch.store.repository import Store
 def digest(ctx: click.Context, kind: str, send: bool) -> None:
     """Render (or send) the on-call digest or the review digests now."""
     settings = load_settings(ctx)
-    rules = load_rules(settings.rules_dir, file_roots=settings.file_roots).rules
+    rules = load_settings_rules(settings).rules
     now = datetime.now(UTC)
     email = email_channel(settings)
     if send and email is None:

@@ -10,9 +10,9 @@ from kpiwatch.cli.common import (
     EXIT_FAILURES,
     friendly_errors,
     load_settings,
+    load_settings_rules,
 )
 from kpiwatch.cli.group import main
-from kpiwatch.config.loader import load_rules
 from kpiwatch.config.rules import RuleSet
 from kpiwatch.errors import RuleLoadError
 
@@ -27,7 +27,7 @@ def check(ctx: click.Context, strict: bool) -> None:
 
     settings = load_settings(ctx)
     try:
-        loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots)
+        loaded = load_settings_rules(settings)
     except RuleLoadError as exc:
         click.echo("\n".join(str(p) for p in exc.problems))
         click.echo(f"{len(exc.problems)} error(s)", err=True)

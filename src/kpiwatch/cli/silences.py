@@ -20,12 +20,12 @@ from kpiwatch.cli.common import (
     friendly_errors,
     kpi_or_exit,
     load_settings,
+    load_settings_rules,
     parse_time,
     print_json,
 )
 from kpiwatch.cli.group import main
 from kpiwatch.config.durations import parse_duration
-from kpiwatch.config.loader import load_rules
 from kpiwatch.config.rules import RuleSet
 from kpiwatch.config.settings import Settings
 from kpiwatch.model import MatcherKind, Silence, Status
@@ -95,7 +95,7 @@ def silence_add(
     if not comment.strip():
         fail("--comment must say why")
     settings = load_settings(ctx)
-    rules = load_rules(settings.rules_dir, file_roots=settings.file_roots).rules
+    rules = load_settings_rules(settings).rules
     value = _checked_matcher(rules, matcher, value)
     now = datetime.now(UTC)
     with _open_store(settings) as store:
@@ -214,7 +214,7 @@ def ack(ctx: click.Context, kpi_id: str, comment: str, author: str | None) -> No
     if not comment.strip():
         fail("--comment must say what you are doing about it")
     settings = load_settings(ctx)
-    rules = load_rules(settings.rules_dir, file_roots=settings.file_roots).rules
+    rules = load_settings_rules(settings).rules
     kpi_or_exit(rules, kpi_id)
     with _open_store(settings) as store:
         state = store.get_state(kpi_id)
@@ -245,7 +245,7 @@ def annotate(
     if not text.strip():
         fail("the annotation text is empty")
     settings = load_settings(ctx)
-    rules = load_rules(settings.rules_dir, file_roots=settings.file_roots).rules
+    rules = load_settings_rules(settings).rules
     kpi_or_exit(rules, kpi_id)
     now = datetime.now(UTC)
     moment = parse_time(at_text, settings) if at_text else now

@@ -12,6 +12,7 @@ import structlog
 
 from kpiwatch import __version__
 from kpiwatch.clock import Clock, SystemClock
+from kpiwatch.config import secrets
 from kpiwatch.config.loader import LoadedRules, load_rules
 from kpiwatch.config.rules import Kpi
 from kpiwatch.config.settings import Settings
@@ -68,6 +69,7 @@ class App:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
+        secrets.register(settings)  # before anything can fail and print them
         self._stack = contextlib.ExitStack()
         url = settings.database_url.get_secret_value()
         self._stack.enter_context(InstanceLock(url))
@@ -76,6 +78,7 @@ class App:
         self.leases = Leases(LeaseBook(self.store.engine), replica_id(),
                              timedelta(seconds=settings.lease_seconds))  # fmt: skip
         loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots)
+        secrets.register(settings, loaded.rules)
         self.channels = build_channels(settings, self.store)
         verify_slack(self.channels)
         self._channel_names = frozenset(self.channels)
@@ -221,6 +224,7 @@ class App:
                 errors=[str(p) for p in exc.problems],
             )
             return False
+        secrets.register(self.settings, loaded.rules)
         old = self.runner.swap(self._workspace(loaded))
         old.close()
         self._forget_removed_kpis()
