@@ -12,6 +12,7 @@ from kpiwatch.web.api import api_router
 from kpiwatch.web.context import WebContext
 from kpiwatch.web.exporter import render
 from kpiwatch.web.health import health_router
+from kpiwatch.web.limits import BodyLimit
 from kpiwatch.web.pages import pages_router
 
 # The pages carry their CSS and SVG inline and load nothing: forbid everything else,
@@ -27,7 +28,8 @@ def create_app(ctx: WebContext) -> FastAPI:
         title="kpiwatch",
         version=__version__,
         description="KPI status, history, silences, annotations, acks and pushed values. "
-        "Writes need `Authorization: Bearer $KPIWATCH_API_TOKEN`.",
+        "Writes need `Authorization: Bearer $KPIWATCH_API_TOKEN`. "
+        "Request bodies over KPIWATCH_MAX_BODY_BYTES get 413.",
         openapi_url="/api/v1/openapi.json",
         docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN: not on a closed network
         redoc_url=None,
@@ -40,6 +42,11 @@ def create_app(ctx: WebContext) -> FastAPI:
     def metrics(request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(render(ctx.registry, encoder), media_type=content_type)
+
+    # Pure ASGI: an oversized body is refused before any route reads it. It sits inside
+    # security_headers (added after it, so outermost), which reads no body either and
+    # puts its headers on the 413 too.
+    app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
 
     @app.middleware("http")
     async def security_headers(
