@@ -133,12 +133,18 @@ def chunked(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def raw_request(
-    address: tuple[str, int], head: bytes, body: Iterable[bytes] = (), timeout: float = 10.0
+    address: tuple[str, int],
+    head: bytes,
+    body: Iterable[bytes] = (),
+    timeout: float = 10.0,
+    *,
+    push_on: bool = False,
 ) -> RawAnswer:
     """Sends ``head`` (request line and headers), then ``body`` chunk by chunk, but stops
-    sending as soon as the server answers or hangs up, as a careful client does; then
-    reads the answer. A reset or broken pipe is not an error: the answer may be there.
-    (httpx and requests cannot say what a server sent while it refused the body.)"""
+    sending as soon as the server answers or hangs up, as a careful client does (with
+    ``push_on``, only when it hangs up, as a hostile one does); then reads the answer. A
+    reset or broken pipe is not an error: the answer may be there. (httpx and requests
+    cannot say what a server sent while it refused the body.)"""
     deadline = time.monotonic() + timeout
     sent = 0
     with socket.create_connection(address, timeout=timeout) as sock:
@@ -147,7 +153,7 @@ def raw_request(
             sock.setblocking(False)
             for chunk in body:
                 view = memoryview(chunk)
-                while view and not _answered(sock, deadline):
+                while view and not _answered(sock, deadline, push_on):
                     count = sock.send(view)
                     sent, view = sent + count, view[count:]
                 if view:
@@ -157,13 +163,13 @@ def raw_request(
         return _read_answer(sock, deadline, sent)
 
 
-def _answered(sock: socket.socket, deadline: float) -> bool:
+def _answered(sock: socket.socket, deadline: float, push_on: bool) -> bool:
     """Waits until the socket can be written (False) or the server said something (True)."""
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return True  # out of time: stop sending and read what there is
-        readable, writable, _ = select.select([sock], [sock], [], remaining)
+        readable, writable, _ = select.select([] if push_on else [sock], [sock], [], remaining)
         if readable:
             return True
         if writable:
