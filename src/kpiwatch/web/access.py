@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kpiwatch.config.settings import Settings
@@ -90,15 +91,8 @@ def _unauthorized(detail: str) -> Response:
 
 
 def _cookie(headers: Headers) -> str | None:
-    from http.cookies import SimpleCookie  # the guard runs before Starlette parses cookies
-
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(headers.get("cookie", ""))
-    except Exception:  # a malformed Cookie header is no session
-        return None
-    morsel = jar.get(SESSION_COOKIE)
-    return morsel.value if morsel is not None else None
+    # the guard runs before any Request exists: parse as Request.cookies would (leniently)
+    return cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE)
 
 
 def _login_url(scope: Scope) -> str:
