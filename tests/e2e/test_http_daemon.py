@@ -9,6 +9,8 @@ leaving /metrics, and a taken port.
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import signal
 import socket
 import sqlite3
@@ -24,6 +26,8 @@ import requests
 from browser import chromium_binary, keep_screenshot, run_chromium, visible_text
 from helpers import KPIWATCH, environment, wait_until
 from prometheus_client.parser import text_string_to_metric_families
+
+from kpiwatch.testing import chunked, raw_request
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from prometheus_server import free_port, query, scraping_prometheus
@@ -68,11 +72,11 @@ def _get(url: str, **kwargs: Any) -> requests.Response:
     return requests.get(url, timeout=10, **kwargs)
 
 
-def _answers(url: str, daemon: Process) -> bool:
+def _answers(url: str, daemon: Process, **kwargs: Any) -> bool:
     if not daemon.alive():
         raise AssertionError(f"the daemon exited:\n{daemon.output()[-3000:]}")
     try:
-        return _get(url).status_code == 200
+        return _get(url, **kwargs).status_code == 200
     except requests.ConnectionError:
         return False
 
@@ -290,6 +294,121 @@ def test_taken_port_is_a_clear_configuration_error(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "KPIWATCH_HTTP_PORT" in done.stderr
     assert time.monotonic() - started < 60
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024  # the kernel writes kB
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+HUNDRED_MB = 100 * 1024 * 1024
+
+
+def _hundred_mb() -> Iterator[bytes]:
+    """100 MB of JSON-ish bytes, made as they are sent (the test holds 64 KiB at a time)."""
+    piece = b"x" * 65536
+    for _ in range(HUNDRED_MB // len(piece)):
+        yield piece
+
+
+def test_100_mb_bodies_do_not_grow_the_daemon(tmp_path: Path) -> None:
+    _small(tmp_path)
+    port = free_port()
+    env = environment(tmp_path, KPIWATCH_HTTP_PORT=str(port), KPIWATCH_API_TOKEN=TOKEN)
+    daemon = Process(tmp_path, ["run"], env)
+    address = ("127.0.0.1", port)
+
+    sent: list[int] = []
+
+    def post(path: str, *lines: str, body: Iterator[bytes]) -> int | None:
+        head = "\r\n".join([f"POST {path} HTTP/1.1", "Host: kpiwatch",
+                             "Content-Type: application/json", *lines, "", ""])  # fmt: skip
+        # push_on: keep sending after the answer, as an attacker would, until the server
+        # hangs up or has taken all 100 MB (and must have thrown it away)
+        answer = raw_request(address, head.encode(), body, timeout=10, push_on=True)
+        sent.append(answer.sent)
+        return answer.status
+
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz", daemon), 30, "/readyz")
+        # warm up: the write path's imports and the thread pool exist before measuring
+        small = b'{"errors": "x"}'
+        assert post("/api/v1/silences", f"Content-Length: {len(small)}", body=iter([small])) == 401
+        before = _rss_bytes(daemon.process.pid)
+        started = time.monotonic()
+        statuses = [
+            post("/api/v1/silences", f"Content-Length: {HUNDRED_MB}", body=_hundred_mb()),
+            post("/api/v1/silences", "Transfer-Encoding: chunked", body=chunked(_hundred_mb())),
+            post("/api/v1/kpis/errors/observations", f"Content-Length: {HUNDRED_MB}",
+                 body=_hundred_mb()),
+            post("/api/v1/kpis/errors/observations", "Transfer-Encoding: chunked",
+                 f"Authorization: Bearer {TOKEN}", body=chunked(_hundred_mb())),
+        ]  # fmt: skip
+        elapsed = time.monotonic() - started
+        after = _rss_bytes(daemon.process.pid)
+        grown = after - before
+        print(f"daemon RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB "
+              f"({grown / 2**20:+.1f} MiB) in {elapsed:.1f} s; the server took "
+              f"{[f'{n / 2**20:.1f} MiB' for n in sent[1:]]} of the 100 MB bodies")  # fmt: skip
+        # too large by its header; unauthenticated; too large by its header; too large, counted
+        assert statuses == [413, 401, 413, 413]
+        assert grown < 20 * 2**20
+        assert elapsed < 30
+        assert daemon.alive()
+    finally:
+        assert daemon.stop() == 0, daemon.output()[-3000:]
+
+
+def _dockerfile_healthcheck() -> list[str]:
+    """The HEALTHCHECK command of deploy/docker/Dockerfile, as Docker would run it."""
+    text = (Path(__file__).parents[2] / "deploy" / "docker" / "Dockerfile").read_text()
+    found = re.search(r"^HEALTHCHECK .*?\\\n\s+CMD (\[.*\])$", text, flags=re.M)
+    assert found, "no HEALTHCHECK ... CMD [...] in the Dockerfile"
+    command: list[str] = json.loads(found.group(1))
+    return [sys.executable if command[0] == "python" else command[0], *command[1:]]
+
+
+def test_read_and_metrics_tokens_on_a_real_daemon(tmp_path: Path) -> None:
+    _small(tmp_path)
+    port = free_port()
+    tokens = {"KPIWATCH_READ_TOKEN": "e2e-read", "KPIWATCH_METRICS_TOKEN": "e2e-scrape"}
+    daemon = Process(tmp_path, ["run"], environment(tmp_path, KPIWATCH_HTTP_PORT=str(port),
+                                                     **tokens))  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    scrape = {"Authorization": "Bearer e2e-scrape"}
+    try:
+        wait_until(lambda: _answers(base + "/readyz", daemon, headers=scrape), 30, "/readyz")
+        assert _get(base + "/readyz").status_code == 401
+        assert _get(base + "/metrics", headers=scrape).status_code == 200
+        healthcheck = _dockerfile_healthcheck()
+        probe_env = {"PATH": "/usr/bin:/bin", "KPIWATCH_HTTP_PORT": str(port)}
+        with_token = subprocess.run(healthcheck, env={**probe_env, **tokens}, timeout=20,
+                                    capture_output=True, check=False)  # fmt: skip
+        without = subprocess.run(healthcheck, env=probe_env, timeout=20, capture_output=True,
+                                 check=False)  # fmt: skip
+        assert with_token.returncode == 0, with_token.stderr
+        assert without.returncode != 0
+        assert b"401" in without.stderr
+
+        assert _get(base + "/api/v1/kpis").status_code == 401
+        board = requests.get(base + "/", allow_redirects=False, timeout=10)
+        assert board.status_code == 303
+        assert board.headers["location"] == "/login?next=%2F"
+        with requests.Session() as browser:
+            wrong = browser.post(base + "/login", data={"token": "nope", "next": "/"}, timeout=10)
+            assert wrong.status_code == 403
+            page = browser.post(base + "/login", data={"token": "e2e-read", "next": "/kpis/errors"},
+                                timeout=10)  # follows the 303  # fmt: skip
+            assert page.status_code == 200
+            assert page.url == base + "/kpis/errors"
+            assert "Error rate" in page.text
+            assert browser.get(base + "/api/v1/kpis", timeout=10).status_code == 200
+            browser.post(base + "/logout", timeout=10)
+            assert browser.get(base + "/api/v1/kpis", timeout=10).status_code == 401
+    finally:
+        assert daemon.stop() == 0, daemon.output()[-3000:]
 
 
 # ------------------------------------------------------------------ run --once and the Pushgateway

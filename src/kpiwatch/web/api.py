@@ -80,7 +80,7 @@ def api_router(ctx: WebContext) -> APIRouter:
             503: {"model": Problem, "description": "The state store is unavailable"},
         },
     )
-    writer = [Depends(require_writer(ctx))]
+    writer = [Depends(require_writer(ctx.settings))]
     write_responses = {**WRITER_RESPONSES, **_415}
 
     # -- reads ------------------------------------------------------------------------

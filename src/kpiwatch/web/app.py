@@ -8,10 +8,12 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client.exposition import choose_encoder
 
 from kpiwatch import __version__
+from kpiwatch.web.access import AccessGuard, login_router
 from kpiwatch.web.api import api_router
 from kpiwatch.web.context import WebContext
 from kpiwatch.web.exporter import render
 from kpiwatch.web.health import health_router
+from kpiwatch.web.limits import BodyLimit
 from kpiwatch.web.pages import pages_router
 
 # The pages carry their CSS and SVG inline and load nothing: forbid everything else,
@@ -27,7 +29,9 @@ def create_app(ctx: WebContext) -> FastAPI:
         title="kpiwatch",
         version=__version__,
         description="KPI status, history, silences, annotations, acks and pushed values. "
-        "Writes need `Authorization: Bearer $KPIWATCH_API_TOKEN`.",
+        "Writes need `Authorization: Bearer $KPIWATCH_API_TOKEN`. With KPIWATCH_READ_TOKEN "
+        "set, reads (this document too) need `Authorization: Bearer` with the read token or "
+        "the API token. Request bodies over KPIWATCH_MAX_BODY_BYTES get 413.",
         openapi_url="/api/v1/openapi.json",
         docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN: not on a closed network
         redoc_url=None,
@@ -35,11 +39,19 @@ def create_app(ctx: WebContext) -> FastAPI:
     app.include_router(health_router(ctx))
     app.include_router(api_router(ctx))
     app.include_router(pages_router(ctx))
+    app.include_router(login_router(ctx.settings))
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(render(ctx.registry, encoder), media_type=content_type)
+
+    # Pure ASGI: a refused request is answered before any route, so before any body is
+    # read. The guard is outside the limit: a stranger's oversized read gets the 401/303.
+    # Both sit inside security_headers (added after them, so outermost), which reads no
+    # body either and puts its headers on their answers too.
+    app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
+    app.add_middleware(AccessGuard, settings=ctx.settings)
 
     @app.middleware("http")
     async def security_headers(

@@ -25,6 +25,7 @@ from kpiwatch.evaluation.target import day_start
 from kpiwatch.model import Ack, KpiState, Observation, Status
 from kpiwatch.notify.text import format_value, headline
 from kpiwatch.overview import KpiOverview, overview
+from kpiwatch.web.auth import reads_protected
 from kpiwatch.web.context import WebContext
 from kpiwatch.web.svg import COLOURS, Glide, chart_svg, sparkline_svg
 
@@ -121,14 +122,14 @@ def pages_router(ctx: WebContext) -> APIRouter:
         if kpi is None:
             close = difflib.get_close_matches(kpi_id, list(rules.by_id), n=3)
             names = [(k, rules.by_id[k].name) for k in close]
-            html = _render("not_found.html.j2", kpi_id=kpi_id, close=names, title="Not found")
+            html = render("not_found.html.j2", kpi_id=kpi_id, close=names, title="Not found")
             return HTMLResponse(html, status_code=404)
         return HTMLResponse(_kpi_html(ctx, kpi))
 
     return router
 
 
-def _render(template: str, /, **context: Any) -> str:
+def render(template: str, /, **context: Any) -> str:
     return _env().get_template(template).render(**context)
 
 
@@ -193,9 +194,10 @@ def _board_html(ctx: WebContext) -> str:
         for name, (up, since, error) in sorted(health.items())
         if not up
     ]
-    return _render(
+    return render(
         "board.html.j2",
         title="KPI status board",
+        logout=reads_protected(ctx.settings),
         groups=groups,
         counts=_count([c for found in cards.values() for c in found]),
         total=len(rows),
@@ -282,9 +284,10 @@ def _kpi_html(ctx: WebContext, kpi: Kpi) -> str:
     changes = ctx.store.status_changes(kpi.id, limit=TABLE_ROWS)
     annotations = ctx.store.annotations(kpi.id, limit=TABLE_ROWS)
     events = ctx.store.events(kpi_id=kpi.id, limit=TABLE_ROWS)
-    return _render(
+    return render(
         "kpi.html.j2",
         title=kpi.name,
+        logout=reads_protected(ctx.settings),
         kpi=kpi,
         row=row,
         status=row.status.value,

@@ -12,9 +12,11 @@ import json
 import math
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, cast, runtime_checkable
 
 from fastapi import Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import (
@@ -32,6 +34,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from kpiwatch.model import Direction, EventKind, MatcherKind, ReviewCadence, Status
 from kpiwatch.store.types import AUTHOR_LENGTH, KPI_ID_LENGTH, MATCHER_VALUE_LENGTH
+from kpiwatch.web.limits import bounded_errors
 
 TEXT_LENGTH = 2000  # comments and annotation texts: a paragraph, not a document
 
@@ -353,16 +356,33 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
+@runtime_checkable
+class BeforeBody(Protocol):
+    """A route dependency with a check that must run before the body is read: FastAPI
+    reads and parses a body before it solves dependencies (the write token's check)."""
+
+    def before_body(self, request: Request) -> None: ...
+
+
 class JsonRoute(APIRoute):
     """Bodies must be strict JSON. FastAPI would otherwise validate a text body as bytes
     and fail to echo invalid UTF-8 in its 422 (a 500), and would echo a NaN it cannot
-    serialise (another 500)."""
+    serialise (another 500). A 422 quotes no long input (:func:`bounded_errors`), and
+    :class:`BeforeBody` dependencies run before a byte of the body is read."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         takes_body = self.body_field is not None
+        # cast: mypy does not narrow a Callable to a protocol; isinstance checked it
+        early = [
+            cast(BeforeBody, d.dependency)
+            for d in self.dependencies
+            if isinstance(d.dependency, BeforeBody)
+        ]
 
         async def strict(request: Request) -> Response:
+            for check in early:
+                check.before_body(request)
             request = _StrictJsonRequest(request.scope, request.receive)
             if (
                 takes_body
@@ -371,6 +391,10 @@ class JsonRoute(APIRoute):
             ):
                 detail = "send the body as JSON with Content-Type: application/json"
                 return JSONResponse({"detail": detail}, status_code=415)
-            return await handler(request)
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                errors = bounded_errors(jsonable_encoder(exc.errors()))
+                return JSONResponse({"detail": errors}, status_code=422)
 
         return strict
