@@ -62,6 +62,7 @@ def test_daemon_log_shows_urllib3s_retry_warning_without_the_token(tmp_path: Pat
     log = tmp_path / "daemon.log"
     with _daemon(tmp_path, environment(tmp_path), log):
         wait_until(lambda: "Retrying" in log.read_text(), 20, "urllib3's retry warning")
+        wait_until(lambda: '"serving HTTP"' in log.read_text(), 20, "the HTTP server")
         # uvicorn's own logger (the server runs with log_config=None) joins the same pipeline
         serving = next(line for line in _lines(log) if line["event"] == "serving HTTP")
         host, port = serving["url"].removeprefix("http://").rsplit(":", 1)
@@ -81,7 +82,9 @@ def test_daemon_log_shows_urllib3s_retry_warning_without_the_token(tmp_path: Pat
 
 
 def _lines(log: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in log.read_text().splitlines()]
+    """The complete lines written so far (the daemon may be writing the last one)."""
+    text = log.read_text()
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
 
 @contextmanager
@@ -174,9 +177,10 @@ kpis:
 
 
 def _get(url: str, token: str) -> requests.Response:
-    response = requests.get(url, timeout=10)
-    if response.status_code == 401:  # pages behind KPIWATCH_READ_TOKEN / METRICS_TOKEN
-        response = requests.get(url, timeout=10, headers={"Authorization": f"Bearer {token}"})
+    """The page itself (behind KPIWATCH_READ_TOKEN / METRICS_TOKEN), not a login redirect."""
+    response = requests.get(
+        url, timeout=10, headers={"Authorization": f"Bearer {token}"}, allow_redirects=False
+    )
     assert response.status_code == 200, (url, response.status_code)
     return response
 
@@ -253,6 +257,7 @@ def test_no_secret_reaches_any_output(tmp_path: Path) -> None:
             read, metrics = s["read_token"], s["metrics_token"]
             for path in ("/", "/kpis/mrr", "/kpis/churn", "/api/v1/kpis", "/api/v1/kpis/mrr"):
                 outputs[f"GET {path}"] = _get(base + path, read).text
+                assert "mrr" in outputs[f"GET {path}"] or "churn" in outputs[f"GET {path}"]
             outputs["GET /metrics"] = _get(base + "/metrics", metrics).text
         outputs["daemon log"] = log.read_text()
         result = kpiwatch(tmp_path, "status", "--json", env=env)

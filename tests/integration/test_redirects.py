@@ -122,13 +122,17 @@ def test_a_same_origin_hop_then_another_origin_is_refused(
     assert landing.seen == []
 
 
-def test_csv_url_refuses_a_redirect_to_another_origin(origin: Server, landing: Server) -> None:
-    config = rules.CsvSource(type="csv", url=f"{origin.base_url}/sheet.csv")
+def test_csv_url_follows_a_published_sheet_unless_told_not_to(
+    origin: Server, landing: Server
+) -> None:
+    config = rules.CsvSource(
+        type="csv", url=f"{origin.base_url}/sheet.csv", follow_redirects=False
+    )
     with pytest.raises(SourceError) as caught:
         CsvTableSource("sheet", config).fetch(_kpi("sheet", "value"), NOW)
     assert f"redirected to {landing.base_url}, another origin: not followed" in str(caught.value)
     assert landing.seen == []
-    allowed = rules.CsvSource(type="csv", url=config.url, follow_redirects=True)
+    allowed = rules.CsvSource(type="csv", url=config.url)  # the default: no credentials to leak
     assert CsvTableSource("sheet", allowed).fetch(_kpi("sheet", "value"), NOW).current.value == 7
     assert [path for path, _ in landing.seen] == ["/sheet.csv"]
 

@@ -149,8 +149,10 @@ class CsvSource(_SourceBase):
     timestamp_column: str | None = None
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
-    # as HttpSource's, for ``url``: published sheets often redirect to a content host
-    follow_redirects: bool = False
+    # for ``url``. On by default, unlike http and prometheus sources: a CSV source sends
+    # no headers or credentials that a redirect could carry away, and published
+    # spreadsheets redirect to a content host. ``false`` keeps downloads on the URL's origin.
+    follow_redirects: bool = True
 
     @model_validator(mode="after")
     def _path_or_url(self) -> CsvSource:

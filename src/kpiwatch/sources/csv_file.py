@@ -24,9 +24,10 @@ Files are decoded as UTF-8 (a byte-order mark is fine) and limited to
 ``max_bytes``. A local ``path`` is relative to the directory of the rule file
 that declares the source, and must be a regular file inside the rules
 directory or ``KPIWATCH_FILE_ROOTS`` (:mod:`kpiwatch.config.file_roots`),
-checked again on every read. Downloads follow redirects within the URL's
-origin only, unless ``follow_redirects`` (:func:`kpiwatch.sources.web.new_session`),
-and ``timeout`` bounds the whole download; an HTML answer (typically a
+checked again on every read. Downloads follow redirects (published sheets
+redirect to a content host; the source sends no credentials); with
+``follow_redirects: false`` only within the URL's origin
+(:func:`kpiwatch.sources.web.new_session`), and ``timeout`` bounds the whole download; an HTML answer (typically a
 sign-in page for a sheet that is not public) is an error. Messages show a
 URL as scheme://host/path only.
 
