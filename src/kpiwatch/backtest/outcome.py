@@ -153,6 +153,14 @@ def replay_kpi(
 
 
 @dataclass(frozen=True)
+class Replayed:
+    """One KPI under the current rules (``a``) and, with ``--compare``, the other (``b``)."""
+
+    a: KpiOutcome
+    b: KpiOutcome | None
+
+
+@dataclass(frozen=True)
 class Comparison:
     """How one KPI fares under other rules (``b``) than the current ones (``a``)."""
 

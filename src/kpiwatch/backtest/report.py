@@ -4,34 +4,84 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from kpiwatch.backtest.outcome import KpiOutcome, Transition, compare
-from kpiwatch.backtest.run import Replayed
+from kpiwatch.backtest.outcome import KpiOutcome, Replayed, Transition, compare
 from kpiwatch.evaluation.format import fmt_age
 from kpiwatch.model import EventKind
 from kpiwatch.notify.text import format_value, headline
 
 
-def json_chunks(
-    replays: Iterable[Replayed], start: datetime | None, end: datetime
-) -> Iterator[str]:
-    """The JSON document of SPEC §3a, a KPI at a time (a year of 10,000 KPIs is large):
-    ``{"kpis": [...], "from": …, "to": …}``; ``from`` is the earliest moment replayed.
-    With ``--compare`` each KPI is ``{"id", "a", "b", "diff"}``."""
-    first = start
+def item_json(replayed: Replayed) -> str:
+    """One KPI of the JSON document: its outcome, or with ``--compare``
+    ``{"id", "a", "b", "diff"}``."""
+    a, b = replayed.a, replayed.b
+    if b is None:
+        return json.dumps(a.as_json(), ensure_ascii=False)
+    both = {"id": a.kpi.id, "a": a.as_json(), "b": b.as_json(), "diff": compare(a, b).as_json()}
+    return json.dumps(both, ensure_ascii=False)
+
+
+def json_document(items: Iterable[str], totals: Totals, end: datetime) -> Iterator[str]:
+    """``{"kpis": [...], "from": …, "to": …}`` (SPEC §3a), written as the items come;
+    ``from``, the earliest moment replayed, is read from ``totals`` once they are in."""
     yield '{"kpis": ['
-    for n, replayed in enumerate(replays):
-        a, b = replayed.a, replayed.b
-        first = a.start if first is None else min(first, a.start)
-        item = a.as_json() if b is None else {
-            "id": a.kpi.id, "a": a.as_json(), "b": b.as_json(), "diff": compare(a, b).as_json()
-        }  # fmt: skip
-        yield (", " if n else "") + json.dumps(item, ensure_ascii=False)
-    shown = (first or end).isoformat()
-    yield f'], "from": {json.dumps(shown)}, "to": {json.dumps(end.isoformat())}}}'
+    for n, item in enumerate(items):
+        yield (", " if n else "") + item
+    first = totals.first or end
+    yield f'], "from": {json.dumps(first.isoformat())}, "to": {json.dumps(end.isoformat())}}}'
+
+
+@dataclass
+class Totals:
+    """What the summary line needs of many replayed KPIs; parts add up with ``+=``."""
+
+    kpis: int = 0
+    evaluations: int = 0
+    transitions: int = 0
+    channels: Counter[str] = field(default_factory=Counter)  # notifications under the rules
+    sent_a: int = 0
+    sent_b: int = 0  # under the compared rules
+    first: datetime | None = None
+    missing: list[str] = field(default_factory=list)  # KPIs the compared rules lack
+
+    def add(self, replayed: Replayed) -> None:
+        a = replayed.a
+        self.kpis += 1
+        self.evaluations += a.evaluations
+        self.transitions += len(a.transitions)
+        self.channels.update(notice.delivery.channel for notice in a.sent)
+        self.sent_a += len(a.sent)
+        self.sent_b += 0 if replayed.b is None else len(replayed.b.sent)
+        self.first = a.start if self.first is None else min(self.first, a.start)
+
+    def add_part(self, other: Totals) -> None:
+        """Fold in another part's totals."""
+        self.kpis += other.kpis
+        self.evaluations += other.evaluations
+        self.transitions += other.transitions
+        self.channels.update(other.channels)
+        self.sent_a += other.sent_a
+        self.sent_b += other.sent_b
+        if other.first is not None:
+            self.first = other.first if self.first is None else min(self.first, other.first)
+        self.missing.extend(other.missing)
+
+    def text(self) -> str:
+        per_channel = ", ".join(f"{c} {n}" for c, n in self.channels.most_common()) or "none"
+        return (
+            f"{self.kpis} KPI(s), {self.evaluations} evaluations, "
+            f"{self.transitions} status changes; notifications: {per_channel}"
+        )
+
+    def compared_text(self) -> str:
+        return (
+            f"all KPIs: {self.sent_a} notifications under the current rules, "
+            f"{self.sent_b} under the other"
+        )
 
 
 def _when(moment: datetime, tz: ZoneInfo) -> str:
@@ -113,42 +163,21 @@ def outcome_text(outcome: KpiOutcome, tz: ZoneInfo) -> str:
     return "\n".join(lines)
 
 
-def totals_text(outcomes: Sequence[KpiOutcome]) -> str:
-    """The whole run: KPIs, transitions, notifications per channel."""
-    channels: Counter[str] = Counter()
-    for outcome in outcomes:
-        channels.update(notice.delivery.channel for notice in outcome.sent)
-    per_channel = ", ".join(f"{c} {n}" for c, n in channels.most_common()) or "none"
-    transitions = sum(len(o.transitions) for o in outcomes)
-    return (
-        f"{len(outcomes)} KPI(s), {sum(o.evaluations for o in outcomes)} evaluations, "
-        f"{transitions} status changes; notifications: {per_channel}"
+def pair_text(a: KpiOutcome, b: KpiOutcome, tz: ZoneInfo) -> str:
+    """One KPI under other rules: counts, transitions and episodes added (+) and removed (-)."""
+    diff = compare(a, b)
+    head = (
+        f"{a.kpi.id}: {len(a.transitions)} → {len(b.transitions)} status changes, "
+        f"{len(a.sent)} → {len(b.sent)} notifications"
     )
-
-
-def compared_text(pairs: Sequence[tuple[KpiOutcome, KpiOutcome]], tz: ZoneInfo) -> str:
-    """Per KPI, what the other rules change: counts, transitions and episodes added/removed."""
-    lines = []
-    for a, b in pairs:
-        diff = compare(a, b)
-        head = (
-            f"{a.kpi.id}: {len(a.transitions)} → {len(b.transitions)} status changes, "
-            f"{len(a.sent)} → {len(b.sent)} notifications"
+    same = not (diff.transitions_added or diff.transitions_removed)
+    lines = [head + (" (no difference)" if same and len(a.sent) == len(b.sent) else "")]
+    for sign, transitions in (("-", diff.transitions_removed), ("+", diff.transitions_added)):
+        for t in transitions:
+            was = "first" if t.from_ is None else t.from_.value
+            lines.append(f"  {sign} {_when(t.at, tz)}  {was} → {t.to.value}")
+    if diff.episodes_added or diff.episodes_removed:
+        lines.append(
+            f"  episodes: {len(diff.episodes_added)} added, {len(diff.episodes_removed)} removed"
         )
-        same = not (diff.transitions_added or diff.transitions_removed)
-        lines.append(head + (" (no difference)" if same and len(a.sent) == len(b.sent) else ""))
-        for sign, transitions in (("-", diff.transitions_removed), ("+", diff.transitions_added)):
-            for t in transitions:
-                was = "first" if t.from_ is None else t.from_.value
-                lines.append(f"  {sign} {_when(t.at, tz)}  {was} → {t.to.value}")
-        if diff.episodes_added or diff.episodes_removed:
-            lines.append(
-                f"  episodes: {len(diff.episodes_added)} added, "
-                f"{len(diff.episodes_removed)} removed"
-            )
-    total_a = sum(len(a.sent) for a, _ in pairs)
-    total_b = sum(len(b.sent) for _, b in pairs)
-    lines.append(
-        f"all KPIs: {total_a} notifications under the current rules, {total_b} under the other"
-    )
     return "\n".join(lines)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from kpiwatch.cli.common import (
 )
 from kpiwatch.cli.group import main
 from kpiwatch.config.loader import load_rules
+from kpiwatch.model import Observation
 
 
 @main.command("backtest")
@@ -33,6 +36,7 @@ from kpiwatch.config.loader import load_rules
     help="Replay under this rules directory too and print the difference.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--jobs", type=click.IntRange(min=1), help="Worker processes (default: one per CPU).")
 @click.pass_context
 @friendly_errors
 def backtest_command(
@@ -45,14 +49,13 @@ def backtest_command(
     store_fetched: bool,
     compare_dir: Path | None,
     as_json: bool,
+    jobs: int | None,
 ) -> None:
     """Replay history through the rules: the status changes, escalations, reviews and
     notifications they would have produced. Changes nothing (unless --fetch --store)."""
     from kpiwatch.backtest import report
-    from kpiwatch.backtest.run import History, backtest, fetched_history, with_fetched
-    from kpiwatch.evaluation import HISTORY_WINDOW
+    from kpiwatch.backtest.run import Request, fetched_history, replay_parts
     from kpiwatch.runtime.standalone import standalone_runner
-    from kpiwatch.store.history import histories
 
     settings = load_settings(ctx)
     loaded = load_settings_rules(settings)
@@ -72,10 +75,9 @@ def backtest_command(
     if start is not None and start >= end:
         fail(f"--from {start.isoformat()} is not before --to {end.isoformat()}")
     ids = list(kpi_ids) or [kpi.id for kpi in rules.kpis]
+    fetched: dict[str, list[Observation]] = {}
+    # opens (and migrates) the store like every command; the workers then only read it
     with standalone_runner(settings, loaded) as (store, runner):
-        # the evaluations at ``start`` see the trend behind it, as the daemon's would
-        since = None if start is None else start - HISTORY_WINDOW
-        history: History = histories(store, ids, since=since, until=end)
         if fetch:
             fetched, problems = fetched_history(runner.workspace, ids, now)
             for problem in problems:
@@ -83,27 +85,24 @@ def backtest_command(
             if store_fetched:
                 stored = store.add_observations(o for obs in fetched.values() for o in obs)
                 click.echo(f"stored {stored} new observation(s)", err=True)
-            history = with_fetched(history, fetched, end)
-        replays = backtest(
-            rules, history, start, end, tz=settings.tz, review_time=settings.review_time,
-            oncall_emails=settings.oncall_emails, other=other,
-        )  # fmt: skip
-        if as_json:
-            for chunk in report.json_chunks(replays, start, end):
-                click.echo(chunk, nl=False)
-            click.echo()
-            return
-        if other is None:
-            outcomes = []
-            for replayed in replays:
-                click.echo(report.outcome_text(replayed.a, settings.tz))
-                outcomes.append(replayed.a)
-            click.echo(report.totals_text(outcomes))
-            return
-        pairs = []
-        for replayed in replays:
-            if replayed.b is None:
-                click.echo(f"kpiwatch: {replayed.a.kpi.id} is not in {compare_dir}", err=True)
-            else:
-                pairs.append((replayed.a, replayed.b))
-        click.echo(report.compared_text(pairs, settings.tz))
+    request = Request(
+        rules, settings.database_url.get_secret_value(), start, end, settings.tz,
+        settings.review_time, settings.oncall_emails, other, as_json, fetched,
+    )  # fmt: skip
+    totals = report.Totals()
+
+    def chunks() -> Iterator[str]:
+        for part in replay_parts(request, ids, jobs or os.cpu_count() or 1):
+            totals.add_part(part.totals)
+            yield from part.chunks
+
+    if as_json:
+        for chunk in report.json_document(chunks(), totals, end):
+            click.echo(chunk, nl=False)
+        click.echo()
+    else:
+        for chunk in chunks():
+            click.echo(chunk, nl=False)
+        click.echo(totals.text() if other is None else totals.compared_text())
+    if totals.missing:
+        click.echo(f"kpiwatch: not in {compare_dir}: {', '.join(totals.missing)}", err=True)

@@ -27,8 +27,9 @@ directory or ``KPIWATCH_FILE_ROOTS`` (:mod:`kpiwatch.config.file_roots`),
 checked again on every read. Downloads follow redirects (published sheets
 redirect to a content host; the source sends no credentials); with
 ``follow_redirects: false`` only within the URL's origin
-(:func:`kpiwatch.sources.web.new_session`), and ``timeout`` bounds the whole download; an HTML answer (typically a
-sign-in page for a sheet that is not public) is an error. Messages show a
+(:func:`kpiwatch.sources.web.new_session`). ``timeout`` bounds the whole
+download; an HTML answer (typically a sign-in page for a sheet that is not
+public) is an error. Messages show a
 URL as scheme://host/path only.
 
 Messages quote no more of a file than its header cells' names, each up to

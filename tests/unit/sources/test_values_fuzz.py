@@ -617,7 +617,7 @@ def test_any_csv_file_gives_observations_or_names_row_and_column(
     config = rules.CsvSource(
         type="csv", path=str(path), timestamp_column=timestamp_column, delimiter=delimiter
     )
-    source = CsvTableSource("sheet", config)
+    source = CsvTableSource("sheet", config, base_dir=sheet_dir)  # the sheet's root
     try:
         result = source.fetch(CSV_KPI, NOW)
     except SourceError as exc:
@@ -645,7 +645,7 @@ def test_a_csv_timestamp_out_of_range_names_row_and_column(
     path.write_text(f"at,value\n2024-06-01,1\n{cell},2\n", encoding="utf-8")
     config = rules.CsvSource(type="csv", path=str(path), timestamp_column="at")
     with pytest.raises(BadValueError) as caught:
-        CsvTableSource("sheet", config).fetch(CSV_KPI, NOW)
+        CsvTableSource("sheet", config, base_dir=sheet_dir).fetch(CSV_KPI, NOW)
     assert "row 3, column 'at': " in str(caught.value)
     assert reason in str(caught.value)
 
