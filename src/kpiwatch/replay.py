@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from kpiwatch.config.rules import Kpi
@@ -43,8 +44,7 @@ class Notice:
         return f"{self.delivery.channel}:{self.delivery.target}"
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
     """One simulated evaluation and what it caused."""
 
     at: datetime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -90,6 +91,8 @@ def backtest_command(
         settings.review_time, settings.oncall_emails, other, as_json, fetched,
     )  # fmt: skip
     totals = report.Totals()
+    # the rules live as long as this process: the workers' collections need not walk them
+    gc.freeze()
 
     def chunks() -> Iterator[str]:
         for part in replay_parts(request, ids, jobs or os.cpu_count() or 1):

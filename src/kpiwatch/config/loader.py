@@ -14,9 +14,11 @@ in :mod:`~kpiwatch.config.crosscheck`.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +80,23 @@ def load_rules(
         text = _read(path, path.relative_to(rules_dir).as_posix(), digest, problems)
         if text is not None:
             texts.append((str(path), text))
-    return _checked(texts, tuple(paths), digest.hexdigest(), env, problems, roots)
+    with collector_paused():
+        return _checked(texts, tuple(paths), digest.hexdigest(), env, problems, roots)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile. A load allocates hundreds of thousands of
+    objects and frees almost none, so the collector's passes over them find nothing:
+    at 10,000 KPIs they cost about a fifth of the load."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def load_rule_text(

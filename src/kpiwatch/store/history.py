@@ -19,6 +19,7 @@ from kpiwatch.store.base import chunks
 from kpiwatch.store.repository import Store
 from kpiwatch.store.schema import observations as observations_t
 from kpiwatch.store.transactions import reading
+from kpiwatch.store.types import stored_utc
 
 KPIS_PER_READ = 200  # a year of daily points each: ~73,000 rows a query
 
@@ -33,13 +34,16 @@ def histories(
         found: dict[str, list[Observation]] = {kpi_id: [] for kpi_id in chunk}
         with reading(store.engine, "read history") as connection:
             dialect = connection.dialect.name
+            # the times as the driver returns them, converted below without a typed
+            # column's per-row processing (about a sixth of the read)
+            raw_time = sa.type_coerce(c.observed_at, sa.types.NullType())
             query = (
-                sa.select(c.kpi_id, c.observed_at, c.value)
+                sa.select(c.kpi_id, raw_time, c.value)
                 .where(sql.one_of(c.kpi_id, dialect, chunk), c.observed_at <= until)
                 .order_by(c.kpi_id, c.observed_at)
             )
             if since is not None:
                 query = query.where(c.observed_at >= since)
             for kpi_id, observed_at, value in connection.execute(query):
-                found[kpi_id].append(Observation(kpi_id, observed_at, value))
+                found[kpi_id].append(Observation(kpi_id, stored_utc(observed_at), value))
         yield from found.items()

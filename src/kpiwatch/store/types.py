@@ -40,11 +40,17 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
         return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return None if value is None else stored_utc(value)
+
+
+def stored_utc(value: datetime | str) -> datetime:
+    """A stored time as aware UTC: naive values are UTC (SQLite and MySQL store them so),
+    and SQLite's driver hands them over as ISO text."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 # Surrogate keys: BIGINT where it matters; SQLite only autoincrements "INTEGER PRIMARY KEY".
