@@ -107,7 +107,7 @@ def test_eval_prints_without_changing_anything(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["value"] == 12.0
     assert data["status"] == "green"
-    assert status_json(tmp_path)["signups"]["last_evaluated"] is None  # nothing was saved
+    assert not (tmp_path / "state.db").exists()  # nothing was saved, not even a database
 
 
 def test_run_once_twice_is_idempotent(tmp_path: Path) -> None:
@@ -209,3 +209,48 @@ def test_run_once_against_postgresql_state_store(tmp_path: Path, postgres_url: s
     result = kpiwatch(tmp_path, "run", "--once", env=env)
     assert result.returncode == 0, result.stderr
     assert status_json(tmp_path, env)["signups"]["status"] == "green"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("status",),
+        ("history", "signups"),
+        ("digest", "review"),
+        ("outbox", "list"),
+        ("silence", "list"),
+        ("backtest", "--all"),
+    ],
+)
+def test_read_commands_never_create_a_state_database(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    _rules(tmp_path)
+    missing = tmp_path / "no" / "such" / "dir" / "x.db"
+    env = environment(tmp_path, KPIWATCH_DATABASE_URL=f"sqlite:///{missing}")
+    result = kpiwatch(tmp_path, *command, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"no state database at '{missing}'" in result.stderr
+    assert "`kpiwatch run` or `kpiwatch run --once` creates it" in result.stderr
+    assert not (tmp_path / "no").exists()
+
+
+def test_eval_before_the_first_run_evaluates_without_creating_a_database(
+    tmp_path: Path,
+) -> None:
+    _rules(tmp_path)
+    missing = tmp_path / "no" / "x.db"
+    env = environment(tmp_path, KPIWATCH_DATABASE_URL=f"sqlite:///{missing}")
+    result = kpiwatch(tmp_path, "eval", "signups", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["value"] == 12
+    assert not (tmp_path / "no").exists()
+
+
+def test_digest_review_with_nothing_due_says_so(tmp_path: Path) -> None:
+    _rules(tmp_path)
+    env = environment(tmp_path)
+    assert kpiwatch(tmp_path, "run", "--once", env=env).returncode == 0
+    result = kpiwatch(tmp_path, "digest", "review", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "no review digest: none of the 1 KPIs is due\n"

@@ -125,6 +125,7 @@ def test_silence_add_refuses_bad_input(tmp_path: Path) -> None:
 
 def test_silence_list_when_empty(tmp_path: Path) -> None:
     env = _setup(tmp_path)
+    Store.open(f"sqlite:///{tmp_path}/state.db").close()  # a database with no silence in it
     assert kpiwatch(tmp_path, "silence", "list", env=env).stdout.strip() == "no active silences"
     assert kpiwatch(tmp_path, "silence", "list", "--json", env=env).stdout.strip() == "[]"
 

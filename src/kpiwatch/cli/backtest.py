@@ -78,7 +78,7 @@ def backtest_command(
     ids = list(kpi_ids) or [kpi.id for kpi in rules.kpis]
     fetched: dict[str, list[Observation]] = {}
     # opens (and migrates) the store like every command; the workers then only read it
-    with standalone_runner(settings, loaded) as (store, runner):
+    with standalone_runner(settings, loaded, create=store_fetched) as (store, runner):
         if fetch:
             fetched, problems = fetched_history(runner.workspace, ids, now)
             for problem in problems:

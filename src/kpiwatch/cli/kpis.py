@@ -54,7 +54,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
     settings = load_settings(ctx)
     loaded = load_settings_rules(settings)
-    store = Store.open(settings.database_url.get_secret_value())
+    store = Store.open(settings.database_url.get_secret_value(), create=False)
     try:
         states = store.states()
         acks = {kpi_id: ack for kpi_id, state in states.items()
@@ -83,7 +83,7 @@ def history(ctx: click.Context, kpi_id: str, as_json: bool, limit: int) -> None:
     loaded = load_settings_rules(settings)
     kpi_or_exit(loaded.rules, kpi_id)
     kpi = loaded.rules.by_id[kpi_id]
-    store = Store.open(settings.database_url.get_secret_value())
+    store = Store.open(settings.database_url.get_secret_value(), create=False)
     try:
         observations = store.history(kpi_id, limit=limit)
         changes = store.status_changes(kpi_id)

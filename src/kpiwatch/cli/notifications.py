@@ -35,7 +35,7 @@ def digest(ctx: click.Context, kind: str, send: bool) -> None:
     email = email_channel(settings)
     if send and email is None:
         fail("cannot send: no SMTP configured (KPIWATCH_SMTP_HOST)")
-    with Store.open(settings.database_url.get_secret_value()) as store:
+    with Store.open(settings.database_url.get_secret_value(), create=False) as store:
         try:
             if kind == "oncall" and send:
                 done = send_oncall_digest(store, rules, settings, email, now)
@@ -49,8 +49,11 @@ def digest(ctx: click.Context, kind: str, send: bool) -> None:
                                        sender=settings.email_from, to=settings.oncall_emails)
                 click.echo(_text(message))
             else:
-                for one in review_digests(store, rules, settings.base_url, now, settings.tz):
+                due = review_digests(store, rules, settings.base_url, now, settings.tz)
+                for one in due:
                     click.echo(_text(review_email(one, sender=settings.email_from)))
+                if not due:  # an empty answer would look like a failure
+                    click.echo(f"no review digest: none of the {len(rules.kpis)} KPIs is due")
         except DeliveryError as exc:
             fail(f"digest not sent: {exc}", 1)
 
@@ -81,7 +84,7 @@ def outbox_list(ctx: click.Context, states: tuple[str, ...], limit: int, as_json
     """List notifications, newest first."""
     settings = load_settings(ctx)
     wanted = [DeliveryState(s) for s in states] or None
-    with Store.open(settings.database_url.get_secret_value()) as store:
+    with Store.open(settings.database_url.get_secret_value(), create=False) as store:
         rows = store.messages(states=wanted, limit=limit)
     if as_json:
         print_json([{

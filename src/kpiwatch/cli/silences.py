@@ -41,10 +41,10 @@ def _default_author() -> str:
 
 
 @contextmanager
-def _open_store(settings: Settings) -> Iterator[Store]:
+def _open_store(settings: Settings, *, create: bool = True) -> Iterator[Store]:
     from kpiwatch.store.repository import Store  # the store pulls in SQLAlchemy: import late
 
-    store = Store.open(settings.database_url.get_secret_value())
+    store = Store.open(settings.database_url.get_secret_value(), create=create)
     try:
         yield store
     finally:
@@ -144,7 +144,7 @@ def silence_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     """Active silences, newest first (all of them with --all)."""
     settings = load_settings(ctx)
     now = datetime.now(UTC)
-    with _open_store(settings) as store:
+    with _open_store(settings, create=False) as store:
         found = store.silences(active_at=None if show_all else now)
     if as_json:
         print_json([_silence_json(s, now) for s in found])

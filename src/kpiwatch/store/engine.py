@@ -37,16 +37,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def create_store_engine(url: str) -> Engine:
+def create_store_engine(url: str, *, create: bool = True) -> Engine:
     """An engine for ``url``: SQLite tuned for one writer, other backends with pre-ping.
 
-    Raises :class:`StoreError` (password redacted) when the URL is unusable or
-    the SQLite file's directory cannot be created.
+    Raises :class:`StoreError` (password redacted) when the URL is unusable, the
+    SQLite file's directory cannot be created, or, without ``create`` (the read
+    commands), the SQLite file is not there: reading must not create a database.
     """
     try:
         parsed = sa.make_url(url)
         if parsed.get_backend_name() == "sqlite":
             path = sqlite_file(parsed)
+            if path is not None and not create and not path.is_file():
+                raise StoreError(
+                    f"no state database at {str(path)!r} (KPIWATCH_DATABASE_URL): nothing "
+                    "has been evaluated into it yet; `kpiwatch run` or `kpiwatch run --once` "
+                    "creates it"
+                )
             if path is not None and str(path.parent) not in ("", "."):
                 path.parent.mkdir(parents=True, exist_ok=True)
             if path is None:

@@ -69,9 +69,10 @@ class Store(OutboxStore):
     people add: silences, acks, annotations; plus the notifiers' bookkeeping."""
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True) -> Store:
-        """Connect to ``url`` and (by default) bring its schema up to date."""
-        store = cls(create_store_engine(url))
+    def open(cls, url: str, *, migrate: bool = True, create: bool = True) -> Store:
+        """Connect to ``url`` and (by default) bring its schema up to date; without
+        ``create``, a SQLite file that is not there is a StoreError, not a new database."""
+        store = cls(create_store_engine(url, create=create))
         if migrate:
             try:
                 store.migrate()
