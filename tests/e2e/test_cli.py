@@ -139,6 +139,24 @@ def _demo_env(workdir: Path) -> dict[str, str]:
     )
 
 
+def test_the_demo_rules_judge_alike_from_any_command(demo_dir: Path) -> None:
+    """The copied rules carry the demo's dates and warehouse: no DEMO_* variable needed."""
+    env = environment(
+        demo_dir,
+        KPIWATCH_RULES_DIR=str(demo_dir / "demo" / "rules"),
+        KPIWATCH_DATABASE_URL=f"sqlite:///{demo_dir}/demo/kpiwatch.db",
+    )
+    assert not any(name.startswith("DEMO_") for name in env)
+    text = "".join(p.read_text() for p in (demo_dir / "demo" / "rules").glob("*.yaml"))
+    assert "${" not in text
+    shown = status_json(demo_dir, env)["conversion_rate"]
+    evaluated = kpiwatch(demo_dir, "eval", "conversion_rate", "--json", env=env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    # the daemon's reason (stored by `demo --once`) and the CLI's name the same target date
+    assert json.loads(evaluated.stdout)["reasons"] == shown["reasons"]
+    assert "(target 5 % by " in shown["reasons"][0]
+
+
 def test_demo_shows_green_drifting_red_escalated_and_stale(demo_dir: Path) -> None:
     rows = status_json(demo_dir, _demo_env(demo_dir))
     assert len(rows) == 10
