@@ -257,6 +257,9 @@ def _yaml_problem(doc: Doc, exc: yaml.YAMLError) -> RuleProblem:
         return RuleProblem(doc.file, 1, 1, "", f"invalid YAML: {exc}")
     mark = exc.problem_mark or exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    worded = _in_words(exc)
+    if worded is not None:
+        return RuleProblem(doc.file, line, column, "", worded)
     message = exc.problem or exc.context or "invalid YAML"
     if exc.problem and exc.context:
         message += f" ({exc.context}"
@@ -265,6 +268,43 @@ def _yaml_problem(doc: Doc, exc: yaml.YAMLError) -> RuleProblem:
             message += f" at line {cm.line + 1}, column {cm.column + 1}"
         message += ")"
     return RuleProblem(doc.file, line, column, "", message)
+
+
+def _in_words(exc: yaml.MarkedYAMLError) -> str | None:
+    """The common YAML mistakes said in words, instead of the parser's terms; None for
+    the rest (their own message is kept). Indentation is what people get wrong."""
+    problem = exc.problem or ""
+    start = exc.context_mark
+    where = f"line {start.line + 1}, column {start.column + 1}" if start is not None else ""
+    if problem.startswith("expected <block end>, but found '<block mapping start>'"):
+        return (
+            "this line is not lined up with the keys above it: indent it exactly as far "
+            f"as the other keys of its item (which starts at {where})"
+        )
+    if problem.startswith("expected <block end>, but found '<block sequence start>'") or (
+        problem.startswith("expected <block end>, but found '-'")
+    ):
+        return (
+            "this list item is indented differently from the list it belongs to: "
+            "line its '-' up with the list's other items"
+        )
+    if problem.startswith("expected <block end>"):
+        return (
+            "this line is indented less than the block it belongs to "
+            f"(which starts at {where}): line it up with its siblings"
+        )
+    if problem == "mapping values are not allowed here":
+        return (
+            "unexpected ':' here: a value that contains ': ' must be quoted, and a key "
+            "indented more than the key above it is read as part of that key's value"
+        )
+    if "found character '\\t' that cannot start any token" in problem or (
+        problem.startswith("found character '\t'")
+    ):
+        return "a tab: YAML is indented with spaces only"
+    if problem == "could not find expected ':'":
+        return f"a key without ':' (or an unclosed quote) in the block starting at {where}"
+    return None
 
 
 def _nodes(root: yaml.Node) -> Iterator[tuple[yaml.Node, DocPath]]:

@@ -167,7 +167,8 @@ def test_undecodable_file(tmp_path: Path) -> None:
 
 def test_yaml_syntax_error_is_located() -> None:
     assert problems("kpis:\n  - id: a\n    name: b: c\n") == [
-        "r.yaml:3:12: mapping values are not allowed here"
+        "r.yaml:3:12: unexpected ':' here: a value that contains ': ' must be quoted, and a "
+        "key indented more than the key above it is read as part of that key's value"
     ]
 
 
@@ -488,3 +489,28 @@ def test_environment_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("KPIWATCH_TEST_OWNER", "env@example.com")
     loaded = load_rule_text(KPI.replace("sam@example.com", "${KPIWATCH_TEST_OWNER}"))
     assert loaded.rules.kpis[0].owner == "env@example.com"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "kpis:\n  - id: a\n    name: b\n   direction: lower_is_better\n",
+            "r.yaml:4:4: this line is not lined up with the keys above it: indent it exactly "
+            "as far as the other keys of its item (which starts at line 2, column 3)",
+        ),
+        (
+            "kpis:\n  - id: a\n    name: b\n - id: c\n",
+            "r.yaml:4:2: this list item is indented differently from the list it belongs "
+            "to: line its '-' up with the list's other items",
+        ),
+        ("kpis:\n  - id: a\n\tname: b\n", "r.yaml:3:1: a tab: YAML is indented with spaces only"),
+        (
+            'kpis:\n  - id: a\n    name "b"\n    owner: x\n',
+            "r.yaml:4:5: a key without ':' (or an unclosed quote) in the block starting at "
+            "line 3, column 5",
+        ),
+    ],
+)
+def test_indentation_mistakes_are_said_in_words(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
