@@ -321,7 +321,52 @@ def _kpi_html(ctx: WebContext, kpi: Kpi) -> str:
             for a in reversed(annotations)
         ],
         events=[{"at": _when(e.at, tz), "text": headline(e, kpi)} for e in reversed(events)],
+        related=_related(ctx, kpi),
     )
+
+
+@dataclass(frozen=True)
+class Related:
+    """A KPI named on another's page: a leading indicator, a formula input, ..."""
+
+    id: str
+    name: str
+    status: Status
+    word: str
+
+
+def _related(ctx: WebContext, kpi: Kpi) -> list[tuple[str, list[Related]]]:
+    """The KPIs this one is read with: its leading indicators and the KPIs it leads,
+    a formula's inputs and the formulas that read it; each with its status now."""
+    from kpiwatch.config.crosscheck import formula_references
+
+    rules = ctx.rules()
+
+    def reads(formula: Kpi) -> frozenset[str]:
+        try:
+            return formula_references(formula.query or "")
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return frozenset()  # refused when the rules loaded; nothing to link
+
+    formulas = [k for k in rules.kpis if k.source == "formula"]
+    groups = [
+        ("Leading indicators", list(kpi.leading)),
+        ("Leading indicator of", [k.id for k in rules.kpis if kpi.id in k.leading]),
+        ("Computed from", sorted(reads(kpi)) if kpi.source == "formula" else []),
+        ("Used in formulas", [k.id for k in formulas if kpi.id in reads(k)]),
+    ]
+    shown = []
+    for label, ids in groups:
+        known = [rules.by_id[i] for i in ids if i in rules.by_id]
+        if known:
+            shown.append((label, [_related_one(ctx, other) for other in known]))
+    return shown
+
+
+def _related_one(ctx: WebContext, kpi: Kpi) -> Related:
+    state = ctx.store.get_state(kpi.id)
+    status = Status.UNKNOWN if state is None else state.status
+    return Related(kpi.id, kpi.name, status, _WORDS[status])
 
 
 def _glide(kpi: Kpi, first: Observation | None, tz: tzinfo) -> Glide | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+from kpiwatch.config.loader import load_rule_text
 from kpiwatch.config.settings import Settings
 from kpiwatch.errors import SourceError
 from kpiwatch.model import Observation
@@ -49,6 +51,7 @@ kpis:
     source: wh
     query: SELECT 1
     thresholds: {{yellow: 3, red: 5}}
+    leading: [signups]
   - id: latency
     name: API latency p95
     owner: cy@example.com
@@ -230,6 +233,38 @@ def test_kpi_page_draws_target_and_glide(client: TestClient) -> None:
     assert 'class="glide"' in html
     assert "target 150" in html
     assert "2026-12-31" in html  # the chart runs to the target date
+
+
+def test_kpi_page_links_leading_indicators_and_formula_inputs(ctx: WebContext) -> None:
+    formula = """
+  - id: churn_per_signup
+    name: Churn per signup
+    owner: ben@example.com
+    direction: lower_is_better
+    source: formula
+    query: churn / signups
+"""
+    rules = load_rule_text(RULES + formula).rules
+    app = FastAPI()
+    app.include_router(pages_router(dataclasses.replace(ctx, rules=lambda: rules)))
+    client = TestClient(app)
+    churn = client.get("/kpis/churn").text
+    assert re.search(
+        r'<dt>Leading indicators</dt><dd><a href="/kpis/signups">Weekly signups</a>'
+        r' <span class="badge bg-green green">Green</span>',
+        churn,
+    )
+    assert '<dt>Used in formulas</dt><dd><a href="/kpis/churn_per_signup">' in churn
+    assert "<dt>Computed from</dt>" not in churn
+    signups = client.get("/kpis/signups").text
+    assert '<dt>Leading indicator of</dt><dd><a href="/kpis/churn">Churn rate</a>' in signups
+    page = client.get("/kpis/churn_per_signup").text
+    assert "<dt>Formula</dt><dd><code>churn / signups</code></dd>" in page
+    assert re.search(
+        r'<dt>Computed from</dt><dd><a href="/kpis/churn">Churn rate</a> '
+        r'<span class="badge bg-red red">Red</span> · <a href="/kpis/signups">',
+        page,
+    )
 
 
 def test_unknown_kpi_is_a_404_with_did_you_mean(client: TestClient) -> None:
