@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
-from functools import cache
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -274,13 +274,17 @@ def _kpi_html(ctx: WebContext, kpi: Kpi) -> str:
     else:
         history = ctx.store.history(kpi.id, limit=CHART_POINTS)
         first = None
-    chart = chart_svg(
+    drawn = partial(
+        chart_svg,
         [(o.observed_at, o.value) for o in history],
         thresholds=row.thresholds,
         target=kpi.target.value if kpi.target else None,
         glide=_glide(kpi, first, tz),
         unit=kpi.unit,
     )
+    # SVG text scales with the drawing: a phone gets a drawing its own width, so that
+    # its labels stay 11 px instead of shrinking to 5 (the stylesheet picks one)
+    chart, chart_small = drawn(), drawn(width=360, height=220)
     changes = ctx.store.status_changes(kpi.id, limit=TABLE_ROWS)
     annotations = ctx.store.annotations(kpi.id, limit=TABLE_ROWS)
     events = ctx.store.events(kpi_id=kpi.id, limit=TABLE_ROWS)
@@ -305,6 +309,7 @@ def _kpi_html(ctx: WebContext, kpi: Kpi) -> str:
         ack=ack,
         ack_at=_when(ack.at, tz) if ack else None,
         chart=Markup(chart),
+        chart_small=Markup(chart_small),
         points=len(history),
         changes=[
             {

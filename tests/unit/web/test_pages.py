@@ -219,6 +219,12 @@ def test_kpi_page_shows_header_chart_and_history(client: TestClient) -> None:
     assert "ben@example.com" in html
     assert "growth" in html
     assert '<svg class="chart"' in html
+    # a drawing for wide screens and one a phone's width, whose 11 px labels stay 11 px
+    assert '<div class="chart-wide"><svg class="chart" xmlns="http://www.w3.org/2000/svg" ' \
+        'width="720" height="260" viewBox="0 0 720 260"' in html
+    assert '<div class="chart-small"><svg class="chart" xmlns="http://www.w3.org/2000/svg" ' \
+        'width="360" height="220" viewBox="0 0 360 220"' in html
+    assert "@media (max-width:600px){.chart-wide{display:none}.chart-small{display:block}}" in html
     assert 'stroke="#d93025" stroke-width="1.5" stroke-dasharray="6 4"' in html  # red line
     assert 'stroke="#f9ab00" stroke-width="1.5" stroke-dasharray="6 4"' in html  # yellow line
     assert "value 6.2 % &gt; red 5 %" in html  # the reason
