@@ -225,12 +225,14 @@ def test_compare_shows_what_a_rule_change_would_have_done(tmp_path: Path) -> Non
 def test_fetch_replays_the_source_series_and_stores_only_when_asked(tmp_path: Path) -> None:
     env = _small(tmp_path, store=False)
     plain = kpiwatch(tmp_path, "backtest", "churn", "--to", TO, env=env)
-    assert plain.stdout.splitlines()[-1].startswith("0 KPI(s)")  # nothing stored yet
+    assert plain.returncode == 2
+    assert "no state database" in plain.stderr  # nothing stored yet, and none created
     fetched = kpiwatch(tmp_path, "backtest", "churn", "--to", TO, "--fetch", env=env)
     assert fetched.returncode == 0, fetched.stderr
     assert "3 status changes" in fetched.stdout.splitlines()[-1]
-    again = kpiwatch(tmp_path, "backtest", "churn", "--to", TO, env=env)
-    assert again.stdout.splitlines()[-1].startswith("0 KPI(s)")  # --fetch alone stored nothing
+    assert not (tmp_path / "state.db").exists()  # --fetch alone stored nothing
+    as_json = kpiwatch(tmp_path, "backtest", "churn", "--to", TO, "--fetch", "--json", env=env)
+    assert json.loads(as_json.stdout)["from"] == DAY0.isoformat()
     kept = kpiwatch(tmp_path, "backtest", "churn", "--to", TO, "--fetch", "--store", env=env)
     assert "stored 6 new observation(s)" in kept.stderr
     last = kpiwatch(tmp_path, "backtest", "churn", "--to", TO, env=env)

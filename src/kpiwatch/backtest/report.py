@@ -25,14 +25,13 @@ def item_json(replayed: Replayed) -> str:
     return json.dumps(both, ensure_ascii=False)
 
 
-def json_document(items: Iterable[str], totals: Totals, end: datetime) -> Iterator[str]:
-    """``{"kpis": [...], "from": …, "to": …}`` (SPEC §3a), written as the items come;
-    ``from``, the earliest moment replayed, is read from ``totals`` once they are in."""
-    yield '{"kpis": ['
+def json_document(items: Iterable[str], start: datetime, end: datetime) -> Iterator[str]:
+    """``{"from": …, "to": …, "kpis": [...]}`` (SPEC §3a), written as the items come."""
+    yield f'{{"from": {json.dumps(start.isoformat())}, "to": {json.dumps(end.isoformat())}, '
+    yield '"kpis": ['
     for n, item in enumerate(items):
         yield (", " if n else "") + item
-    first = totals.first or end
-    yield f'], "from": {json.dumps(first.isoformat())}, "to": {json.dumps(end.isoformat())}}}'
+    yield "]}"
 
 
 @dataclass
@@ -45,7 +44,6 @@ class Totals:
     channels: Counter[str] = field(default_factory=Counter)  # notifications under the rules
     sent_a: int = 0
     sent_b: int = 0  # under the compared rules
-    first: datetime | None = None
     missing: list[str] = field(default_factory=list)  # KPIs the compared rules lack
 
     def add(self, replayed: Replayed) -> None:
@@ -56,7 +54,6 @@ class Totals:
         self.channels.update(notice.delivery.channel for notice in a.sent)
         self.sent_a += len(a.sent)
         self.sent_b += 0 if replayed.b is None else len(replayed.b.sent)
-        self.first = a.start if self.first is None else min(self.first, a.start)
 
     def add_part(self, other: Totals) -> None:
         """Fold in another part's totals."""
@@ -66,8 +63,6 @@ class Totals:
         self.channels.update(other.channels)
         self.sent_a += other.sent_a
         self.sent_b += other.sent_b
-        if other.first is not None:
-            self.first = other.first if self.first is None else min(self.first, other.first)
         self.missing.extend(other.missing)
 
     def text(self) -> str:

@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from pydantic import SecretStr
 
+from kpiwatch.backtest.run import Request
 from kpiwatch.cli.common import (
     fail,
     friendly_errors,
@@ -21,6 +23,7 @@ from kpiwatch.cli.common import (
 from kpiwatch.cli.group import main
 from kpiwatch.config.loader import load_rules
 from kpiwatch.model import Observation
+from kpiwatch.store.engine import missing_sqlite_file
 
 
 @main.command("backtest")
@@ -55,7 +58,7 @@ def backtest_command(
     """Replay history through the rules: the status changes, escalations, reviews and
     notifications they would have produced. Changes nothing (unless --fetch --store)."""
     from kpiwatch.backtest import report
-    from kpiwatch.backtest.run import Request, fetched_history, replay_parts
+    from kpiwatch.backtest.run import fetched_history, replay_parts
     from kpiwatch.runtime.standalone import standalone_runner
 
     settings = load_settings(ctx)
@@ -77,6 +80,10 @@ def backtest_command(
         fail(f"--from {start.isoformat()} is not before --to {end.isoformat()}")
     ids = list(kpi_ids) or [kpi.id for kpi in rules.kpis]
     fetched: dict[str, list[Observation]] = {}
+    url: str | None = settings.database_url.get_secret_value()
+    if fetch and not store_fetched and url is not None and missing_sqlite_file(url):
+        url = None  # nothing stored yet, and nothing to store: replay what is fetched
+        settings = settings.model_copy(update={"database_url": SecretStr("sqlite://")})
     # opens (and migrates) the store like every command; the workers then only read it
     with standalone_runner(settings, loaded, create=store_fetched) as (store, runner):
         if fetch:
@@ -87,7 +94,7 @@ def backtest_command(
                 stored = store.add_observations(o for obs in fetched.values() for o in obs)
                 click.echo(f"stored {stored} new observation(s)", err=True)
     request = Request(
-        rules, settings.database_url.get_secret_value(), start, end, settings.tz,
+        rules, url, start, end, settings.tz,
         settings.review_time, settings.oncall_emails, other, as_json, fetched,
     )  # fmt: skip
     totals = report.Totals()
@@ -100,7 +107,7 @@ def backtest_command(
             yield from part.chunks
 
     if as_json:
-        for chunk in report.json_document(chunks(), totals, end):
+        for chunk in report.json_document(chunks(), start or _earliest(request, ids), end):
             click.echo(chunk, nl=False)
         click.echo()
     else:
@@ -109,3 +116,18 @@ def backtest_command(
         click.echo(totals.text() if other is None else totals.compared_text())
     if totals.missing:
         click.echo(f"kpiwatch: not in {compare_dir}: {', '.join(totals.missing)}", err=True)
+
+
+def _earliest(request: Request, kpi_ids: list[str]) -> datetime:
+    """The first moment replayed when no --from is given: the oldest observation."""
+    from kpiwatch.store.history import earliest
+    from kpiwatch.store.repository import Store
+
+    if request.database_url is None:  # only fetched series
+        points = [o.observed_at for series in request.fetched.values() for o in series]
+        return min((p for p in points if p <= request.end), default=request.end)
+    store = Store.open(request.database_url, migrate=False)
+    try:
+        return earliest(store, kpi_ids, until=request.end) or request.end
+    finally:
+        store.close()

@@ -18,7 +18,7 @@ from kpiwatch.model import Evaluation, KpiState
 from kpiwatch.runtime.channels import channel_names
 from kpiwatch.runtime.runner import Runner
 from kpiwatch.runtime.workspace import build_workspace
-from kpiwatch.store.engine import sqlite_file
+from kpiwatch.store.engine import missing_sqlite_file
 from kpiwatch.store.repository import Store
 
 
@@ -51,8 +51,7 @@ def evaluate_without_saving(
 
     Before the first run there is no state database, and this creates none: the KPI
     is evaluated against an empty one in memory (no history, no previous state)."""
-    path = sqlite_file(settings.database_url.get_secret_value())
-    if path is not None and not path.is_file():
+    if missing_sqlite_file(settings.database_url.get_secret_value()):
         settings = settings.model_copy(update={"database_url": SecretStr("sqlite://")})
     with standalone_runner(settings, loaded) as (store, runner):
         previous = store.get_state(kpi_id)

@@ -37,6 +37,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def missing_sqlite_file(url: str) -> bool:
+    """Whether ``url`` names a SQLite file that is not there (nothing evaluated into it)."""
+    path = sqlite_file(url)
+    return path is not None and not path.is_file()
+
+
 def create_store_engine(url: str, *, create: bool = True) -> Engine:
     """An engine for ``url``: SQLite tuned for one writer, other backends with pre-ping.
 
@@ -48,7 +54,7 @@ def create_store_engine(url: str, *, create: bool = True) -> Engine:
         parsed = sa.make_url(url)
         if parsed.get_backend_name() == "sqlite":
             path = sqlite_file(parsed)
-            if path is not None and not create and not path.is_file():
+            if not create and missing_sqlite_file(url):
                 raise StoreError(
                     f"no state database at {str(path)!r} (KPIWATCH_DATABASE_URL): nothing "
                     "has been evaluated into it yet; `kpiwatch run` or `kpiwatch run --once` "

@@ -24,6 +24,22 @@ from kpiwatch.store.types import stored_utc
 KPIS_PER_READ = 200  # a year of daily points each: ~73,000 rows a query
 
 
+def earliest(store: Store, kpi_ids: Sequence[str], *, until: datetime) -> datetime | None:
+    """The time of the oldest observation of any of ``kpi_ids`` at or before ``until``."""
+    c = observations_t.c
+    found: list[datetime] = []
+    with reading(store.engine, "read history") as connection:
+        dialect = connection.dialect.name
+        for chunk in chunks(kpi_ids):
+            query = sa.select(sa.func.min(c.observed_at)).where(
+                sql.one_of(c.kpi_id, dialect, chunk), c.observed_at <= until
+            )
+            oldest = connection.execute(query).scalar()
+            if oldest is not None:
+                found.append(stored_utc(oldest))
+    return min(found, default=None)
+
+
 def histories(
     store: Store, kpi_ids: Sequence[str], *, since: datetime | None, until: datetime
 ) -> Iterator[tuple[str, list[Observation]]]:
