@@ -157,7 +157,7 @@ class SlackChannel:
                 self._remember(kpi_id, target, event.at, SlackThread(old.ts))
                 self._edit(target, old, notice, closed)
             return
-        ts, channel_id = self._post_parent(target, message)
+        ts, channel_id = self._chat_post(target, message)
         parent = {"channel": channel_id, "text": message["text"], "blocks": message["blocks"]}
         self._remember(kpi_id, target, event.at, SlackThread(ts, parent))
         if old is not None and closed is not None:  # yellow -> red: the old thread says so
@@ -194,9 +194,9 @@ class SlackChannel:
         *,
         broadcast: bool = False,
     ) -> str:
-        return self._post_parent(target, message, thread_ts, broadcast=broadcast)[0]
+        return self._chat_post(target, message, thread_ts, broadcast=broadcast)[0]
 
-    def _post_parent(
+    def _chat_post(
         self,
         target: str,
         message: dict[str, Any],
