@@ -244,6 +244,15 @@ class Ack:
     at: datetime
 
 
+class SlackThread(NamedTuple):
+    """The Slack message that opened an episode's thread in one channel."""
+
+    ts: str
+    # what chat.update needs to edit it: the channel's ID, the text and blocks as first
+    # posted; None for a thread borrowed from a closed episode (nothing to edit)
+    parent: Mapping[str, Any] | None = None
+
+
 class MatcherKind(StrEnum):
     KPI = "kpi"
     TEAM = "team"

@@ -17,6 +17,7 @@ from kpiwatch.model import (
     KpiState,
     MatcherKind,
     ReviewCadence,
+    SlackThread,
     Status,
 )
 from kpiwatch.store import Store
@@ -148,11 +149,12 @@ def test_slack_threads_are_per_kpi_channel_and_episode(store: Store) -> None:
     assert store.slack_thread("revenue", "#kpis", at(0)) is None
     store.save_slack_thread("revenue", "#kpis", at(0), "1712345678.000100")
     store.save_slack_thread("revenue", "#kpis", at(0), "1712345678.000100")  # idempotent
-    assert store.slack_thread("revenue", "#kpis", at(0)) == "1712345678.000100"
+    assert store.slack_thread("revenue", "#kpis", at(0)) == SlackThread("1712345678.000100")
     assert store.slack_thread("revenue", "#kpis", at(1)) is None
     assert store.slack_thread("revenue", "#other", at(0)) is None
-    store.save_slack_thread("revenue", "#kpis", at(0), "1712345999.000200")
-    assert store.slack_thread("revenue", "#kpis", at(0)) == "1712345999.000200"
+    parent = {"channel": "C0KPIS", "text": "Revenue is red", "blocks": [{"type": "header"}]}
+    store.save_slack_thread("revenue", "#kpis", at(0), "1712345999.000200", parent)
+    assert store.slack_thread("revenue", "#kpis", at(0)) == SlackThread("1712345999.000200", parent)
 
 
 def test_digest_marks(store: Store) -> None:

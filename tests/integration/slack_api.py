@@ -1,4 +1,5 @@
-"""A local Slack Web API on 127.0.0.1 for tests: auth.test, chat.postMessage, a webhook.
+"""A local Slack Web API on 127.0.0.1 for tests: auth.test, chat.postMessage, chat.update,
+a webhook.
 
     with slack_api() as slack:
         slack.fail("chat.postMessage", Fault(status=429, retry_after=7))
@@ -6,9 +7,13 @@
         ...
         assert slack.calls[0]["channel"] == "#growth"
 
-Faults are queued per method (``auth.test``, ``chat.postMessage``, ``webhook``)
-and each answers one call, in order; calls without a queued fault succeed.
+Faults are queued per method (``auth.test``, ``chat.postMessage``, ``chat.update``,
+``webhook``) and each answers one call, in order; calls without a queued fault succeed.
 Every request, faulty or not, is recorded in :attr:`SlackApi.calls`.
+
+As Slack does, chat.postMessage takes a channel name and answers with the
+channel's ID (``#growth`` -> ``CGROWTH``), and chat.update wants that ID and the
+``ts`` of a message posted there (else ``channel_not_found`` / ``message_not_found``).
 (Imported by tests/integration, whose directory pytest puts on ``sys.path``.)
 """
 
@@ -73,7 +78,16 @@ class _Handler(QuietHandler):
             self._json(200, {"ok": True, "team": "Acme", "user": "kpiwatch", "bot_id": "B1"})
         elif method == "chat.postMessage":
             ts = self.call["ts"] = self.server.next_ts()  # recorded: tests compare thread_ts
-            self._json(200, {"ok": True, "channel": body.get("channel"), "ts": ts})
+            channel = channel_id(str(body.get("channel")))
+            self.server.posted(channel, ts)
+            self._json(200, {"ok": True, "channel": channel, "ts": ts})
+        elif method == "chat.update":
+            channel, ts = str(body.get("channel")), str(body.get("ts"))
+            error = self.server.editable(channel, ts)
+            if error is None:
+                self._json(200, {"ok": True, "channel": channel, "ts": ts})
+            else:
+                self._json(200, {"ok": False, "error": error})
         else:
             self._json(200, {"ok": False, "error": "unknown_method"})
 
@@ -102,6 +116,13 @@ class _Handler(QuietHandler):
         self.reply(status, json.dumps(data).encode(), "application/json")
 
 
+def channel_id(name: str) -> str:
+    """The fake ID of a channel: ``#growth`` -> ``CGROWTH``; an ID stays itself."""
+    if name.startswith("C") and name.isupper():
+        return name
+    return "C" + "".join(c for c in name if c.isalnum()).upper()
+
+
 def _parse(raw: str, content_type: str) -> dict[str, Any]:
     """JSON bodies as sent by the webhook; form bodies (slack-sdk's default) with JSON values."""
     if "json" in content_type:
@@ -122,6 +143,7 @@ class SlackApi(LocalServer):
         self._faults: dict[str, list[Fault]] = {}
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
+        self._messages: set[tuple[str, str]] = set()  # (channel ID, ts) of posted messages
 
     @property
     def base_url(self) -> str:
@@ -154,6 +176,22 @@ class SlackApi(LocalServer):
         with self._lock:
             self.calls.append(call)
         return call
+
+    def posted(self, channel: str, ts: str) -> None:
+        with self._lock:
+            self._messages.add((channel, ts))
+
+    def editable(self, channel: str, ts: str) -> str | None:
+        """None when chat.update may edit ``ts`` in ``channel``; else Slack's error."""
+        with self._lock:
+            if not any(c == channel for c, _ in self._messages):
+                return "channel_not_found"  # a name instead of the ID lands here
+            return None if (channel, ts) in self._messages else "message_not_found"
+
+    def updates(self) -> list[dict[str, Any]]:
+        """The chat.update calls, oldest first (the failed ones too)."""
+        with self._lock:
+            return [c for c in self.calls if c["method"] == "chat.update"]
 
     def posts(self) -> list[dict[str, Any]]:
         """The chat.postMessage calls, oldest first."""

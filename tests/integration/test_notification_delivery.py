@@ -51,11 +51,11 @@ START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 class Pipeline:
     """The daemon's delivery path with real channels and a clock we move."""
 
-    def __init__(self, tmp: Path, slack: SlackApi, smtp: SmtpServer) -> None:
+    def __init__(self, tmp: Path, slack: SlackApi, smtp: SmtpServer, rules: str = RULES) -> None:
         self.clock = FixedClock(START)
         self.store = Store.open(f"sqlite:///{tmp}/state.db")
         self.source = FakeSource("wh")
-        loaded = load_rule_text(RULES, "rules.yaml")
+        loaded = load_rule_text(rules, "rules.yaml")
         channels: dict[str, Any] = {
             "slack": SlackChannel(token=slack.token, webhook_url=None, api_url=slack.base_url,
                                   threads=StoreThreads(self.store), timeout=1.0),
@@ -130,14 +130,18 @@ def test_one_message_per_transition_threads_and_email(
     pipeline.observe(3.9)  # first evaluation, green: nobody is told
     pipeline.observe(6.2)  # red: Slack + owner email, escalated: thread reply + owner email
     pipeline.observe(6.3)  # still red: nothing new
-    pipeline.observe(3.8)  # green again: a new episode, a new top-level message
+    pipeline.observe(3.8)  # green again: the red episode's thread hears it, and the channel
     pipeline.deliver_until_settled()
 
     red, escalated, green = _delivered_posts(slack)
     assert red["channel"] == "#cs-kpis"
     assert "thread_ts" not in red or not red["thread_ts"]
     assert escalated["thread_ts"] == red["ts"]
-    assert not green.get("thread_ts")
+    assert green["thread_ts"] == red["ts"]
+    assert green["reply_broadcast"] is True
+    edits = slack.updates()
+    assert [e["ts"] for e in edits] == [red["ts"]] * 2  # escalated, then resolved after 2h
+    assert edits[-1]["blocks"][1]["text"]["text"] == "*Now:* ✅ *resolved* after 2h"
     everything = str(red["blocks"]) + red["text"]
     assert "<!channel>" not in everything
     assert "&lt;!channel&gt; churn &amp; co" in everything
@@ -179,3 +183,102 @@ def test_slack_and_smtp_faults_lose_nothing_and_send_each_once(
     messages = pipeline.store.messages()
     assert all(m.state is DeliveryState.SENT for m in messages)
     assert max(m.attempts for m in messages if m.channel == "slack") >= 3
+
+
+STABLE_AFTER_TWO = RULES.replace(
+    "    thresholds: {yellow: 4.5, red: 5.5}\n",
+    "    thresholds: {yellow: 4.5, red: 5.5}\n    escalation: {stable_for: 2}\n",
+)
+
+
+def _plain(message: EmailMessage) -> str:
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
+def _html(message: EmailMessage) -> str:
+    body = message.get_body(preferencelist=("html",))
+    assert body is not None
+    return str(body.get_content())
+
+
+def _late_stable_again(tmp: Path, slack: SlackApi, smtp: SmtpServer) -> list[EmailMessage]:
+    """The de-escalation is queued, the KPI turns red before it is delivered, then it is
+    delivered: the bug of a "stable again" email showing the KPI as RED. The emails
+    sent by that last delivery."""
+    pipeline = Pipeline(tmp, slack, smtp, STABLE_AFTER_TWO)
+    try:
+        pipeline.observe(3.9)
+        pipeline.observe(6.2)  # red, escalated
+        pipeline.observe(3.8)  # green: the recovery
+        pipeline.deliver_until_settled()
+        sent_before = len(smtp.messages)
+        pipeline.observe(3.7)  # green twice in a row: stable again (queued, not delivered)
+        pipeline.observe(6.4)  # red again before that message goes out
+        pipeline.deliver_until_settled()
+    finally:
+        pipeline.store.close()
+    return smtp.messages[sent_before:]
+
+
+def test_a_late_stable_again_slack_message_tells_its_event_not_the_state_at_send_time(
+    tmp_path: Path, slack: SlackApi, smtp: SmtpServer
+) -> None:
+    _late_stable_again(tmp_path, slack, smtp)
+    [stable] = [p for p in _delivered_posts(slack) if "stable again" in p["text"]]
+    assert stable["blocks"][0]["text"]["text"] == "✅ Green · &lt;!channel&gt; churn &amp; co"
+    fields = str(stable["blocks"])
+    assert "*Value*\\n3.7 %" in fields
+    assert "value 3.7 % within thresholds" in fields
+    assert "⏱ now: red 6.4 % (value 6.4 % &gt; red 5.5 %)" in fields
+    assert "Red since" not in fields
+
+
+def test_a_late_stable_again_email_tells_its_event_not_the_state_at_send_time(
+    tmp_path: Path, slack: SlackApi, smtp: SmtpServer
+) -> None:
+    late = _late_stable_again(tmp_path, slack, smtp)
+    [email] = [m for m in late if "stable again" in str(m["Subject"])]
+    text = _plain(email)
+    assert "churn & co: GREEN, 3.7 %" in text
+    assert "RED" not in text
+    assert "now: red 6.4 % (value 6.4 % > red 5.5 %)" in text
+    assert "now: red 6.4 % (value 6.4 % &gt; red 5.5 %)" in _html(email)
+
+
+def test_a_red_message_delivered_after_the_recovery_says_resolved_since(
+    pipeline: Pipeline, slack: SlackApi, smtp: SmtpServer
+) -> None:
+    pipeline.observe(3.9)
+    pipeline.observe(6.2)  # red, escalated: both queued
+    pipeline.observe(3.8)  # green before anything was delivered
+    pipeline.deliver_until_settled()
+
+    red, escalated, green = _delivered_posts(slack)
+    resolved = f"resolved since {(START + timedelta(hours=3)):%Y-%m-%d %H:%M} UTC"
+    for post in (red, escalated):
+        assert post["blocks"][0]["text"]["text"].startswith("🔴 Red")
+        assert resolved in str(post["blocks"])
+    assert resolved not in str(green["blocks"])  # on time: nothing changed since
+    assert "now:" not in str(green["blocks"])
+    for email in smtp.messages:  # the red change and the escalation, to the owner
+        assert "churn & co: RED, 6.2 %" in _plain(email)
+        assert resolved in _plain(email)
+        assert "now: green 3.8 %" in _plain(email)
+
+
+def test_a_failed_parent_edit_loses_and_repeats_nothing(
+    pipeline: Pipeline, slack: SlackApi
+) -> None:
+    slack.fail("chat.update", Fault(status=429, retry_after=60), Fault(status=500))
+    pipeline.observe(3.9)
+    pipeline.observe(6.2)  # red + escalated: the escalation's edit is rate limited
+    pipeline.observe(3.8)  # the recovery's edit fails too
+    pipeline.deliver_until_settled()
+
+    assert len(_delivered_posts(slack)) == len(slack.posts()) == 3  # each once, first time
+    assert len(slack.updates()) == 2
+    slack_rows = [m for m in pipeline.store.messages() if m.channel == "slack"]
+    # sent at the first attempt each: the failed edits made no retry
+    assert [(m.state, m.attempts) for m in slack_rows] == [(DeliveryState.SENT, 1)] * 3

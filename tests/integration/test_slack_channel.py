@@ -13,6 +13,7 @@ from slack_api import Fault, SlackApi, slack_api
 from kpiwatch.config.rules import Kpi
 from kpiwatch.errors import DeliveryError
 from kpiwatch.model import (
+    Ack,
     DeliveryState,
     Event,
     EventKind,
@@ -20,6 +21,7 @@ from kpiwatch.model import (
     Observation,
     OutboxMessage,
     ReviewCadence,
+    SlackThread,
     Status,
 )
 from kpiwatch.notify.channels.slack import SlackChannel
@@ -37,13 +39,18 @@ class DictThreads:
     """The ThreadBook of the tests: a dict."""
 
     def __init__(self) -> None:
-        self.threads: dict[tuple[str, str, datetime], str] = {}
+        self.threads: dict[tuple[str, str, datetime], SlackThread] = {}
 
-    def get(self, kpi_id: str, channel: str, episode_since: datetime) -> str | None:
+    def get(self, kpi_id: str, channel: str, episode_since: datetime) -> SlackThread | None:
         return self.threads.get((kpi_id, channel, episode_since))
 
-    def put(self, kpi_id: str, channel: str, episode_since: datetime, ts: str) -> None:
-        self.threads[(kpi_id, channel, episode_since)] = ts
+    def put(
+        self, kpi_id: str, channel: str, episode_since: datetime, thread: SlackThread
+    ) -> None:
+        self.threads[(kpi_id, channel, episode_since)] = thread
+
+    def ts(self) -> dict[tuple[str, str, datetime], str]:
+        return {key: thread.ts for key, thread in self.threads.items()}
 
 
 def notice(
@@ -55,17 +62,20 @@ def notice(
     kpi: Kpi | None = KPI,
     source: str | None = None,
     target: str = "#growth",
+    state: KpiState | None = None,
+    ack: Ack | None = None,
 ) -> Notice:
     if data is None:
         data = {"from": "yellow", "to": "red", "value": 950.0, "unit": "users",
                 "reasons": ["value 950 users < red 1000 users"], "first": False}  # fmt: skip
     kpi_id = None if source else "wau"
     event = Event(kind=kind, key=f"{kind}:{at}", at=at, kpi_id=kpi_id, source=source, data=data)
-    state = KpiState("wau", Status.RED, since, ReviewCadence.WEEKLY) if kpi_id else None
+    if state is None and kpi_id:
+        state = KpiState("wau", Status.RED, since, ReviewCadence.WEEKLY)
     message = OutboxMessage(1, event, "slack", target, DeliveryState.PENDING, 0, at, at)
     recent = (Observation("wau", at - timedelta(days=1), 1200.0), Observation("wau", at, 950.0))
     return Notice(
-        message, kpi, None, state, recent if kpi_id else (), (), None, "https://k.example/"
+        message, kpi, None, state, recent if kpi_id else (), (), ack, "https://k.example/"
     )
 
 
@@ -104,10 +114,11 @@ def test_one_message_per_send_with_blocks_text_and_token(
 def test_episode_threads(slack: SlackApi, channel: SlackChannel, threads: DictThreads) -> None:
     channel.send(notice())  # status_changed: top-level, starts the episode
     first_ts = slack.posts()[0]["ts"]
-    assert threads.threads == {("wau", "#growth", AT): first_ts}
+    assert threads.ts() == {("wau", "#growth", AT): first_ts}
 
     later = AT + timedelta(days=3)
-    escalated = {"review": "weekly", "from_review": "monthly", "status": "red", "value": 900}
+    escalated = {"review": "weekly", "from_review": "monthly", "status": "red", "value": 900,
+                 "since": AT.isoformat()}  # fmt: skip
     channel.send(notice(EventKind.ESCALATED, at=later, since=AT, data=escalated))
     assert slack.posts()[1]["thread_ts"] == first_ts
 
@@ -115,22 +126,153 @@ def test_episode_threads(slack: SlackApi, channel: SlackChannel, threads: DictTh
     channel.send(notice(EventKind.ESCALATED, at=later, since=AT, data=escalated, target="#ops"))
     assert slack.posts()[2].get("thread_ts") is None
 
-    # a new status change starts a new thread; the episode's events reply to it
+    # a change to green recorded without the closed episode's start (older rows): a
+    # message of its own, whose thread the green episode's events reply in
     recovered = AT + timedelta(days=9)
     channel.send(notice(at=recovered, since=recovered, data={"from": "red", "to": "green"}))
     second_ts = slack.posts()[3]["ts"]
     assert slack.posts()[3].get("thread_ts") is None
     assert second_ts != first_ts
-    due = {"cadence": "weekly", "escalated": True, "status": "green", "value": 1600}
+    due = {"cadence": "weekly", "escalated": True, "status": "green", "value": 1600,
+           "since": recovered.isoformat()}  # fmt: skip
     channel.send(notice(EventKind.REVIEW_DUE, at=recovered + timedelta(days=1),
                         since=recovered, data=due))  # fmt: skip
     assert slack.posts()[4]["thread_ts"] == second_ts
 
 
+def change(
+    at: datetime, was: str, to: str, previous: datetime | None, value: float = 950.0
+) -> Notice:
+    """A status change at ``at`` closing the episode that started at ``previous``."""
+    data = {"from": was, "to": to, "value": value, "unit": "users", "first": False,
+            "reasons": [f"value {value:g} users"],
+            "previous_since": previous.isoformat() if previous else None}  # fmt: skip
+    state = KpiState("wau", Status(to), at, ReviewCadence.WEEKLY, value=value)
+    return notice(at=at, since=at, data=data, state=state)
+
+
+def follow_up(
+    kind: EventKind, at: datetime, since: datetime, ack: Ack | None = None, **data: Any
+) -> Notice:
+    """An event of the episode that started at ``since``, sent while it lasts."""
+    state = KpiState("wau", Status(data.get("status", "red")), since, ReviewCadence.WEEKLY,
+                     value=data.get("value"))  # fmt: skip
+    return notice(kind, at=at, since=since, data={"since": since.isoformat(), **data},
+                  state=state, ack=ack)  # fmt: skip
+
+
+def test_an_episode_is_one_conversation(
+    slack: SlackApi, channel: SlackChannel, threads: DictThreads
+) -> None:
+    green_since = AT - timedelta(days=20)
+    channel.send(change(AT, "green", "red", green_since))  # the parent
+    [parent] = slack.posts()
+    assert parent.get("thread_ts") is None
+    assert slack.updates() == []  # the green episode had no thread to edit
+
+    channel.send(follow_up(EventKind.ESCALATED, AT + timedelta(days=1), AT, review="weekly",
+                           from_review="monthly", status="red", value=900.0))  # fmt: skip
+    escalated = slack.posts()[1]
+    assert escalated["thread_ts"] == parent["ts"]
+    [edit] = slack.updates()
+    assert (edit["channel"], edit["ts"]) == ("CGROWTH", parent["ts"])  # the ID, not "#growth"
+    assert edit["blocks"][0] == parent["blocks"][0]  # the header stays
+    assert edit["blocks"][1]["text"]["text"] == "*Now:* ⏫ *escalated* to weekly reviews"
+    assert edit["blocks"][2:] == parent["blocks"][1:]  # the original event text stays
+    assert edit["text"].startswith(parent["text"])
+
+    # acks send nothing: the next message of the episode shows it on the parent
+    ack = Ack(1, "wau", AT, "dana", "rolling back the price change", AT + timedelta(days=2))
+    channel.send(follow_up(EventKind.REVIEW_DUE, AT + timedelta(days=2), AT, cadence="weekly",
+                           status="red", value=920.0, ack=ack))  # fmt: skip
+    assert slack.posts()[2]["thread_ts"] == parent["ts"]
+    acked = slack.updates()[1]["blocks"][1]["text"]["text"]
+    assert acked.startswith("*Now:* 📅 weekly review due")
+    assert acked.endswith("acknowledged by dana: rolling back the price change")
+
+    recovered_at = AT + timedelta(days=3, hours=4)
+    channel.send(change(recovered_at, "red", "green", AT, value=1600.0))
+    recovery = slack.posts()[3]
+    assert recovery["thread_ts"] == parent["ts"]
+    assert recovery["reply_broadcast"] is True  # the channel sees the recovery
+    assert recovery["blocks"][0]["text"]["text"] == "✅ Green · Weekly active users"
+    resolved = slack.updates()[2]
+    assert resolved["ts"] == parent["ts"]
+    assert resolved["blocks"][1]["text"]["text"] == "*Now:* ✅ *resolved* after 3d 4h"
+    assert "escalated" not in str(resolved["blocks"][1])  # each edit replaces the last line
+
+    # the green episode's de-escalation ends the same story: in the same thread, no edit
+    channel.send(follow_up(EventKind.DE_ESCALATED, recovered_at + timedelta(days=14),
+                           recovered_at, status="green", value=1700.0, review="monthly",
+                           from_review="weekly"))  # fmt: skip
+    assert slack.posts()[4]["thread_ts"] == parent["ts"]
+    assert slack.posts()[4].get("reply_broadcast") is None
+    assert len(slack.updates()) == 3
+
+    # red again: a new episode, a new parent, its follow-ups in its own thread
+    again = recovered_at + timedelta(days=20)
+    channel.send(change(again, "green", "red", recovered_at))
+    second = slack.posts()[5]
+    assert second.get("thread_ts") is None
+    assert second["ts"] != parent["ts"]
+    channel.send(follow_up(EventKind.ESCALATED, again + timedelta(days=1), again,
+                           review="weekly", from_review="monthly", status="red", value=900.0))
+    assert slack.posts()[6]["thread_ts"] == second["ts"]
+    assert slack.updates()[3]["ts"] == second["ts"]
+    assert len(slack.posts()) == 7
+    assert all(u["ts"] in (parent["ts"], second["ts"]) for u in slack.updates())
+
+
+def test_yellow_to_red_opens_a_thread_and_says_so_in_the_old_one(
+    slack: SlackApi, channel: SlackChannel
+) -> None:
+    channel.send(change(AT, "green", "yellow", AT - timedelta(days=3), value=1200.0))
+    channel.send(change(AT + timedelta(hours=2), "yellow", "red", AT))
+    yellow, red = slack.posts()
+    assert red.get("thread_ts") is None  # red is an episode of its own
+    [edit] = slack.updates()
+    assert edit["ts"] == yellow["ts"]
+    assert edit["blocks"][1]["text"]["text"] == "*Now:* 🔴 became *red* after 2h (new thread)"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault(status=429, retry_after=30), Fault(status=500), Fault(error="cant_update_message")],
+)
+def test_a_failed_parent_edit_still_delivers_the_reply_once(
+    slack: SlackApi, channel: SlackChannel, fault: Fault
+) -> None:
+    channel.send(change(AT, "green", "red", None))
+    slack.fail("chat.update", fault)
+    # no DeliveryError: the outbox marks the reply sent and never posts it again
+    channel.send(follow_up(EventKind.ESCALATED, AT + timedelta(days=1), AT, review="weekly",
+                           from_review="monthly", status="red", value=900.0))  # fmt: skip
+    parent, reply = slack.posts()
+    assert reply["thread_ts"] == parent["ts"]
+    [failed] = slack.updates()
+    assert failed["ts"] == parent["ts"]
+    # the next follow-up edits the parent anew
+    channel.send(change(AT + timedelta(days=2), "red", "green", AT, value=1600.0))
+    assert len(slack.posts()) == 3
+    assert "resolved" in slack.updates()[1]["blocks"][1]["text"]["text"]
+
+
+def test_webhook_slack_posts_every_message_top_level(slack: SlackApi, threads: DictThreads) -> None:
+    hook = SlackChannel(token=None, webhook_url=slack.webhook_url, threads=threads, timeout=2)
+    hook.send(change(AT, "green", "red", None))
+    hook.send(follow_up(EventKind.ESCALATED, AT + timedelta(days=1), AT, review="weekly",
+                        from_review="monthly", status="red", value=900.0))  # fmt: skip
+    hook.send(change(AT + timedelta(days=2), "red", "green", AT, value=1600.0))
+    assert [c["method"] for c in slack.calls] == ["webhook"] * 3
+    assert not any("thread_ts" in c or "reply_broadcast" in c for c in slack.calls)
+    assert slack.calls[2]["blocks"][0]["text"]["text"] == "✅ Green · Weekly active users"
+    assert threads.threads == {}
+
+
 def test_reply_to_a_deleted_thread_posts_top_level(
     slack: SlackApi, channel: SlackChannel, threads: DictThreads
 ) -> None:
-    threads.put("wau", "#growth", AT, "1.000001")
+    threads.put("wau", "#growth", AT, SlackThread("1.000001"))
     slack.fail("chat.postMessage", Fault(error="thread_not_found"))
     channel.send(notice(EventKind.REVIEW_DUE, data={"cadence": "weekly", "status": "red"}))
     first, second = slack.posts()

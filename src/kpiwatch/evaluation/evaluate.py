@@ -216,6 +216,8 @@ def _events(
             "unit": kpi.unit,
             "reasons": list(reasons),
             "first": previous is None,
+            # the episode this change closes: a recovery replies in that episode's Slack thread
+            "previous_since": None if previous is None else previous.since.isoformat(),
         }))  # fmt: skip
     if escalated:
         events.append(_event(EventKind.ESCALATED, kpi_id, now, {
@@ -238,6 +240,11 @@ def _events(
             "escalated_since": previous.escalated_since.isoformat(),
             "green_since": None if green_since is None else green_since.isoformat(),
             "green_count": state.green_count,
+            # what the KPI was when it happened: a delayed message must not show a later state
+            "status": status.value,
+            "value": value,
+            "unit": kpi.unit,
+            "reasons": list(reasons),
         }))  # fmt: skip
     return tuple(events)
 

@@ -9,6 +9,7 @@ import structlog
 from kpiwatch.config.rules import RuleSet
 from kpiwatch.config.settings import Settings
 from kpiwatch.errors import ConfigError, DeliveryError
+from kpiwatch.model import SlackThread
 from kpiwatch.notify.channels.base import Channel
 from kpiwatch.notify.channels.email import EmailChannel
 from kpiwatch.notify.channels.log import LogChannel
@@ -26,11 +27,13 @@ class StoreThreads:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def get(self, kpi_id: str, channel: str, episode_since: datetime) -> str | None:
+    def get(self, kpi_id: str, channel: str, episode_since: datetime) -> SlackThread | None:
         return self._store.slack_thread(kpi_id, channel, episode_since)
 
-    def put(self, kpi_id: str, channel: str, episode_since: datetime, ts: str) -> None:
-        self._store.save_slack_thread(kpi_id, channel, episode_since, ts)
+    def put(
+        self, kpi_id: str, channel: str, episode_since: datetime, thread: SlackThread
+    ) -> None:
+        self._store.save_slack_thread(kpi_id, channel, episode_since, thread.ts, thread.parent)
 
 
 def build_channels(settings: Settings, store: Store) -> dict[str, Channel]:

@@ -29,6 +29,7 @@ from kpiwatch.model import (
     MatcherKind,
     Observation,
     Silence,
+    SlackThread,
     StatusChange,
 )
 from kpiwatch.store import rows, sql
@@ -61,7 +62,7 @@ class EvaluationToSave(NamedTuple):
 
 # The newest migration in store/migrations/versions: a database already there is not
 # migrated, so Alembic is not imported. tests/unit/store/test_migrate_head.py keeps it true.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 class Store(OutboxStore):
@@ -495,22 +496,30 @@ class Store(OutboxStore):
 
     # -- notifier bookkeeping --------------------------------------------------
 
-    def slack_thread(self, kpi_id: str, channel: str, episode_since: datetime) -> str | None:
-        """The ``ts`` of the Slack message that opened this episode's thread in ``channel``."""
-        query = sa.select(threads_t.c.ts).where(
+    def slack_thread(
+        self, kpi_id: str, channel: str, episode_since: datetime
+    ) -> SlackThread | None:
+        """The Slack message that opened this episode's thread in ``channel``."""
+        query = sa.select(threads_t.c.ts, threads_t.c.parent).where(
             threads_t.c.kpi_id == kpi_id,
             threads_t.c.channel == channel,
             threads_t.c.episode_since == episode_since,
         )
         with self._read("read slack thread") as connection:
-            ts = connection.execute(query).scalar_one_or_none()
-        return None if ts is None else str(ts)
+            row = connection.execute(query).first()
+        return None if row is None else SlackThread(str(row.ts), row.parent)
 
     def save_slack_thread(
-        self, kpi_id: str, channel: str, episode_since: datetime, ts: str
+        self,
+        kpi_id: str,
+        channel: str,
+        episode_since: datetime,
+        ts: str,
+        parent: Mapping[str, Any] | None = None,
     ) -> None:
         """Remember an episode's thread (idempotent; a new ``ts`` replaces the old one)."""
-        row = {"kpi_id": kpi_id, "channel": channel, "episode_since": episode_since, "ts": ts}
+        row = {"kpi_id": kpi_id, "channel": channel, "episode_since": episode_since, "ts": ts,
+               "parent": None if parent is None else dict(parent)}  # fmt: skip
         with self._write("save slack thread") as connection:
             sql.upsert(connection, threads_t, row)
 

@@ -177,6 +177,8 @@ slack_threads = sa.Table(
     sa.Column("channel", sa.String(SLACK_CHANNEL_LENGTH), primary_key=True),
     sa.Column("episode_since", UtcDateTime(), primary_key=True),
     sa.Column("ts", sa.String(SLACK_TS_LENGTH), nullable=False),
+    # the parent message as posted (channel ID, text, blocks): edited as its episode goes on
+    sa.Column("parent", sa.JSON(), nullable=True),
 )
 
 digest_marks = sa.Table(

@@ -71,6 +71,14 @@ def test_de_escalation_after_stable_green_duration() -> None:
     assert de.events[0].key == f"churn:de_escalated:{(NOW + 15 * DAY).isoformat()}"
     assert de.events[0].data["review"] == "monthly"
     assert de.events[0].data["from_review"] == "weekly"
+    # what the KPI was then, for a message delivered after it changed again
+    assert de.events[0].data["status"] == "green"
+    assert de.events[0].data["value"] == GREEN
+    assert de.events[0].data["reasons"] == list(de.state.reasons)
+    assert de.events[0].data["since"] == green_from.isoformat()
+    # the recovery names the red episode it closed (its Slack thread)
+    [recovery] = results[1].events
+    assert recovery.data["previous_since"] == NOW.isoformat()
     assert de.state.escalated_since is None
     assert de.state.review is ReviewCadence.MONTHLY
     assert de.state.next_review == datetime(2027, 1, 1, 9, tzinfo=UTC)  # now is 2026-12-08

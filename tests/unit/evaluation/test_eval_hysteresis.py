@@ -36,6 +36,7 @@ def test_first_evaluation_red_notifies() -> None:
         "unit": "%",
         "reasons": ["value 5.8 % > red 5.5 %"],
         "first": True,
+        "previous_since": None,
     }
     assert result.state.since == NOW
 
@@ -77,6 +78,7 @@ def test_for_3_needs_three_agreeing_evaluations_to_change() -> None:
         "unit": "%",
         "reasons": ["value 6.2 % > red 5.5 %"],
         "first": False,
+        "previous_since": NOW.isoformat(),
     }
     assert results[3].state.since == NOW + 3 * HOUR
     assert results[4].state.since == NOW + 3 * HOUR  # the episode goes on

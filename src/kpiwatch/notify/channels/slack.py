@@ -1,9 +1,14 @@
 """The Slack channel: a bot token (chat.postMessage, threads) or one incoming webhook.
 
-With a bot token, a ``status_changed`` starts an episode as a top-level message;
-the episode's later events (escalated, de-escalated, review due, reminders)
-reply in its thread, found through a :class:`ThreadBook` (the store). An
-incoming webhook posts to its one channel and cannot thread.
+With a bot token, each non-green episode is one conversation: its first
+message (a ``status_changed``) is the thread's parent; the episode's later
+events (escalated, de-escalated, review due) reply in its thread, found through
+a :class:`ThreadBook` (the store); the recovery replies there too, broadcast to
+the channel. After each reply the parent is edited (``chat.update``) to show
+where the episode stands ("⏫ escalated to weekly reviews", "✅ resolved after
+3d 4h", who acknowledged it). The reply is the delivery; the edit is best
+effort, logged when it fails, so it can neither lose nor repeat a message.
+An incoming webhook posts to its one channel and can neither thread nor edit.
 
 Like every channel this one never retries: slack-sdk's retry handlers are
 disabled, and failures become ``DeliveryError(retryable=...)`` for the outbox.
@@ -23,9 +28,10 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.webhook import WebhookClient
 
 from kpiwatch.errors import DeliveryError
-from kpiwatch.model import EventKind
+from kpiwatch.model import EventKind, SlackThread, Status
+from kpiwatch.notify.facts import closed_episode, episode_since
 from kpiwatch.notify.notice import Notice
-from kpiwatch.notify.render.slack import slack_message
+from kpiwatch.notify.render.slack import episode_line, slack_message, with_episode_line
 
 DEFAULT_API_URL = "https://slack.com/api/"
 
@@ -41,14 +47,16 @@ _NO_THREAD = frozenset({"thread_not_found", "invalid_thread_ts"})
 
 
 class ThreadBook(Protocol):
-    """Where the ``ts`` of each episode's first message is kept, per KPI and Slack channel."""
+    """Where each episode's thread is kept, per KPI and Slack channel."""
 
-    def get(self, kpi_id: str, channel: str, episode_since: datetime) -> str | None:
-        """The ``ts`` of the episode's top-level message, or None."""
+    def get(self, kpi_id: str, channel: str, episode_since: datetime) -> SlackThread | None:
+        """The episode's thread (its parent's ``ts`` and message), or None."""
         ...
 
-    def put(self, kpi_id: str, channel: str, episode_since: datetime, ts: str) -> None:
-        """Remember ``ts`` as the episode's top-level message."""
+    def put(
+        self, kpi_id: str, channel: str, episode_since: datetime, thread: SlackThread
+    ) -> None:
+        """Remember ``thread`` as the episode's."""
         ...
 
 
@@ -108,35 +116,97 @@ class SlackChannel:
         return f"{team} (as {user})"
 
     def send(self, notice: Notice) -> None:
-        """Post one message, threaded under its episode when one is known."""
+        """Post one message, in its episode's thread when one is known; see the module doc."""
         message = slack_message(notice)
         if self._webhook is not None:
             self._send_webhook(message)
             return
         target = notice.message.target
-        event = notice.event
-        kpi_id = event.kpi_id
+        kpi_id = notice.event.kpi_id
         if kpi_id is None:  # source events have no episode
             self._post(target, message, None)
             return
-        if event.kind is EventKind.STATUS_CHANGED:
+        if notice.event.kind is EventKind.STATUS_CHANGED:
+            self._send_change(notice, kpi_id, target, message)
+            return
+        since = episode_since(notice.event)
+        thread = self._threads.get(kpi_id, target, since)
+        if self._reply(target, message, thread) is not None:
+            assert thread is not None
+            self._edit(target, thread, notice, since)
+
+    def _send_change(
+        self, notice: Notice, kpi_id: str, target: str, message: dict[str, Any]
+    ) -> None:
+        """A status change opens its episode's thread, or, to green, closes the last one."""
+        event = notice.event
+        closed = closed_episode(event)
+        old = self._threads.get(kpi_id, target, closed) if closed is not None else None
+        green = event.data.get("to") == Status.GREEN.value
+        if green and old is None:  # no thread to close: its own message hosts the episode
             ts = self._post(target, message, None)
-            self._remember(kpi_id, target, event.at, ts)
+            self._remember(kpi_id, target, event.at, SlackThread(ts))
             return
-        since = _episode(notice)
-        thread_ts = self._threads.get(kpi_id, target, since)
-        if thread_ts is None:
-            self._post(target, message, None)
+        if green:
+            assert old is not None
+            assert closed is not None
+            # the recovery is the closed episode's last word, broadcast so the channel sees it
+            if self._reply(target, message, old, broadcast=True) is not None:
+                # the green episode's follow-ups (de-escalation, reviews) go on in this thread;
+                # no parent: the closed episode's parent keeps its "resolved" line
+                self._remember(kpi_id, target, event.at, SlackThread(old.ts))
+                self._edit(target, old, notice, closed)
             return
-        try:
-            self._post(target, message, thread_ts)
-        except _ThreadGone:
-            self._post(target, message, None)  # the first message was deleted: post anew
+        ts, channel_id = self._chat_post(target, message)
+        parent = {"channel": channel_id, "text": message["text"], "blocks": message["blocks"]}
+        self._remember(kpi_id, target, event.at, SlackThread(ts, parent))
+        if old is not None and closed is not None:  # yellow -> red: the old thread says so
+            self._edit(target, old, notice, closed)
 
     # ------------------------------------------------------------ bot token
 
-    def _post(self, target: str, message: dict[str, Any], thread_ts: str | None) -> str:
+    def _reply(
+        self,
+        target: str,
+        message: dict[str, Any],
+        thread: SlackThread | None,
+        *,
+        broadcast: bool = False,
+    ) -> str | None:
+        """Reply in ``thread``; top-level when there is none or it was deleted.
+
+        The ``ts`` of the reply, or None when it went out top-level (nothing to edit).
+        """
+        if thread is None:
+            self._post(target, message, None)
+            return None
+        try:
+            return self._post(target, message, thread.ts, broadcast=broadcast)
+        except _ThreadGone:
+            self._post(target, message, None)  # the first message was deleted: post anew
+            return None
+
+    def _post(
+        self,
+        target: str,
+        message: dict[str, Any],
+        thread_ts: str | None,
+        *,
+        broadcast: bool = False,
+    ) -> str:
+        return self._chat_post(target, message, thread_ts, broadcast=broadcast)[0]
+
+    def _chat_post(
+        self,
+        target: str,
+        message: dict[str, Any],
+        thread_ts: str | None = None,
+        *,
+        broadcast: bool = False,
+    ) -> tuple[str, str]:
+        """chat.postMessage; the message's ``ts`` and its channel's ID (chat.update needs it)."""
         assert self._client is not None
+        extra: dict[str, Any] = {"reply_broadcast": True} if broadcast and thread_ts else {}
         try:
             response = self._client.chat_postMessage(
                 channel=target,
@@ -145,6 +215,7 @@ class SlackChannel:
                 thread_ts=thread_ts,
                 unfurl_links=False,  # no preview card of the status board under every alert
                 unfurl_media=False,
+                **extra,
             )
         except SlackApiError as exc:
             if thread_ts is not None and _api_error(exc) in _NO_THREAD:
@@ -152,13 +223,36 @@ class SlackChannel:
             raise _from_api_error(exc, f"chat.postMessage to {target!r}") from None
         except Exception as exc:
             raise _from_transport_error(exc, f"chat.postMessage to {target!r}") from None
-        return str(response.get("ts") or "")
+        return str(response.get("ts") or ""), str(response.get("channel") or target)
 
-    def _remember(self, kpi_id: str, target: str, since: datetime, ts: str) -> None:
-        if not ts:
+    def _edit(self, target: str, thread: SlackThread, notice: Notice, episode: datetime) -> None:
+        """Show the episode's state on its parent; best effort (the reply was the delivery).
+
+        Raising here would make the outbox send the reply again, so a failure,
+        a rate limit included, is only logged; the next follow-up edits anew.
+        """
+        if thread.parent is None or self._client is None:
+            return
+        edited = with_episode_line(thread.parent, episode_line(notice, episode))
+        channel = str(thread.parent.get("channel") or target)
+        try:
+            self._client.chat_update(
+                channel=channel, ts=thread.ts, text=edited["text"], blocks=edited["blocks"]
+            )
+        except SlackApiError as exc:
+            error = _from_api_error(exc, f"chat.update in {target!r}")
+            self._log.warning("slack parent not updated", kpi=notice.event.kpi_id, to=target,
+                              error=str(error))  # fmt: skip
+        except Exception as exc:
+            error = _from_transport_error(exc, f"chat.update in {target!r}")
+            self._log.warning("slack parent not updated", kpi=notice.event.kpi_id, to=target,
+                              error=str(error))  # fmt: skip
+
+    def _remember(self, kpi_id: str, target: str, since: datetime, thread: SlackThread) -> None:
+        if not thread.ts:
             return
         try:
-            self._threads.put(kpi_id, target, since, ts)
+            self._threads.put(kpi_id, target, since, thread)
         except Exception as exc:
             # the message is out: raising would make the outbox post it again. The
             # episode's later events then post top-level instead of in the thread.
@@ -254,18 +348,3 @@ def _retry_after(headers: Any) -> float | None:
 def _short(value: object, limit: int = 200) -> str:
     text = " ".join(str(value).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _episode(notice: Notice) -> datetime:
-    """The episode an event belongs to: the one it was raised in, not the one now.
-
-    A status change starts its own; other events carry their episode's start in
-    ``data["since"]``; older rows without it fall back to the current episode.
-    """
-    event = notice.event
-    if event.kind is EventKind.STATUS_CHANGED:
-        return event.at
-    since = event.data.get("since")
-    if isinstance(since, str):
-        return datetime.fromisoformat(since)
-    return notice.state.since if notice.state is not None else event.at

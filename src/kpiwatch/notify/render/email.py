@@ -33,6 +33,7 @@ from kpiwatch.model import (
     Status,
 )
 from kpiwatch.notify.digest_model import DigestKpi, OncallDigest, ReviewDigest
+from kpiwatch.notify.facts import facts, since_then, state_now
 from kpiwatch.notify.notice import Notice
 from kpiwatch.notify.render.chart import trend_chart
 from kpiwatch.notify.text import format_value, headline
@@ -133,10 +134,12 @@ def _kpi_view(
     status: str | None = None,
     value: float | None = None,
     reasons: Sequence[str] = (),
+    since: datetime | None = None,
 ) -> KpiView:
     status = status or (state.status.value if state else Status.UNKNOWN.value)
     value = value if value is not None else (state.value if state else None)
     reasons = tuple(reasons) or (state.reasons if state else ())
+    since = since or (state.since if state else None)
     t = kpi.thresholds
     parts = [f"{name} {format_value(level, kpi.unit)}" for name, level in
              (("yellow", t.yellow if t else None), ("red", t.red if t else None))
@@ -168,7 +171,7 @@ def _kpi_view(
         review=(state.review if state else kpi.review).value,
         escalated_since=state.escalated_since if state else None,
         next_review=state.next_review if state else None,
-        since=state.since if state else None,
+        since=since,
         error=state.error if state else None,
         annotations=tuple(annotations),
         ack=ack,
@@ -260,28 +263,29 @@ def _subject(notice: Notice) -> str:
 
 
 def notice_email(notice: Notice, *, sender: str) -> EmailMessage:
-    """One event about one KPI (or source), to ``notice.message.target``."""
+    """One event about one KPI (or source), to ``notice.message.target``.
+
+    The KPI is shown as the event found it (:func:`facts`), with a line on what
+    changed since when the email goes out late.
+    """
     event, data = notice.event, notice.event.data
     view = None
-    if notice.kpi is not None:
-        status = None
-        if event.kind is EventKind.STATUS_CHANGED:
-            status = str(data.get("to", "")) or None
-        elif event.kind in (EventKind.ESCALATED, EventKind.REVIEW_DUE):
-            status = str(data.get("status", "")) or None
-        value = data.get("value")
+    later: list[str] = []
+    told = facts(notice)
+    if notice.kpi is not None and told is not None:
         view = _kpi_view(
-            notice.kpi, notice.state, notice.recent, notice.annotations, notice.ack, notice.url,
-            chart_size=(560, 180), index=0, status=status,
-            value=float(value) if isinstance(value, int | float) else None,
-            reasons=[str(r) for r in data.get("reasons", ())],
+            notice.kpi, state_now(notice), notice.recent, notice.annotations, notice.ack,
+            notice.url, chart_size=(560, 180), index=0, status=told.status, value=told.value,
+            reasons=told.reasons, since=told.episode,
         )  # fmt: skip
+        later = since_then(notice, notice.kpi.unit)
     context = {
         "headline": headline(event, notice.kpi),
         "event": event,
         "kind": event.kind.value,
         "data": data,
         "kpi": view,
+        "later": later,
         "source": event.source,
         "url": notice.url,
         "name": _kpi_name(notice),

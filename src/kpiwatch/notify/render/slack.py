@@ -12,11 +12,15 @@ to its Block Kit limit *after* escaping (Slack counts the escaped form).
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kpiwatch.config.rules import Kpi
+from kpiwatch.evaluation.format import fmt_age
 from kpiwatch.model import Direction, EventKind, Status
+from kpiwatch.notify.facts import facts, since_then, state_now
 from kpiwatch.notify.notice import Notice
 from kpiwatch.notify.render.sparkline import sparkline
 from kpiwatch.notify.text import format_value, headline
@@ -60,6 +64,9 @@ def slack_message(notice: Notice) -> dict[str, Any]:
     reasons = _reasons(notice)
     if reasons:
         blocks.append(_section("*Why*\n" + "\n".join(f"• {escape(_flat(r))}" for r in reasons)))
+    later = _since_then(notice)
+    if later:
+        blocks.append({"type": "context", "elements": [_mrkdwn(later)]})
     spark = _spark(notice)
     if spark:
         blocks.append({"type": "context", "elements": [_mrkdwn(spark)]})
@@ -81,18 +88,64 @@ def slack_message(notice: Notice) -> dict[str, Any]:
     return {"text": _fallback(notice), "blocks": blocks[:MAX_BLOCKS]}
 
 
+def episode_line(notice: Notice, episode: datetime) -> str:
+    """What a thread's parent adds after a follow-up of its episode (mrkdwn, escaped).
+
+    ``episode`` is the start of the parent's episode: a recovery closes it, and
+    the ack shown is that episode's (acks send no message; the next one shows it).
+    """
+    event, data = notice.event, notice.event.data
+    match event.kind:
+        case EventKind.STATUS_CHANGED:
+            to = str(data.get("to", "unknown"))
+            took = duration(event.at - episode)
+            if to == Status.GREEN.value:
+                line = f"✅ *resolved* after {took}"
+            else:
+                emoji = EMOJI.get(to, EMOJI["unknown"])
+                line = f"{emoji} became *{escape(to)}* after {took} (new thread)"
+        case EventKind.ESCALATED:
+            line = f"⏫ *escalated* to {escape(data.get('review', '?'))} reviews"
+        case EventKind.DE_ESCALATED:
+            line = f"⏬ back to {escape(data.get('review', '?'))} reviews"
+        case EventKind.REVIEW_DUE:
+            line = f"📅 {escape(data.get('cadence', ''))} review due {_when(event.at)}"
+        case _:
+            line = f"{escape(event.kind.value)} {_when(event.at)}"
+    ack = notice.ack
+    if ack is not None and ack.episode_since == episode:
+        comment = f": {escape(_flat(ack.comment))}" if ack.comment else ""
+        line += f" · 🙋 acknowledged by {escape(ack.author)}{comment}"
+    return clip(line, MAX_SECTION)
+
+
+def with_episode_line(parent: Mapping[str, Any], line: str) -> dict[str, Any]:
+    """The parent message as first posted, with ``line`` under its header: for chat.update.
+
+    Always built from the original, so each edit replaces the last state line.
+    """
+    blocks: list[Block] = list(parent.get("blocks") or [])
+    blocks.insert(1 if blocks else 0, _section(f"*Now:* {line}"))
+    text = clip(f"{parent.get('text', '')} — {_unmark(line)}", MAX_FALLBACK)
+    return {"text": text, "blocks": blocks[:MAX_BLOCKS]}
+
+
+def duration(delta: timedelta) -> str:
+    """``3d 4h``: :func:`fmt_age` (two leading units) with a space between them."""
+    return re.sub(r"(?<=[a-z])(?=\d)", " ", fmt_age(delta))
+
+
+def _unmark(text: str) -> str:
+    return text.replace("*", "")
+
+
 # ------------------------------------------------------------------ pieces
 
 
 def _status(notice: Notice) -> str:
-    """The status the message is about: the event's, else the KPI's now."""
-    data = notice.event.data
-    status = data.get("to") or data.get("status")
-    if status is None and notice.state is not None:
-        status = notice.state.status.value
-    if status is None and notice.event.kind is EventKind.DE_ESCALATED:
-        status = Status.GREEN.value  # de-escalation only happens on a green run
-    return str(status) if str(status) in EMOJI else Status.UNKNOWN.value
+    """The status the message is about: the event's, as it was when it happened."""
+    told = facts(notice)
+    return told.status if told is not None else Status.UNKNOWN.value
 
 
 def _name(notice: Notice) -> str:
@@ -152,11 +205,11 @@ def _summary(notice: Notice) -> str:
 
 
 def _fields(notice: Notice) -> list[Block]:
-    kpi, state, data = notice.kpi, notice.state, notice.event.data
-    if kpi is None and state is None:
+    kpi, data, told = notice.kpi, notice.event.data, facts(notice)
+    if kpi is None and told is None:
         return []  # source events: nothing about a KPI to show
     unit = kpi.unit if kpi is not None else str(data.get("unit", ""))
-    value = data.get("value", state.value if state is not None else None)
+    value = told.value if told is not None else None
     fields: list[tuple[str, str]] = []
     if notice.event.kind is not EventKind.DE_ESCALATED or value is not None:
         fields.append(("Value", escape(format_value(value, unit))))
@@ -169,14 +222,17 @@ def _fields(notice: Notice) -> list[Block]:
         if thresholds:
             fields.append(("Thresholds", thresholds))
         fields.append(("Owner", escape(kpi.owner) + (f" ({escape(kpi.team)})" if kpi.team else "")))
+    state = state_now(notice)  # the schedule is the state's only while the episode lasts
     if state is not None:
         review = escape(state.review.value) + (" `escalated`" if state.escalated else "")
         if state.next_review is not None:
             review += f"\nnext {_when(state.next_review)}"
         fields.append(("Review", review))
-        fields.append((f"{escape(state.status.value.capitalize())} since", _when(state.since)))
-    elif kpi is not None:
-        fields.append(("Review", escape(kpi.review.value)))
+    elif data.get("review") or data.get("cadence") or kpi is not None:
+        cadence = data.get("review") or data.get("cadence") or (kpi.review.value if kpi else "")
+        fields.append(("Review", escape(cadence)))
+    if told is not None:
+        fields.append((f"{escape(told.status.capitalize())} since", _when(told.episode)))
     return [_mrkdwn(clip(f"*{title}*\n{text}", MAX_FIELD)) for title, text in fields][:MAX_FIELDS]
 
 
@@ -195,13 +251,15 @@ def _thresholds(kpi: Kpi) -> str:
 
 
 def _reasons(notice: Notice) -> list[str]:
-    reasons = notice.event.data.get("reasons")
-    if reasons is None and notice.state is not None and notice.event.kind in _ABOUT_NOW:
-        reasons = notice.state.reasons
-    return [str(r) for r in reasons or ()]
+    told = facts(notice)
+    return list(told.reasons) if told is not None else []
 
 
-_ABOUT_NOW = (EventKind.REVIEW_DUE, EventKind.ESCALATED)  # messages about the current state
+def _since_then(notice: Notice) -> str:
+    """``now: red 950 users (...)`` when the KPI moved on after the event (a late delivery)."""
+    unit = notice.kpi.unit if notice.kpi is not None else str(notice.event.data.get("unit", ""))
+    lines = since_then(notice, unit)
+    return " · ".join(f"⏱ {escape(_flat(line))}" for line in lines)
 
 
 def _spark(notice: Notice) -> str:
