@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     oncall_cron: str = "0 8 * * *"
     webhook_secret: SecretStr | None = None  # signs webhook payloads (HMAC-SHA256)
     pushgateway_url: str | None = None
+    # Alertmanager base URL (http://host:9093): rules' `alertmanager: default` posts there
+    alertmanager_url: str | None = None
+    # seconds between re-posts of firing alerts; their endsAt is 4x this ahead. With
+    # `run --once` from cron, set it to the cron interval so alerts last until the next run
+    alertmanager_refresh: float = Field(default=60.0, ge=5, le=86_400)
     # the Pushgateway group is {job="kpiwatch", instance=this}: stable across runs and
     # hosts (a cron pod's hostname changes), so each run replaces the last one's series
     pushgateway_instance: str = Field(default="default", min_length=1)
