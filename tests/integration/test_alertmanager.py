@@ -245,3 +245,27 @@ def test_alertmanager_refusing_is_permanent_and_unreachable_is_retryable(
         closed.post([{"labels": {"alertname": "KpiStatus"}}])
     assert unreachable.value.retryable
     assert unreachable.value.channel == "alertmanager"
+
+
+def test_a_kpi_removed_from_the_rules_while_red_has_its_alert_resolved(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    d = deployment
+    d.push("churn", 6.0)
+    d.push("signups", 3)
+    assert sorted(a["labels"]["kpi"] for a in d.alerts()) == ["churn", "signups"]
+
+    d.tick()
+    without_churn = RULES[: RULES.index("  - {id: churn")] + RULES[RULES.index("  - {id: signups"):]
+    (tmp_path / "rules" / "kpis.yaml").write_text(without_churn)
+    assert d.app.reload()
+    d.app.outbox.deliver_due()
+    assert d.sent() == 3
+    _until(lambda: [a["labels"]["kpi"] for a in d.alerts()] == ["signups"],
+           "the removed KPI's alert is resolved; the other one still fires")  # fmt: skip
+    _until(lambda: any(a["status"] == "resolved" for a in d.receiver.alerts()),
+           "Alertmanager notifies its receiver that the alert resolved")  # fmt: skip
+    [resolved] = [a for a in d.receiver.alerts() if a["status"] == "resolved"]
+    assert resolved["labels"] == {"alertname": "KpiStatus", "kpi": "churn", "team": "growth",
+                                  "owner": "dana@example.com", "severity": "red"}  # fmt: skip
+    assert resolved["annotations"]["summary"] == "Churn was removed from the rules"

@@ -14,10 +14,10 @@ from kpiwatch import __version__
 from kpiwatch.clock import Clock, SystemClock
 from kpiwatch.config import secrets
 from kpiwatch.config.loader import LoadedRules, load_rules
-from kpiwatch.config.rules import Kpi
+from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.config.settings import Settings
 from kpiwatch.errors import ConfigError, DeliveryError, RuleLoadError
-from kpiwatch.notify.channels.alertmanager import AlertmanagerChannel
+from kpiwatch.notify.channels.alertmanager import AlertmanagerChannel, removal
 from kpiwatch.notify.channels.email import EmailChannel
 from kpiwatch.notify.notices import NoticeBuilder
 from kpiwatch.notify.outbox import Outbox
@@ -150,10 +150,22 @@ class App:
         """The KPI as the running rules define it now."""
         return self.runner.workspace.rules.by_id.get(kpi_id)
 
-    def _forget_removed_kpis(self) -> None:
+    def _forget_removed_kpis(self, previous: RuleSet | None = None) -> None:
+        """Forget the states of KPIs no longer in the rules. Those ``previous`` (the
+        rules before a reload) had firing in Alertmanager get their alert resolved; at
+        start the old rules are unknown, and such alerts end when their lease does."""
         known = set(self.runner.workspace.rules.by_id)
-        for kpi_id in set(self.store.states()) - known:
-            self.store.delete_state(kpi_id)
+        now = self.clock.now()
+        for kpi_id, state in self.store.states().items():
+            if kpi_id in known:
+                continue
+            old = previous.by_id.get(kpi_id) if previous is not None else None
+            resolve = removal(previous, old, state, now) if previous and old else None
+            if resolve is not None and resolve[1].channel in self._channel_names:
+                event, delivery = resolve
+                self.store.delete_state(kpi_id, [event], {event.key: [delivery]})
+            else:
+                self.store.delete_state(kpi_id)
             log.info("KPI removed from rules: state forgotten, history kept", kpi=kpi_id)
 
     # ------------------------------------------------------------ daemon
@@ -239,7 +251,7 @@ class App:
         secrets.register(self.settings, loaded.rules)
         old = self.runner.swap(self._workspace(loaded))
         old.close()
-        self._forget_removed_kpis()
+        self._forget_removed_kpis(old.rules)
         if self._scheduler is not None:
             self._scheduler.sync_kpis(
                 loaded.rules, self.store.states(), self.clock.now(), self._run_kpi

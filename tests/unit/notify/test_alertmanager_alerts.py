@@ -19,7 +19,7 @@ from kpiwatch.model import (
     ReviewCadence,
     Status,
 )
-from kpiwatch.notify.channels.alertmanager import state_alert, transition_alerts
+from kpiwatch.notify.channels.alertmanager import removal, state_alert, transition_alerts
 from kpiwatch.notify.notice import Notice
 from kpiwatch.notify.routing import Router
 
@@ -169,3 +169,23 @@ def test_an_alertmanager_other_than_default_is_refused_at_load_naming_the_key(
         load_rule_text(text)
     problems = [str(p) for p in caught.value.problems]
     assert any(key in p and "only 'default'" in p for p in problems), problems
+
+
+def test_a_kpi_removed_while_red_resolves_with_the_labels_its_rules_gave_it() -> None:
+    rules = load_rule_text(RULES).rules
+    began = AT - timedelta(hours=5)
+    red = KpiState("teamed", Status.RED, began, ReviewCadence.MONTHLY, value=9.0)
+    made = removal(rules, rules.by_id["teamed"], red, AT)
+    assert made is not None
+    event, delivery = made
+    assert delivery == Delivery("alertmanager", "default")
+    message = OutboxMessage(7, event, "alertmanager", "default", DeliveryState.PENDING, 0, AT, AT)
+    notice = Notice(message, None, None, None, (), (), None, "https://kpis.example.com/")
+    [alert] = transition_alerts(notice, NOW, LEASE)  # the rules no longer know the KPI
+    assert alert["labels"] == {"alertname": "KpiStatus", "kpi": "teamed", "team": "cs",
+                               "owner": "lee@example.com", "severity": "red"}  # fmt: skip
+    assert alert["annotations"]["summary"] == "Teamed was removed from the rules"
+    assert (alert["startsAt"], alert["endsAt"]) == ("2026-03-02T04:00:00Z", "2026-03-02T09:00:30Z")
+
+    assert removal(rules, rules.by_id["teamed"], red._replace(status=Status.GREEN), AT) is None
+    assert removal(rules, rules.by_id["quiet"], red._replace(kpi_id="quiet"), AT) is None

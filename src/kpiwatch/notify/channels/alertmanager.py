@@ -21,10 +21,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from kpiwatch import __version__
-from kpiwatch.config.rules import Kpi
+from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.errors import DeliveryError
-from kpiwatch.model import EventKind, KpiState, Status
+from kpiwatch.model import Delivery, Event, EventKind, KpiState, Status
 from kpiwatch.notify.notice import Notice
+from kpiwatch.notify.routing import alertmanager_for
 from kpiwatch.notify.text import format_value
 
 if TYPE_CHECKING:
@@ -68,15 +69,35 @@ def firing(
     }
 
 
-def resolved(kpi: Kpi, severity: Status, *, since: datetime, url: str, now: datetime) -> Alert:
-    """The alert of ``kpi`` at ``severity`` resolved now (the same labels, ``endsAt=now``)."""
+def resolved(
+    alert_labels: dict[str, str], summary: str, *, since: datetime, url: str, now: datetime
+) -> Alert:
+    """The alert with ``alert_labels`` resolved now (``endsAt=now``)."""
     return {
-        "labels": labels(kpi, severity),
-        "annotations": {"summary": f"{kpi.name} is no longer {severity.value}", "url": url},
+        "labels": alert_labels,
+        "annotations": {"summary": summary, "url": url},
         "startsAt": _iso(since),
         "endsAt": _iso(now),
         "generatorURL": url,
     }
+
+
+def removal(
+    rules: RuleSet, kpi: Kpi, state: KpiState, now: datetime
+) -> tuple[Event, Delivery] | None:
+    """The event (and its delivery) that resolves the alert of ``kpi``, removed from
+    ``rules`` (the rules it was in) while red or yellow; None if it has no alert.
+    The event carries the labels: once removed, the rules no longer know them."""
+    name = alertmanager_for(rules, kpi)
+    if name is None or state.status not in FIRING:
+        return None
+    event = Event(EventKind.STATUS_CHANGED, f"{kpi.id}:removed:{now.isoformat()}", now,
+                  kpi_id=kpi.id, data={
+                      "from": state.status.value, "to": Status.UNKNOWN.value,
+                      "removed": True, "name": kpi.name,
+                      "labels": labels(kpi, state.status), "since": state.since.isoformat(),
+                  })  # fmt: skip
+    return event, Delivery("alertmanager", name)
 
 
 def state_alert(kpi: Kpi, state: KpiState, url: str, ends_at: datetime) -> Alert | None:
@@ -92,7 +113,14 @@ def transition_alerts(notice: Notice, now: datetime, lease: timedelta) -> list[A
     the old one's resolved, if it was red or yellow and differs (red -> yellow changes
     ``severity``, so the red alert must end as the yellow one starts)."""
     kpi, event = notice.kpi, notice.event
-    if kpi is None or event.kind is not EventKind.STATUS_CHANGED:
+    if event.kind is not EventKind.STATUS_CHANGED:
+        return []
+    if event.data.get("removed"):  # see removal(): the labels come with the event
+        since = datetime.fromisoformat(str(event.data["since"]))
+        summary = f"{event.data.get('name', event.kpi_id)} was removed from the rules"
+        return [resolved(dict(event.data["labels"]), summary, since=min(since, now),
+                         url=notice.url, now=now)]  # fmt: skip
+    if kpi is None:  # removed since: its alert ends with its lease
         return []
     to = _status(event.data.get("to"))
     was = _status(event.data.get("from"))
@@ -111,7 +139,8 @@ def transition_alerts(notice: Notice, now: datetime, lease: timedelta) -> list[A
     if was in FIRING and was is not to:
         # the old episode's start is unknown here: Alertmanager merges this into the
         # alert it has and keeps that one's (earlier) start; never after endsAt
-        alerts.append(resolved(kpi, was, since=min(event.at, now), url=notice.url, now=now))
+        alerts.append(resolved(labels(kpi, was), f"{kpi.name} is no longer {was.value}",
+                               since=min(event.at, now), url=notice.url, now=now))  # fmt: skip
     return alerts
 
 
@@ -131,9 +160,6 @@ class AlertmanagerChannel:
 
     def send(self, notice: Notice) -> None:
         """Post what a status change means for the KPI's alert."""
-        if notice.kpi is None:  # removed before delivery: its alert ends with its lease
-            raise DeliveryError(f"KPI {notice.event.kpi_id} is no longer in the rules",
-                                channel=self.name, retryable=False)  # fmt: skip
         alerts = transition_alerts(notice, self._now(), self.lease)
         if alerts:
             self.post(alerts)
