@@ -29,6 +29,7 @@ from prometheus_server import free_port
 
 from kpiwatch.config.settings import Settings
 from kpiwatch.errors import DeliveryError
+from kpiwatch.model import MatcherKind
 from kpiwatch.notify.channels.alertmanager import AlertmanagerChannel
 from kpiwatch.pushes import record_push
 from kpiwatch.runtime.app import App
@@ -214,7 +215,7 @@ def test_a_red_kpi_fires_is_refreshed_and_resolves_on_recovery(deployment: Deplo
     assert _at(resolved["endsAt"]) == recovered
 
 
-def test_red_to_yellow_swaps_the_alert_and_kpis_without_a_team_have_no_team_label(
+def test_red_to_yellow_swaps_the_alert_and_a_silenced_kpi_is_not_refreshed(
     deployment: Deployment,
 ) -> None:
     d = deployment
@@ -225,9 +226,19 @@ def test_red_to_yellow_swaps_the_alert_and_kpis_without_a_team_have_no_team_labe
            "only the yellow alert is left")  # fmt: skip
 
     d.push("signups", 3)
-    labels = d.alert("signups")["labels"]
-    assert labels == {"alertname": "KpiStatus", "kpi": "signups", "owner": "ava@example.com",
-                      "severity": "red"}  # fmt: skip
+    signups = d.alert("signups")
+    assert signups["labels"] == {"alertname": "KpiStatus", "kpi": "signups",
+                                 "owner": "ava@example.com", "severity": "red"}  # fmt: skip
+
+    # silenced in kpiwatch: no longer refreshed, so its alert ends with its lease
+    now = d.tick()
+    d.app.store.add_silence(MatcherKind.KPI, "signups", now, now + timedelta(hours=1),
+                            "ava@example.com", "known: the form is down", now)  # fmt: skip
+    yellow = d.alert("churn")
+    assert d.app.refresh_alerts() == 1
+    assert _at(d.alert("churn")["endsAt"]) == now + timedelta(minutes=4)
+    assert _at(d.alert("churn")["endsAt"]) > _at(yellow["endsAt"])
+    assert d.alert("signups")["endsAt"] == signups["endsAt"]
 
 
 def test_alertmanager_refusing_is_permanent_and_unreachable_is_retryable(
