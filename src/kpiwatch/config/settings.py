@@ -96,6 +96,14 @@ class Settings(BaseSettings):
             ) from None
         return value
 
+    @field_validator("alertmanager_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # refused at start, not retried for a day in the outbox and then dead-lettered
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, such as http://localhost:9093")
+        return value
+
     @field_validator("oncall_emails", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
