@@ -78,3 +78,15 @@ def test_unknown_keys_in_the_toml_file_are_rejected(
     monkeypatch.setenv("KPIWATCH_CONFIG", str(config))
     with pytest.raises(ValidationError, match="timezon"):
         Settings()
+
+
+def test_the_alertmanager_is_an_http_url_refreshed_every_minute_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().alertmanager_url is None
+    assert Settings().alertmanager_refresh == 60.0
+    monkeypatch.setenv("KPIWATCH_ALERTMANAGER_URL", "http://am.internal:9093")
+    assert Settings().alertmanager_url == "http://am.internal:9093"
+    monkeypatch.setenv("KPIWATCH_ALERTMANAGER_URL", "am.internal:9093")
+    with pytest.raises(ValidationError, match=r"alertmanager_url\n.*must be an http:// or https://"):
+        Settings()

@@ -74,9 +74,24 @@ def _email_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+ALERTMANAGER_NAMES = ("default",)  # "default" is KPIWATCH_ALERTMANAGER_URL
+
+
+def _alertmanager_name(value: Any) -> Any:
+    # one Alertmanager for now; refusing other names at load keeps a typo from silently
+    # routing nowhere (and leaves room for named Alertmanagers later)
+    if value not in ALERTMANAGER_NAMES:
+        raise ValueError(
+            f"unknown Alertmanager {written(value)}: only 'default' "
+            "(the Alertmanager at KPIWATCH_ALERTMANAGER_URL) is supported"
+        )
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 Cron = Annotated[str, BeforeValidator(_cron)]
 EmailList = Annotated[list[str], BeforeValidator(_email_list)]
+AlertmanagerName = Annotated[str, BeforeValidator(_alertmanager_name)]
 Severity = Literal[Status.YELLOW, Status.RED]
 
 
@@ -170,6 +185,7 @@ class Team(_Model):
     slack: str | None = None
     email: EmailList = Field(default_factory=list)
     webhook: str | None = None  # a URL that receives every event as signed JSON
+    alertmanager: AlertmanagerName | None = None  # red/yellow episodes become alerts there
 
 
 # ---------------------------------------------------------------- KPI parts
@@ -257,6 +273,7 @@ class Notify(_Model):
     slack: str | None = None
     email: EmailList = Field(default_factory=list)
     webhook: str | None = None
+    alertmanager: AlertmanagerName | None = None
 
 
 class Kpi(_Model):

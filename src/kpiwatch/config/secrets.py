@@ -44,8 +44,9 @@ def settings_secrets(settings: Settings) -> Iterator[str]:
                 path = urlsplit(text).path
                 if path.count("/") > 1:
                     yield path
-    if settings.pushgateway_url:
-        yield from url_secrets(settings.pushgateway_url)
+    for url in (settings.pushgateway_url, settings.alertmanager_url):
+        if url:  # may carry basic-auth credentials
+            yield from url_secrets(url)
 
 
 def rules_secrets(rules: RuleSet) -> Iterator[str]:

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     oncall_cron: str = "0 8 * * *"
     webhook_secret: SecretStr | None = None  # signs webhook payloads (HMAC-SHA256)
     pushgateway_url: str | None = None
+    # Alertmanager base URL (http://host:9093): rules' `alertmanager: default` posts there
+    alertmanager_url: str | None = None
+    # seconds between re-posts of firing alerts; their endsAt is 4x this ahead. With
+    # `run --once` from cron, set it to the cron interval so alerts last until the next run
+    alertmanager_refresh: float = Field(default=60.0, ge=5, le=86_400)
     # the Pushgateway group is {job="kpiwatch", instance=this}: stable across runs and
     # hosts (a cron pod's hostname changes), so each run replaces the last one's series
     pushgateway_instance: str = Field(default="default", min_length=1)
@@ -89,6 +94,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"unknown timezone {value!r}: use an IANA name such as Europe/Berlin"
             ) from None
+        return value
+
+    @field_validator("alertmanager_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # refused at start, not retried for a day in the outbox and then dead-lettered
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, such as http://localhost:9093")
         return value
 
     @field_validator("oncall_emails", mode="before")

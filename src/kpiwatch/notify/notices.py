@@ -16,6 +16,11 @@ ANNOTATION_WINDOW = timedelta(days=30)
 RECENT_ANNOTATIONS = 5
 
 
+def kpi_url(base_url: str, kpi_id: str) -> str:
+    """The KPI's page on the status board: the link every notification carries."""
+    return f"{base_url.rstrip('/')}/kpis/{kpi_id}"
+
+
 class NoticeBuilder:
     def __init__(self, store: Store, rules: Callable[[], RuleSet], base_url: str) -> None:
         self._store = store
@@ -56,7 +61,7 @@ class NoticeBuilder:
                     recent=found.recent,
                     annotations=tuple(annotations[-RECENT_ANNOTATIONS:]),
                     ack=found.ack,
-                    url=f"{self._base_url}/kpis/{kpi.id}",
+                    url=kpi_url(self._base_url, kpi.id),
                 )
             )
         return notices

@@ -3,7 +3,8 @@
 The KPI's ``notify``, else its team's, else the owner's email. Status changes
 go to Slack; red and escalations also email the owner; reviews email the owner
 and post to the team channel; source problems go to the source's owner, else
-on-call. Recipients on a channel that is not configured fall back to the log,
+on-call. Status changes of a KPI that names an Alertmanager (or whose team does)
+also go there. Recipients on a channel that is not configured fall back to the log,
 so nothing is dropped on a fresh install.
 """
 
@@ -51,7 +52,8 @@ class Router:
         slack, emails = self._recipients(kpi)
         owner = [Delivery("email", kpi.owner)]
         chat = [Delivery("slack", slack)] if slack else []
-        return self._by_kind(event, kpi, chat, owner, emails) + self._webhooks(kpi)
+        return (self._by_kind(event, kpi, chat, owner, emails) + self._webhooks(kpi)
+                + self._alerts(event, kpi))  # fmt: skip
 
     def _by_kind(
         self, event: Event, kpi: Kpi, chat: list[Delivery], owner: list[Delivery],
@@ -78,12 +80,27 @@ class Router:
         url = (kpi.notify.webhook if kpi.notify else None) or (team.webhook if team else None)
         return [Delivery("webhook", url)] if url else []
 
+    def _alerts(self, event: Event, kpi: Kpi) -> list[Delivery]:
+        """Status changes fire and resolve the KPI's alert in its Alertmanager."""
+        name = alertmanager_for(self._rules, kpi)
+        if name is None or event.kind is not EventKind.STATUS_CHANGED:
+            return []
+        return [Delivery("alertmanager", name)]
+
     def _recipients(self, kpi: Kpi) -> tuple[str | None, list[str]]:
         """(Slack channel, email addresses): the KPI's notify, else its team's, else the owner."""
         team = self._rules.teams.get(kpi.team or "")
         slack = (kpi.notify.slack if kpi.notify else None) or (team.slack if team else None)
         emails = (kpi.notify.email if kpi.notify else []) or (team.email if team else [])
         return slack, list(emails) or [kpi.owner]
+
+
+def alertmanager_for(rules: RuleSet, kpi: Kpi) -> str | None:
+    """The Alertmanager a KPI's alerts go to: its notify's, else its team's, else none."""
+    if kpi.notify is not None and kpi.notify.alertmanager:
+        return kpi.notify.alertmanager
+    team = rules.teams.get(kpi.team or "")
+    return team.alertmanager if team else None
 
 
 def _unique(deliveries: list[Delivery]) -> list[Delivery]:

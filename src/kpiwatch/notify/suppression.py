@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from kpiwatch.config.rules import Kpi
 from kpiwatch.notify.notice import Notice
 from kpiwatch.notify.silencing import active_mute, matching_silence
 from kpiwatch.store.repository import Store
@@ -20,6 +21,10 @@ class Suppressor:
         kpi = notice.kpi
         if kpi is None:  # source and delivery problems are never silenced
             return None
+        return self.for_kpi(kpi, now)
+
+    def for_kpi(self, kpi: Kpi, now: datetime) -> str | None:
+        """Why news of ``kpi`` is held back now (a silence or a mute window), or None."""
         silence = matching_silence(kpi, self._store.silences(active_at=now), now)
         if silence is not None:
             return (f"silenced by #{silence.id} ({silence.matcher.value} {silence.value}) "

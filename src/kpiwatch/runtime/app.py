@@ -14,14 +14,20 @@ from kpiwatch import __version__
 from kpiwatch.clock import Clock, SystemClock
 from kpiwatch.config import secrets
 from kpiwatch.config.loader import LoadedRules, load_rules
-from kpiwatch.config.rules import Kpi
+from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.config.settings import Settings
-from kpiwatch.errors import ConfigError, RuleLoadError
+from kpiwatch.errors import ConfigError, DeliveryError, RuleLoadError
+from kpiwatch.notify.channels.alertmanager import AlertmanagerChannel, removal
 from kpiwatch.notify.channels.email import EmailChannel
 from kpiwatch.notify.notices import NoticeBuilder
 from kpiwatch.notify.outbox import Outbox
 from kpiwatch.notify.suppression import Suppressor
-from kpiwatch.runtime.channels import build_channels, send_oncall_digest, verify_slack
+from kpiwatch.runtime.channels import (
+    build_channels,
+    refresh_alerts,
+    send_oncall_digest,
+    verify_slack,
+)
 from kpiwatch.runtime.leases import Leases, replica_id
 from kpiwatch.runtime.runner import CycleStats, Runner
 from kpiwatch.runtime.scheduler import (
@@ -52,6 +58,7 @@ KPI_LEASE = "kpi:"
 REVIEWS_LEASE = "job:reviews"
 MUTE_ENDS_LEASE = "job:mute-ends"
 ONCALL_LEASE = "job:oncall-digest"
+ALERTS_LEASE = "job:alertmanager-refresh"
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ class App:
                              timedelta(seconds=settings.lease_seconds))  # fmt: skip
         loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots)
         secrets.register(settings, loaded.rules)
-        self.channels = build_channels(settings, self.store)
+        self.channels = build_channels(settings, self.store, self.clock.now)
         verify_slack(self.channels)
         self._channel_names = frozenset(self.channels)
         self.runner = Runner(
@@ -97,8 +104,9 @@ class App:
             self._stack.close()  # refused at start: release the store and the lock
             raise
         notices = NoticeBuilder(self.store, lambda: self.runner.workspace.rules, settings.base_url)
+        self._suppressor = Suppressor(self.store, settings.tz)
         self.outbox = Outbox(self.store, self.channels, self.clock, notices,
-                             suppress=Suppressor(self.store, settings.tz).reason,
+                             suppress=self._suppressor.reason,
                              holder=self.leases.holder, lease=self.leases.ttl)  # fmt: skip
         self._mute_checked = self.clock.now()
         self._scheduler: Scheduler | None = None
@@ -142,10 +150,22 @@ class App:
         """The KPI as the running rules define it now."""
         return self.runner.workspace.rules.by_id.get(kpi_id)
 
-    def _forget_removed_kpis(self) -> None:
+    def _forget_removed_kpis(self, previous: RuleSet | None = None) -> None:
+        """Forget the states of KPIs no longer in the rules. Those ``previous`` (the
+        rules before a reload) had firing in Alertmanager get their alert resolved; at
+        start the old rules are unknown, and such alerts end when their lease does."""
         known = set(self.runner.workspace.rules.by_id)
-        for kpi_id in set(self.store.states()) - known:
-            self.store.delete_state(kpi_id)
+        now = self.clock.now()
+        for kpi_id, state in self.store.states().items():
+            if kpi_id in known:
+                continue
+            old = previous.by_id.get(kpi_id) if previous is not None else None
+            resolve = removal(previous, old, state, now) if previous and old else None
+            if resolve is not None and resolve[1].channel in self._channel_names:
+                event, delivery = resolve
+                self.store.delete_state(kpi_id, [event], {event.key: [delivery]})
+            else:
+                self.store.delete_state(kpi_id)
             log.info("KPI removed from rules: state forgotten, history kept", kpi=kpi_id)
 
     # ------------------------------------------------------------ daemon
@@ -187,6 +207,10 @@ class App:
         scheduler.every("mute-ends", REVIEW_TICK_SECONDS, self._tick_mute_ends)
         scheduler.cron("oncall-digest", self.settings.oncall_cron, self._send_oncall_digest)
         scheduler.every("leases", LEASE_CHECK_SECONDS, self._take_over_abandoned)
+        alertmanager = self._alertmanager()
+        if alertmanager is not None:
+            scheduler.every("alertmanager-refresh", alertmanager.refresh.total_seconds(),
+                            self._refresh_alerts, now=now)  # fmt: skip
         scheduler.every("heartbeat", HEARTBEAT_SECONDS, self._beat, now=now,
                         executor=HEARTBEAT_EXECUTOR)  # fmt: skip
         scheduler.start()
@@ -227,7 +251,7 @@ class App:
         secrets.register(self.settings, loaded.rules)
         old = self.runner.swap(self._workspace(loaded))
         old.close()
-        self._forget_removed_kpis()
+        self._forget_removed_kpis(old.rules)
         if self._scheduler is not None:
             self._scheduler.sync_kpis(
                 loaded.rules, self.store.states(), self.clock.now(), self._run_kpi
@@ -301,10 +325,40 @@ class App:
         except Exception:
             log.exception("mute window check failed")
 
-    def _tick_slot(self) -> datetime:
-        """This minute: review and mute ticks run once a minute, on one replica."""
+    def _tick_slot(self, seconds: int = REVIEW_TICK_SECONDS) -> datetime:
+        """This minute (or ``seconds`` period): review and mute ticks run once a minute,
+        the Alertmanager refresh once a refresh interval, each on one replica."""
         elapsed = int((self.clock.now() - INTERVAL_ANCHOR).total_seconds())
-        return INTERVAL_ANCHOR + timedelta(seconds=elapsed - elapsed % REVIEW_TICK_SECONDS)
+        return INTERVAL_ANCHOR + timedelta(seconds=elapsed - elapsed % max(1, seconds))
+
+    def _alertmanager(self) -> AlertmanagerChannel | None:
+        channel = self.channels.get("alertmanager")
+        return channel if isinstance(channel, AlertmanagerChannel) else None
+
+    def refresh_alerts(self) -> int:
+        """Re-post the firing alerts now (the refresh job's work, without its lease)."""
+        channel = self._alertmanager()
+        if channel is None:
+            return 0
+        return refresh_alerts(self.store, self.runner.workspace.rules, channel,
+                              self.settings.base_url, self.clock.now(),
+                              held_back=self._suppressor.for_kpi)  # fmt: skip
+
+    def _refresh_alerts(self) -> None:
+        """Keep firing alerts alive in Alertmanager: one replica per refresh interval."""
+        try:
+            channel = self._alertmanager()
+            if channel is None:
+                return
+            slot = self._tick_slot(int(channel.refresh.total_seconds()))
+            with self.leases.hold(ALERTS_LEASE, slot=slot) as claim:
+                if claim is not None:
+                    posted = self.refresh_alerts()
+                    log.debug("Alertmanager alerts refreshed", alerts=posted)
+        except DeliveryError as exc:  # the lease runs for 4 refreshes: the next one may pass
+            log.warning("Alertmanager refresh failed; the next one posts again", error=str(exc))
+        except Exception:
+            log.exception("Alertmanager refresh failed")
 
     def _send_oncall_digest(self, slot: datetime | None = None) -> None:
         try:
@@ -359,7 +413,15 @@ class App:
                     break
                 _time.sleep(0.25)
         undelivered = sum(self.store.pending_counts().values())
+        self._refresh_once()
         return OnceResult(stats, reviews, delivered, undelivered, self._push())
+
+    def _refresh_once(self) -> None:
+        """run --once: extend still-firing alerts until the next run (one refresh)."""
+        try:
+            self.refresh_alerts()
+        except DeliveryError as exc:
+            log.error("Alertmanager refresh failed", error=str(exc))
 
     def _push(self) -> str | None:
         """Push this run's metrics to the Pushgateway, if one is configured."""

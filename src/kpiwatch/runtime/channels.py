@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from kpiwatch.config.rules import RuleSet
+from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.config.settings import Settings
 from kpiwatch.errors import ConfigError, DeliveryError
 from kpiwatch.model import SlackThread
+from kpiwatch.notify.channels.alertmanager import AlertmanagerChannel, state_alert
 from kpiwatch.notify.channels.base import Channel
 from kpiwatch.notify.channels.email import EmailChannel
 from kpiwatch.notify.channels.log import LogChannel
 from kpiwatch.notify.channels.webhook import WebhookChannel
 from kpiwatch.notify.digests import ONCALL, oncall_digest, review_digests
+from kpiwatch.notify.notices import kpi_url
 from kpiwatch.notify.render.email import oncall_email, review_email
+from kpiwatch.notify.routing import alertmanager_for
 from kpiwatch.store.repository import Store
 
 log = structlog.get_logger("kpiwatch.channels")
@@ -36,8 +40,10 @@ class StoreThreads:
         self._store.save_slack_thread(kpi_id, channel, episode_since, thread.ts, thread.parent)
 
 
-def build_channels(settings: Settings, store: Store) -> dict[str, Channel]:
-    """The log and webhook channels always; Slack and email when configured."""
+def build_channels(
+    settings: Settings, store: Store, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> dict[str, Channel]:
+    """The log and webhook channels always; Slack, email and Alertmanager when configured."""
     channels: dict[str, Channel] = {"log": LogChannel()}
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     channels["webhook"] = WebhookChannel(secret=secret)
@@ -53,6 +59,11 @@ def build_channels(settings: Settings, store: Store) -> dict[str, Channel]:
     email = email_channel(settings)
     if email is not None:
         channels["email"] = email
+    if settings.alertmanager_url:
+        channels["alertmanager"] = AlertmanagerChannel(
+            settings.alertmanager_url, now=now,
+            refresh=timedelta(seconds=settings.alertmanager_refresh),
+        )  # fmt: skip
     return channels
 
 
@@ -116,6 +127,32 @@ def send_review_digests(
     return len(digests)
 
 
+def refresh_alerts(
+    store: Store, rules: RuleSet, channel: AlertmanagerChannel, base_url: str, now: datetime,
+    *, held_back: Callable[[Kpi, datetime], str | None],
+) -> int:  # fmt: skip
+    """Post again the alert of every red or yellow KPI that routes to Alertmanager, so
+    its lease does not run out; returns how many. KPIs silenced or muted here are
+    left out: their alerts resolve when their lease ends, as their news is held back.
+    Raises DeliveryError; nothing to retry, the next refresh posts them all again."""
+    states = store.states()
+    ends_at = now + channel.lease
+    alerts = []
+    for kpi in rules.kpis:
+        state = states.get(kpi.id)
+        if state is None or alertmanager_for(rules, kpi) is None:
+            continue
+        alert = state_alert(kpi, state, kpi_url(base_url, kpi.id), ends_at)
+        if alert is not None and held_back(kpi, now) is None:
+            alerts.append(alert)
+    for start in range(0, len(alerts), _REFRESH_BATCH):
+        channel.post(alerts[start : start + _REFRESH_BATCH])
+    return len(alerts)
+
+
+_REFRESH_BATCH = 500  # alerts per POST: bounded request bodies at 10,000 KPIs
+
+
 def channel_names(settings: Settings) -> frozenset[str]:
     """The channels the settings configure, for routing without building them."""
     names = {"log", "webhook"}
@@ -123,4 +160,6 @@ def channel_names(settings: Settings) -> frozenset[str]:
         names.add("slack")
     if settings.smtp_host:
         names.add("email")
+    if settings.alertmanager_url:
+        names.add("alertmanager")
     return frozenset(names)

@@ -310,10 +310,18 @@ class Store(OutboxStore):
             sql.upsert(connection, state_t, rows.state_row(state))
             self._insert_events(connection, events, deliveries or {})
 
-    def delete_state(self, kpi_id: str) -> None:
-        """Forget a KPI's state (removed from the rules); its history stays."""
+    def delete_state(
+        self,
+        kpi_id: str,
+        events: Sequence[Event] = (),
+        deliveries: Mapping[str, Sequence[Delivery]] | None = None,
+    ) -> None:
+        """Forget a KPI's state (removed from the rules); its history stays. ``events``
+        (what its removal means, e.g. its alert resolved) are stored in the same
+        transaction, so a removal is told exactly when it is made."""
         with self._write("delete state") as connection:
             connection.execute(sa.delete(state_t).where(state_t.c.kpi_id == kpi_id))
+            self._insert_events(connection, events, deliveries or {})
 
     def status_changes(self, kpi_id: str, *, limit: int | None = None) -> list[StatusChange]:
         """A KPI's status transitions, oldest first; with ``limit``, the newest ones."""

@@ -57,13 +57,14 @@ def _settings() -> Settings:
         read_token="read-tok-9Mn",
         metrics_token="metrics-tok-8Op",
         pushgateway_url="http://pg:push-pw-7Qr@push:9091",
+        alertmanager_url="http://am:am-pw-6Rs@alertmanager:9093",
     )
 
 
 def test_every_secret_of_the_settings_and_nothing_else() -> None:
     found = set(secrets.settings_secrets(_settings()))
     assert {"state-pw-5Ab", "xoxb-slack-tok-4Cd", "smtp-pw-2Gh", "api-tok-1Ij",
-            "wh-secret-0Kl", "read-tok-9Mn", "metrics-tok-8Op", "push-pw-7Qr",
+            "wh-secret-0Kl", "read-tok-9Mn", "metrics-tok-8Op", "push-pw-7Qr", "am-pw-6Rs",
             "https://hooks.slack.com/services/T1/B2/webhook-path-3Ef",
             "/services/T1/B2/webhook-path-3Ef"} <= found  # fmt: skip
     # the database URL is shown in logs (password masked): the URL itself is no secret
