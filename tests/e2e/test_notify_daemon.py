@@ -42,6 +42,8 @@ def _setup(workdir: Path, value: float) -> None:
 
 def _outbox(workdir: Path, env: dict[str, str]) -> list[dict[str, object]]:
     result = kpiwatch(workdir, "outbox", "list", "--json", env=env)
+    if "no state database" in result.stderr:  # the daemon has not created it yet
+        return []
     assert result.returncode == 0, result.stderr
     rows: list[dict[str, object]] = json.loads(result.stdout)
     return rows
