@@ -7,11 +7,11 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from pydantic import SecretStr
 
-from kpiwatch.backtest.run import Request
 from kpiwatch.cli.common import (
     fail,
     friendly_errors,
@@ -22,8 +22,10 @@ from kpiwatch.cli.common import (
 )
 from kpiwatch.cli.group import main
 from kpiwatch.config.loader import load_rules
-from kpiwatch.model import Observation
-from kpiwatch.store.engine import missing_sqlite_file
+
+if TYPE_CHECKING:  # the command imports these when it runs: `kpiwatch --help` stays light
+    from kpiwatch.backtest.run import Request
+    from kpiwatch.model import Observation
 
 
 @main.command("backtest")
@@ -58,8 +60,9 @@ def backtest_command(
     """Replay history through the rules: the status changes, escalations, reviews and
     notifications they would have produced. Changes nothing (unless --fetch --store)."""
     from kpiwatch.backtest import report
-    from kpiwatch.backtest.run import fetched_history, replay_parts
+    from kpiwatch.backtest.run import Request, fetched_history, replay_parts
     from kpiwatch.runtime.standalone import standalone_runner
+    from kpiwatch.store.engine import missing_sqlite_file
 
     settings = load_settings(ctx)
     loaded = load_settings_rules(settings)
