@@ -241,3 +241,24 @@ def test_a_reminder_in_a_mute_window_is_recorded_not_sent_and_the_schedule_moves
         assert pipeline.metrics.reminders() == {"red": 2}
     finally:
         pipeline.store.close()
+
+
+def test_a_team_opts_its_yellow_kpis_in_and_sets_its_own_schedule(
+    tmp_path: Path, slack: SlackApi, smtp: SmtpServer
+) -> None:
+    team = 'cs: {slack: "#cs-kpis", reminders: {yellow: true, first: 2h}}'
+    rules = RULES.replace('cs: {slack: "#cs-kpis"}', team)
+    pipeline = Pipeline(tmp_path, slack, smtp, rules)
+    try:
+        pipeline.observe(3.9)
+        since = pipeline.observe(5.0)  # yellow
+        emails_before = len(smtp.messages)
+        assert pipeline.remind_at(since + timedelta(hours=2)) == 1
+        assert pipeline.reminder_rows() == [
+            (f"churn:reminder:{since.isoformat()}:1", "slack", "#cs-kpis", "sent")
+        ]  # yellow: the channel only, as a change to yellow
+        [post] = _reminder_posts(slack)
+        assert post["text"].startswith("⏰ Churn is still yellow (since 2h): 5 %")
+        assert len(smtp.messages) == emails_before
+    finally:
+        pipeline.store.close()
