@@ -124,6 +124,8 @@ class KpiState(NamedTuple):
     last_review: datetime | None = None
     next_review: datetime | None = None
     error: str | None = None  # the last source error, shown with unknown
+    # reminders of this episode told so far (the schedule's position; 0 on a new episode)
+    reminders_sent: int = 0
 
     @property
     def escalated(self) -> bool:
@@ -135,6 +137,7 @@ class EventKind(StrEnum):
     ESCALATED = "escalated"
     DE_ESCALATED = "de_escalated"
     REVIEW_DUE = "review_due"
+    REMINDER = "reminder"  # an unacknowledged red (or yellow) episode, told again
     SOURCE_DOWN = "source_down"
     SOURCE_RECOVERED = "source_recovered"
     DELIVERY_FAILED = "delivery_failed"

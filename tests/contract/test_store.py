@@ -13,9 +13,10 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -177,7 +178,7 @@ def test_state_round_trips_every_field(store: Store) -> None:
         pending_status=Status.RED, pending_count=2, value=-12.5, observed_at=at(1),
         reasons=("below 100 → yellow", "3 worse in a row"), last_evaluated=at(2),
         escalated_since=at(3), green_since=at(4), green_count=7, last_review=at(5),
-        next_review=at(6), error="source 'db': timeout",
+        next_review=at(6), error="source 'db': timeout", reminders_sent=3,
     )
     minimal = state("churn", Status.UNKNOWN, at(0))
     store.save_state(full)
@@ -364,6 +365,44 @@ def test_save_state_for_review_ticks(store: Store) -> None:
     assert len(store.status_changes("revenue")) == 1
     assert store.events(kinds={EventKind.REVIEW_DUE}) == [due]
     assert [m.event.key for m in store.due_messages(at(60))] == [due.key]
+
+
+REMINDED = """
+kpis:
+  - {id: revenue, name: Revenue, owner: ann@example.com, direction: higher_is_better,
+     source: push, reminders: {first: 1h, factor: 2, max: 3h}}
+"""
+
+
+def test_reminder_ticks_store_each_reminder_once_across_replicas(store: Store) -> None:
+    from kpiwatch.config.loader import load_rule_text
+    from kpiwatch.notify.routing import Router
+    from kpiwatch.runtime.runner import Runner
+    from kpiwatch.runtime.workspace import Workspace
+    from kpiwatch.testing import FixedClock
+
+    loaded = load_rule_text(REMINDED, "rules.yaml")
+    clock = FixedClock(at(0))
+    replicas = [
+        Runner(store, clock, Workspace(loaded, {}, Router(loaded.rules, channels=frozenset(
+            {"email"}))), tz=ZoneInfo("UTC"), review_time=time(9, 0))
+        for _ in range(2)
+    ]  # fmt: skip
+    store.save_evaluation(evaluation(state("revenue", Status.RED, at(0)), at(0)))
+    clock.set(at(59))
+    assert [r.tick_reminders() for r in replicas] == [0, 0]
+    clock.set(at(60 * 3))  # reminders at +1h, +3h: the second one, missed ones coalesce
+    assert replicas[0].tick_reminders() == 1
+    assert replicas[1].tick_reminders() == 0  # the other replica sees it told
+    assert store.get_state("revenue").reminders_sent == 2  # type: ignore[union-attr]
+    store.ack("revenue", at(0), "ann", "on it", at(60 * 4))
+    clock.set(at(60 * 30))
+    assert replicas[1].tick_reminders() == 0
+    [reminder] = store.events(kinds={EventKind.REMINDER})
+    assert reminder.key == f"revenue:reminder:{at(0).isoformat()}:2"
+    assert [(m.channel, m.target, m.state) for m in store.messages()] == [
+        ("email", "ann@example.com", DeliveryState.PENDING)  # red: the owner, as a change
+    ]
 
 
 def test_delete_state_keeps_history(store: Store) -> None:

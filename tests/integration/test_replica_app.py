@@ -159,3 +159,32 @@ def test_a_mute_window_end_is_told_once_whichever_replica_checks(
     notices = [e for e in first.store.events(kpi_id="sales") if "after_mute" in e.data]
     assert len(notices) == 1
     assert notices[0].data["after_mute"] == "morning load"
+
+
+def test_reminders_are_ticked_on_one_replica_per_slot_and_by_run_once(
+    apps: tuple[App, App, FixedClock],
+) -> None:
+    from prometheus_client import generate_latest
+
+    from kpiwatch.model import EventKind, Observation
+
+    first, second, clock = apps
+    first.store.add_observations([Observation("signups", START, 5.0)])
+    first.runner.evaluate_kpi("signups")  # red (5 < 10): the episode starts now
+    since = clock.now()
+    clock.advance(timedelta(days=1))
+    first._tick_reminders()
+    second._tick_reminders()  # the same minute: the slot is done
+    book = LeaseBook(first.store.engine)
+    assert book.claim("job:reminders", second.leases.holder, timedelta(seconds=5),
+                      slot=second._tick_slot()) is None  # fmt: skip
+    assert first.metrics.reminders() == {"red": 1}
+    assert second.metrics.reminders() == {"red": 0}
+    clock.advance(timedelta(days=2))  # +3d: the second reminder, from `run --once`
+    result = second.run_once()
+    assert result.reminders == 1
+    keys = [e.key for e in first.store.events(kinds={EventKind.REMINDER})]
+    assert keys == [f"signups:reminder:{since.isoformat()}:{n}" for n in (1, 2)]
+    assert 'kpiwatch_reminders_total{status="red"} 1.0' in generate_latest(
+        second.registry
+    ).decode()

@@ -90,3 +90,24 @@ def test_the_alertmanager_is_an_http_url_refreshed_every_minute_by_default(
     monkeypatch.setenv("KPIWATCH_ALERTMANAGER_URL", "am.internal:9093")
     with pytest.raises(ValidationError, match=r"alertmanager_url\n.*must be an http:// or https://"):
         Settings()
+
+
+def test_reminder_settings_read_durations_as_the_rules_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import timedelta
+
+    defaults = Settings()
+    assert (defaults.reminder_first, defaults.reminder_factor, defaults.reminder_max) == (
+        timedelta(days=1), 2.0, timedelta(days=7),
+    )  # fmt: skip
+    monkeypatch.setenv("KPIWATCH_REMINDER_FIRST", "12h")
+    monkeypatch.setenv("KPIWATCH_REMINDER_FACTOR", "1.5")
+    monkeypatch.setenv("KPIWATCH_REMINDER_MAX", "P3D")
+    s = Settings()
+    assert (s.reminder_first, s.reminder_factor, s.reminder_max) == (
+        timedelta(hours=12), 1.5, timedelta(days=3),
+    )  # fmt: skip
+    monkeypatch.setenv("KPIWATCH_REMINDER_MAX", "30s")
+    with pytest.raises(ValidationError, match="at least 1m"):
+        Settings()

@@ -36,6 +36,7 @@ def run(ctx: click.Context, once: bool) -> None:
     click.echo(
         f"evaluated {result.stats.evaluated} KPIs ({counts or 'none'}); "
         f"{result.stats.failed} failed; {result.reviews_due} reviews due; "
+        f"{result.reminders} reminders; "
         f"{result.delivered} notifications delivered, {result.undelivered} left for next run"
     )
     if result.push_error is not None:

@@ -181,11 +181,30 @@ Source = Annotated[
 ]
 
 
+class Reminders(_Model):
+    """How an unacknowledged episode is told again; each key unset here falls back to
+    the team's, then to the settings (KPIWATCH_REMINDER_*)."""
+
+    first: Duration | None = None  # after the episode started
+    factor: float | None = Field(default=None, ge=1, le=100)  # each gap this times the last
+    max: Duration | None = None  # the longest gap
+    yellow: bool | None = None  # remind yellow episodes too (red ones always)
+
+    @field_validator("first", "max")
+    @classmethod
+    def _at_least_a_minute(cls, value: timedelta | None) -> timedelta | None:
+        # the reminder tick runs once a minute: a shorter gap could never be kept
+        if value is not None and value < timedelta(minutes=1):
+            raise ValueError("must be at least 1m")
+        return value
+
+
 class Team(_Model):
     slack: str | None = None
     email: EmailList = Field(default_factory=list)
     webhook: str | None = None  # a URL that receives every event as signed JSON
     alertmanager: AlertmanagerName | None = None  # red/yellow episodes become alerts there
+    reminders: Reminders | None = None  # for the team's KPIs without their own
 
 
 # ---------------------------------------------------------------- KPI parts
@@ -301,6 +320,7 @@ class Kpi(_Model):
     escalation: Escalation = Field(default_factory=Escalation)
     mute: list[Mute] = Field(default_factory=list)
     notify: Notify | None = None
+    reminders: Reminders | None = None  # overrides the team's, key by key
     labels: dict[str, str] = Field(default_factory=dict)
     leading: list[str] = Field(default_factory=list)
 

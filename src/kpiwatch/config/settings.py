@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import time
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -23,7 +23,28 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from kpiwatch.config.durations import parse_duration
+
 DEFAULT_CONFIG_FILE = "config/kpiwatch.toml"
+
+
+def _span(value: Any) -> Any:
+    """``1d``, ``12h`` as in the rules (and what pydantic reads: seconds, ISO 8601)."""
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError:
+            return value  # pydantic's own parsing gives the error, or reads P1D
+    return value
+
+
+def _minute_or_more(value: timedelta) -> timedelta:
+    if value < timedelta(minutes=1):  # the reminder tick runs once a minute
+        raise ValueError("must be at least 1m")
+    return value
+
+
+ReminderSpan = Annotated[timedelta, BeforeValidator(_span), AfterValidator(_minute_or_more)]
 
 
 def config_file() -> Path:
@@ -84,6 +105,11 @@ class Settings(BaseSettings):
     delivery_timeout: float = Field(default=30.0, gt=0)  # run --once: time to deliver
     # replicas: how long a claim on a piece of work lasts before others may take it over
     lease_seconds: float = Field(default=60.0, ge=1, le=86_400)
+    # reminders of unacknowledged red episodes, unless a KPI or its team says otherwise:
+    # the first this long after the episode started, each gap `factor` times the last
+    reminder_first: ReminderSpan = timedelta(days=1)
+    reminder_factor: float = Field(default=2.0, ge=1, le=100)
+    reminder_max: ReminderSpan = timedelta(days=7)
 
     @field_validator("timezone")
     @classmethod

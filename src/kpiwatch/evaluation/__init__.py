@@ -4,6 +4,23 @@ No I/O, no clock, no global state: everything it needs is passed in.
 """
 
 from kpiwatch.evaluation.evaluate import HISTORY_WINDOW, evaluate
+from kpiwatch.evaluation.reminders import (
+    DEFAULT_REMINDERS,
+    ReminderPolicy,
+    reminder_policy,
+    reminder_tick,
+    reminders_due,
+)
 from kpiwatch.evaluation.review import next_review, review_tick
 
-__all__ = ["HISTORY_WINDOW", "evaluate", "next_review", "review_tick"]
+__all__ = [
+    "DEFAULT_REMINDERS",
+    "HISTORY_WINDOW",
+    "ReminderPolicy",
+    "evaluate",
+    "next_review",
+    "reminder_policy",
+    "reminder_tick",
+    "reminders_due",
+    "review_tick",
+]

@@ -176,6 +176,10 @@ def evaluate(
         last_review=None if previous is None else previous.last_review,
         next_review=upcoming,
         error=error,
+        # the reminder schedule belongs to the episode: a new one starts it again
+        reminders_sent=previous.reminders_sent
+        if previous is not None and previous.since == effective.since
+        else 0,
     )
     events = _events(
         kpi, previous, state, now, effective.changed, escalation.escalated, escalation.de_escalated

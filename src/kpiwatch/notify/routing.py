@@ -1,7 +1,8 @@
 """Routing: who hears about an event (SPEC §5).
 
 The KPI's ``notify``, else its team's, else the owner's email. Status changes
-go to Slack; red and escalations also email the owner; reviews email the owner
+go to Slack; red and escalations also email the owner (reminders go as a change
+to their status does); reviews email the owner
 and post to the team channel; source problems go to the source's owner, else
 on-call. Status changes of a KPI that names an Alertmanager (or whose team does)
 also go there. Recipients on a channel that is not configured fall back to the log,
@@ -60,8 +61,9 @@ class Router:
         emails: list[str],
     ) -> list[Delivery]:  # fmt: skip
         match event.kind:
-            case EventKind.STATUS_CHANGED:
-                red = event.data.get("to") == "red"
+            case EventKind.STATUS_CHANGED | EventKind.REMINDER:
+                # a reminder goes where a change to its status went (its "status")
+                red = (event.data.get("to") or event.data.get("status")) == "red"
                 if not chat:
                     return [Delivery("email", e) for e in emails]
                 return chat + (owner if red else [])

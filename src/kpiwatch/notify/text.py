@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from kpiwatch.config.rules import Kpi
-from kpiwatch.evaluation.format import fmt_value
+from kpiwatch.evaluation.format import fmt_age, fmt_value
 from kpiwatch.model import Event, EventKind
 
 _EMOJI = {"green": "✅", "yellow": "⚠️", "red": "🔴", "unknown": "❔"}
@@ -35,9 +36,25 @@ def headline(event: Event, kpi: Kpi | None) -> str:
             return f"⏬ {name} stable again: back to {data.get('review', 'its own')} reviews"
         case EventKind.REVIEW_DUE:
             return f"📅 {name} is due for its {data.get('cadence', '')} review".replace("  ", " ")
+        case EventKind.REMINDER:
+            return reminder_line(event, name, unit)
         case EventKind.SOURCE_DOWN:
             return f"🚫 source {event.source} is failing: {data.get('error', '')}"
         case EventKind.SOURCE_RECOVERED:
             return f"✅ source {event.source} works again"
         case _:
             return f"{event.kind.value}: {name}"
+
+
+def reminder_line(event: Event, name: str, unit: str) -> str:
+    """``⏰ Churn is still red (since 3d): 6.2 % — not acknowledged``."""
+    data = event.data
+    since = data.get("since")
+    age = f" (since {fmt_age(event.at - datetime.fromisoformat(since))})" if since else ""
+    value = format_value(data.get("value"), unit)
+    return f"⏰ {name} is still {data.get('status', 'red')}{age}: {value} — not acknowledged"
+
+
+def ack_hint(kpi_id: str) -> str:
+    """The command that stops a KPI's reminders (the API's ack does the same)."""
+    return f"kpiwatch ack {kpi_id} --comment '…'"

@@ -17,6 +17,7 @@ from kpiwatch.config.loader import LoadedRules, load_rules
 from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.config.settings import Settings
 from kpiwatch.errors import ConfigError, DeliveryError, RuleLoadError
+from kpiwatch.evaluation import ReminderPolicy
 from kpiwatch.notify.channels.alertmanager import AlertmanagerChannel, removal
 from kpiwatch.notify.channels.email import EmailChannel
 from kpiwatch.notify.notices import NoticeBuilder
@@ -57,6 +58,7 @@ LEASE_CHECK_SECONDS = 10  # how often a replica looks for work a dead replica le
 KPI_LEASE = "kpi:"
 REVIEWS_LEASE = "job:reviews"
 MUTE_ENDS_LEASE = "job:mute-ends"
+REMINDERS_LEASE = "job:reminders"
 ONCALL_LEASE = "job:oncall-digest"
 ALERTS_LEASE = "job:alertmanager-refresh"
 
@@ -68,6 +70,7 @@ class OnceResult:
     delivered: int
     undelivered: int
     push_error: str | None = None  # the Pushgateway push failed (when one is configured)
+    reminders: int = 0  # reminders told of unacknowledged episodes
 
 
 class App:
@@ -96,6 +99,9 @@ class App:
             tz=settings.tz,
             review_time=settings.review_time,
             max_workers=settings.max_workers,
+            reminders=ReminderPolicy(
+                settings.reminder_first, settings.reminder_factor, settings.reminder_max
+            ),
         )
         self._stack.callback(lambda: self.runner.workspace.close())
         try:
@@ -121,6 +127,7 @@ class App:
         self.runner.on_fetched = self.metrics.fetched
         self.runner.on_failed = self.metrics.evaluation_failed
         self.outbox.on_result = self.metrics.delivered
+        self.runner.on_reminded = self.metrics.reminded
         self._forget_removed_kpis()
         log.info(
             "rules loaded",
@@ -205,6 +212,7 @@ class App:
         scheduler.every("reviews", REVIEW_TICK_SECONDS, self._tick_reviews, now=now)
         scheduler.every("outbox", OUTBOX_TICK_SECONDS, self._deliver, now=now)
         scheduler.every("mute-ends", REVIEW_TICK_SECONDS, self._tick_mute_ends)
+        scheduler.every("reminders", REVIEW_TICK_SECONDS, self._tick_reminders, now=now)
         scheduler.cron("oncall-digest", self.settings.oncall_cron, self._send_oncall_digest)
         scheduler.every("leases", LEASE_CHECK_SECONDS, self._take_over_abandoned)
         alertmanager = self._alertmanager()
@@ -311,6 +319,15 @@ class App:
         except Exception:
             log.exception("review tick failed")
 
+    def _tick_reminders(self) -> None:
+        """Remind unacknowledged episodes: once a minute, on the one replica that claims it."""
+        try:
+            with self.leases.hold(REMINDERS_LEASE, slot=self._tick_slot()) as claim:
+                if claim is not None:
+                    self.runner.tick_reminders()
+        except Exception:
+            log.exception("reminder tick failed")
+
     def _tick_mute_ends(self) -> None:
         try:
             now = self.clock.now()
@@ -401,6 +418,7 @@ class App:
         """Evaluate every KPI once, tick reviews, deliver within a bounded time."""
         stats = self.runner.evaluate_all()
         reviews = self.runner.tick_reviews()
+        reminders = self.runner.tick_reminders()
         delivered = 0
         deadline = _time.monotonic() + self.settings.delivery_timeout
         while _time.monotonic() < deadline:
@@ -414,7 +432,7 @@ class App:
                 _time.sleep(0.25)
         undelivered = sum(self.store.pending_counts().values())
         self._refresh_once()
-        return OnceResult(stats, reviews, delivered, undelivered, self._push())
+        return OnceResult(stats, reviews, delivered, undelivered, self._push(), reminders)
 
     def _refresh_once(self) -> None:
         """run --once: extend still-firing alerts until the next run (one refresh)."""

@@ -26,7 +26,15 @@ import structlog
 from kpiwatch.clock import Clock
 from kpiwatch.config.rules import BUILTIN_SOURCES, Kpi
 from kpiwatch.errors import EvaluationSuperseded, SourceError, SourceTimeout, StoreError
-from kpiwatch.evaluation import HISTORY_WINDOW, evaluate, review_tick
+from kpiwatch.evaluation import (
+    DEFAULT_REMINDERS,
+    HISTORY_WINDOW,
+    ReminderPolicy,
+    evaluate,
+    reminder_policy,
+    reminder_tick,
+    review_tick,
+)
 from kpiwatch.model import Evaluation, Event, EventKind, Observation, Status
 from kpiwatch.notify.silencing import active_mute
 from kpiwatch.runtime.fetching import PoolSlots, fetch_in_pool
@@ -62,12 +70,14 @@ class Runner:
         review_time: time,
         max_workers: int = 8,
         fetch_grace: float = 2.0,
+        reminders: ReminderPolicy = DEFAULT_REMINDERS,  # the settings' defaults
     ) -> None:
         self._store = store
         self._clock = clock
         self._workspace = workspace
         self._tz = tz
         self._review_time = review_time
+        self._reminders = reminders
         self._max_workers = max_workers
         self._fetch_grace = fetch_grace
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -82,6 +92,7 @@ class Runner:
         self.on_evaluated: Callable[[Evaluation], None] | None = None  # hook for metrics
         self.on_fetched: Callable[[str, float], None] | None = None  # (source, seconds)
         self.on_failed: Callable[[str], None] | None = None  # an evaluation that raised
+        self.on_reminded: Callable[[Event], None] | None = None  # a reminder stored
 
     @property
     def workspace(self) -> Workspace:
@@ -431,6 +442,45 @@ class Runner:
                     continue
                 due += len(events)
         return due
+
+    def tick_reminders(self) -> int:
+        """Emit the reminders due for unacknowledged red (or yellow) episodes; returns how many.
+
+        A muted or silenced KPI's reminder is still stored, and the outbox suppresses
+        its delivery: the schedule moves on (see :mod:`kpiwatch.evaluation.reminders`).
+        """
+        workspace = self._workspace
+        rules = workspace.rules
+        now = self._clock.now()
+        told = 0
+        for kpi_id, state in self._store.states().items():
+            kpi = rules.by_id.get(kpi_id)
+            if kpi is None:
+                continue
+            team = rules.teams.get(kpi.team or "")
+            policy = reminder_policy(kpi.reminders, team.reminders if team else None,
+                                     self._reminders)  # fmt: skip
+            if not reminder_tick(policy, state, False, now)[1]:
+                continue  # nothing due: no ack to read, no lock to take
+            with self._lock_for(kpi_id):
+                current = self._store.get_state(kpi_id)
+                if current is None:
+                    continue
+                acked = self._store.ack_for(kpi_id, current.since) is not None
+                new_state, events = reminder_tick(policy, current, acked, now)
+                if not events:
+                    continue
+                deliveries = {e.key: workspace.router.route(e) for e in events}
+                try:
+                    self._store.save_state(new_state, events, deliveries,
+                                           based_on=Basis.of(current))  # fmt: skip
+                except EvaluationSuperseded:  # evaluated meanwhile: the next tick looks again
+                    continue
+            told += len(events)
+            for event in events:
+                if self.on_reminded is not None:
+                    self.on_reminded(event)
+        return told
 
     def tick_mute_ends(self, since: datetime) -> int:
         """Notify KPIs not green when a mute window closed between ``since`` and now.

@@ -55,6 +55,7 @@ def state_row(state: KpiState) -> dict[str, Any]:
         "last_review": state.last_review,
         "next_review": state.next_review,
         "error": state.error,
+        "reminders_sent": state.reminders_sent,
     }
 
 
@@ -77,6 +78,7 @@ def to_state(row: Row) -> KpiState:
         last_review=row["last_review"],
         next_review=row["next_review"],
         error=row["error"],
+        reminders_sent=row["reminders_sent"],
     )
 
 

@@ -64,6 +64,7 @@ kpi_state = sa.Table(
     sa.Column("last_review", UtcDateTime(), nullable=True),
     sa.Column("next_review", UtcDateTime(), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("reminders_sent", sa.Integer(), nullable=False, server_default="0"),
 )
 
 status_changes = sa.Table(

@@ -43,15 +43,16 @@ from kpiwatch.clock import Clock, SystemClock
 from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.errors import StoreError
 from kpiwatch.evaluation.target import day_start, glide_expected
-from kpiwatch.model import Evaluation, Status
+from kpiwatch.model import Status
 from kpiwatch.store.repository import Store
 from kpiwatch.store.snapshot import ShownState, StateSnapshots
 from kpiwatch.web.exposition import line_end, line_prefix, sample_line
+from kpiwatch.web.metrics import Metrics
+
+__all__ = ["KpiCollector", "Metrics", "build_registry", "render"]
 
 log = structlog.get_logger("kpiwatch.exporter")
 
-EVALUATION_RESULTS = (*(s.value for s in Status), "error")  # error: the evaluation raised
-BASELINE_RESULTS = ("sent", "dead")  # alert rules use increase(): they need a 0 to start from
 STATUSES = tuple(Status)
 _CACHED = "(cached; a scrape never queries sources)"
 _VALUE = "kpiwatch_kpi_value"
@@ -85,50 +86,12 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "kpiwatch_notifications_total": (
         "counter", "Notification deliveries by channel and result (sent, dead, suppressed, "
                    "retried)"),
+    "kpiwatch_reminders_total": (
+        "counter", "Reminders of unacknowledged episodes, by the episode's status (those "
+                   "that fell in a silence or mute window too: the outbox suppressed them)"),
     "kpiwatch_outbox_pending": ("gauge", "Notifications waiting in the outbox, per channel"),
     "kpiwatch_build_info": ("gauge", "kpiwatch version; always 1"),
 }  # fmt: skip
-
-
-class Metrics:
-    """What the daemon counts as it works; the runner's and outbox's hooks call these.
-
-    Thread-safe: the hooks run on the scheduler's and outbox's worker threads.
-    """
-
-    def __init__(self, channels: Iterable[str]) -> None:
-        self.channels = tuple(dict.fromkeys(channels))
-        self._lock = threading.Lock()
-        self._evaluations = dict.fromkeys(EVALUATION_RESULTS, 0)
-        self._notifications = {(c, r): 0 for c in self.channels for r in BASELINE_RESULTS}
-        self._query_seconds: dict[str, float] = {}
-
-    def evaluated(self, evaluation: Evaluation) -> None:
-        """Count one evaluation under its effective status (runner.on_evaluated)."""
-        with self._lock:
-            self._evaluations[evaluation.status.value] += 1
-
-    def evaluation_failed(self, kpi_id: str) -> None:
-        """Count one evaluation that raised (the KPI id is in the log, not a label)."""
-        del kpi_id
-        with self._lock:
-            self._evaluations["error"] += 1
-
-    def fetched(self, source: str, seconds: float) -> None:
-        """Remember how long the last query of ``source`` took (runner.on_fetched)."""
-        with self._lock:
-            self._query_seconds[source] = seconds
-
-    def delivered(self, channel: str, result: str) -> None:
-        """Count one delivery outcome: sent | dead | suppressed | retried (outbox.on_result)."""
-        with self._lock:
-            key = (channel, result)
-            self._notifications[key] = self._notifications.get(key, 0) + 1
-
-    def snapshot(self) -> tuple[dict[str, int], dict[tuple[str, str], int], dict[str, float]]:
-        """Copies of (evaluations, notifications, query seconds), taken under the lock."""
-        with self._lock:
-            return dict(self._evaluations), dict(self._notifications), dict(self._query_seconds)
 
 
 def _family(name: str, labels: Iterable[str] = ()) -> GaugeMetricFamily | CounterMetricFamily:
@@ -397,6 +360,7 @@ class _Scrape:
     evaluations: dict[str, int]
     notifications: dict[tuple[str, str], int]
     query_seconds: dict[str, float]
+    reminders: dict[str, int]
 
 
 class _Families(Collector):
@@ -485,7 +449,7 @@ class KpiCollector(Collector):
         evaluations, notifications, query_seconds = self._metrics.snapshot()
         now = self._clock.now().timestamp()
         return _Scrape(view, now, states, health, pending, evaluations, notifications,
-                       query_seconds)  # fmt: skip
+                       query_seconds, self._metrics.reminders())  # fmt: skip
 
     def _other_families(self, scrape: _Scrape) -> Iterator[Metric]:
         up = _family("kpiwatch_source_up", ["source"])
@@ -504,6 +468,8 @@ class KpiCollector(Collector):
         yield _counter(
             "kpiwatch_notifications_total", ["channel", "result"], scrape.notifications.items()
         )
+        reminders = [((status,), n) for status, n in scrape.reminders.items()]
+        yield _counter("kpiwatch_reminders_total", ["status"], reminders)
         waiting = _family("kpiwatch_outbox_pending", ["channel"])
         pending = scrape.pending
         for channel in sorted({*self._metrics.channels, *pending}):

@@ -102,3 +102,13 @@ def test_webhooks_receive_every_kpi_event_from_notify_or_team() -> None:
     assert Delivery("webhook", "https://hooks.test/cs") in router.route(
         _event(EventKind.REVIEW_DUE, "teamed")
     )
+
+
+def test_a_reminder_goes_where_a_change_to_its_status_went() -> None:
+    router = _router()
+    red = router.route(_event(EventKind.REMINDER, "own", status="red"))
+    yellow = router.route(_event(EventKind.REMINDER, "own", status="yellow"))
+    lonely = router.route(_event(EventKind.REMINDER, "lonely", status="red"))
+    assert red == [Delivery("slack", "#war-room"), Delivery("email", "dana@example.com")]
+    assert yellow == [Delivery("slack", "#war-room")]
+    assert lonely == [Delivery("email", "kim@example.com")]

@@ -240,3 +240,21 @@ def test_sparkline(values: list[float], width: int, expected: str) -> None:
 def test_sparkline_rejects_zero_width() -> None:
     with pytest.raises(ValueError, match="width"):
         sparkline([1.0], 0)
+
+
+def test_a_reminder_says_what_it_is_and_how_to_stop_it() -> None:
+    since = AT - timedelta(days=3, hours=2)
+    data = {"since": since.isoformat(), "number": 2, "status": "red", "value": 950.0,
+            "reasons": ["value 950 users < red 1000 users"]}  # fmt: skip
+    payload = slack_message(make_notice(EventKind.REMINDER, data))
+    assert payload["blocks"][0]["text"]["text"] == "🔴 Red · Weekly active users"
+    assert payload["text"] == (
+        "⏰ Weekly active users is still red (since 3d2h): 950 users — not acknowledged"
+        " — value 950 users &lt; red 1000 users"
+    )
+    body = "\n".join(texts(payload))
+    assert (
+        "⏰ *Weekly active users* is *still red* after 3d 2h and nobody has acknowledged it. "
+        "Acknowledge to stop the reminders: `kpiwatch ack wau --comment '…'`"
+    ) in body
+    assert "*Red since*\n2024-05-29 10:00 UTC" in body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from kpiwatch.store import migrate as migrations
@@ -35,5 +36,30 @@ def test_an_older_schema_is_still_migrated(tmp_path: Path) -> None:
         assert not store.at_head()
         store.migrate()
         assert migrations.current_revision(store.engine) == HEAD_REVISION
+    finally:
+        store.close()
+
+
+def test_states_stored_before_reminders_start_with_none_told(tmp_path: Path) -> None:
+    # 0005 adds kpi_state.reminders_sent: a state written by 0004 reads as 0 reminders
+    import sqlalchemy as sa
+
+    from kpiwatch.model import KpiState, ReviewCadence, Status
+    from kpiwatch.store import rows
+    from kpiwatch.store.schema import kpi_state
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = Store.open(url, migrate=False)
+    try:
+        migrations.upgrade(store.engine, "0004")
+        since = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+        state = KpiState("churn", Status.RED, since, ReviewCadence.MONTHLY, reminders_sent=5)
+        columns = [c._copy() for c in kpi_state.columns if c.name != "reminders_sent"]
+        old = sa.Table("kpi_state", sa.MetaData(), *columns)
+        row = {k: v for k, v in rows.state_row(state).items() if k != "reminders_sent"}
+        with store.engine.begin() as connection:
+            connection.execute(sa.insert(old), row)
+        store.migrate()
+        assert store.get_state("churn") == state._replace(reminders_sent=0)
     finally:
         store.close()

@@ -118,6 +118,7 @@ SPEC_FAMILIES = {
     "kpiwatch_source_query_duration_seconds",
     "kpiwatch_evaluations",  # the parser names counters without _total
     "kpiwatch_notifications",
+    "kpiwatch_reminders",
     "kpiwatch_outbox_pending",
     "kpiwatch_build_info",
 }
@@ -759,3 +760,11 @@ def test_state_snapshots_fail_with_a_store_error(any_store: Store) -> None:
         connection.execute(sa.text("DROP TABLE kpi_state"))
     with pytest.raises(StoreError, match="read states"):
         snapshots.read()
+
+
+def test_reminders_counted_by_status_from_zero(daemon: Daemon) -> None:
+    assert daemon.scrape()["kpiwatch_reminders"] == {(("status", "red"),): 0.0}
+    daemon.runner.on_reminded = daemon.metrics.reminded
+    daemon.clock.set(NOW + timedelta(days=1))  # churn turned red at NOW: its first reminder
+    assert daemon.runner.tick_reminders() == 1
+    assert daemon.scrape()["kpiwatch_reminders"] == {(("status", "red"),): 1.0}

@@ -36,7 +36,7 @@ from kpiwatch.notify.digest_model import DigestKpi, OncallDigest, ReviewDigest
 from kpiwatch.notify.facts import facts, since_then, state_now
 from kpiwatch.notify.notice import Notice
 from kpiwatch.notify.render.chart import trend_chart
-from kpiwatch.notify.text import format_value, headline
+from kpiwatch.notify.text import ack_hint, format_value, headline
 
 if TYPE_CHECKING:
     import jinja2
@@ -281,6 +281,7 @@ def notice_email(notice: Notice, *, sender: str) -> EmailMessage:
         later = since_then(notice, notice.kpi.unit)
     context = {
         "headline": headline(event, notice.kpi),
+        "ack_hint": ack_hint(event.kpi_id or ""),
         "event": event,
         "kind": event.kind.value,
         "data": data,

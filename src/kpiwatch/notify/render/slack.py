@@ -20,10 +20,10 @@ from typing import Any
 from kpiwatch.config.rules import Kpi
 from kpiwatch.evaluation.format import fmt_age
 from kpiwatch.model import Direction, EventKind, Status
-from kpiwatch.notify.facts import facts, since_then, state_now
+from kpiwatch.notify.facts import episode_since, facts, since_then, state_now
 from kpiwatch.notify.notice import Notice
 from kpiwatch.notify.render.sparkline import sparkline
-from kpiwatch.notify.text import format_value, headline
+from kpiwatch.notify.text import ack_hint, format_value, headline
 
 # Block Kit limits (https://api.slack.com/reference/block-kit/blocks)
 MAX_BLOCKS = 50
@@ -110,6 +110,9 @@ def episode_line(notice: Notice, episode: datetime) -> str:
             line = f"⏬ back to {escape(data.get('review', '?'))} reviews"
         case EventKind.REVIEW_DUE:
             line = f"📅 {escape(data.get('cadence', ''))} review due {_when(event.at)}"
+        case EventKind.REMINDER:
+            took = duration(event.at - episode)
+            line = f"⏰ reminded {_when(event.at)}: not acknowledged after {took}"
         case _:
             line = f"{escape(event.kind.value)} {_when(event.at)}"
     ack = notice.ack
@@ -195,6 +198,13 @@ def _summary(notice: Notice) -> str:
         case EventKind.REVIEW_DUE:
             badge = " `escalated`" if data.get("escalated") else ""
             return f"📅 {name} is due for its *{escape(data.get('cadence', ''))}* review{badge}."
+        case EventKind.REMINDER:
+            status = escape(data.get("status", "red"))
+            took = duration(event.at - episode_since(event))
+            return (
+                f"⏰ {name} is *still {status}* after {took} and nobody has acknowledged it. "
+                f"Acknowledge to stop the reminders: `{escape(ack_hint(event.kpi_id or ''))}`"
+            )
         case EventKind.SOURCE_DOWN:
             error = escape(_flat(str(data.get("error") or "no error given")))
             return f"Source *{escape(event.source or '?')}* is failing:\n> {error}"
