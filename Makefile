@@ -1,6 +1,8 @@
 # The two commands: `make demo` and `make test`. Each creates .venv and installs first.
 PYTHON ?= python3
 VENV   ?= .venv
+# pytest processes: the e2e tests mostly wait on the daemons they start, so two halve the wall time
+TEST_WORKERS ?= 2
 BIN     = $(VENV)/bin
 
 .PHONY: demo test lint typecheck unit bench clean
@@ -17,7 +19,7 @@ demo: $(BIN)/kpiwatch
 
 test: $(BIN)/kpiwatch lint typecheck
 	$(BIN)/kpiwatch test rules/tests/*.test.yaml
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 lint: $(BIN)/kpiwatch
 	$(BIN)/ruff check src tests bench
