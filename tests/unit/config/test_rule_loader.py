@@ -231,7 +231,7 @@ def test_unknown_key_with_did_you_mean() -> None:
 def test_unknown_key_without_close_match_lists_the_allowed_keys() -> None:
     assert problems("teams:\n  cs: {pager: x}\n") == [
         "r.yaml:2:8: teams.cs.pager: unknown key 'pager'; allowed keys: slack, email, "
-        "webhook, alertmanager"
+        "webhook, alertmanager, reminders"
     ]
 
 
@@ -474,7 +474,7 @@ def test_control_character_is_located() -> None:
 def test_odd_keys_are_quoted_in_paths() -> None:
     assert problems('teams:\n  cs: {"a b": 1}\n') == [
         "r.yaml:2:8: teams.cs['a b']: unknown key 'a b'; allowed keys: slack, email, "
-        "webhook, alertmanager"
+        "webhook, alertmanager, reminders"
     ]
 
 
