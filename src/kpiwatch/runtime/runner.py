@@ -35,7 +35,7 @@ from kpiwatch.evaluation import (
     reminder_tick,
     review_tick,
 )
-from kpiwatch.model import Evaluation, Event, EventKind, Observation, Status
+from kpiwatch.model import Evaluation, Event, EventKind, KpiState, Observation, Status
 from kpiwatch.notify.silencing import active_mute
 from kpiwatch.runtime.fetching import PoolSlots, fetch_in_pool
 from kpiwatch.runtime.workspace import Workspace
@@ -434,13 +434,8 @@ class Runner:
                 if current is None or current.next_review is None or current.next_review > now:
                     continue
                 new_state, events = review_tick(kpi, current, now, self._tz, self._review_time)
-                deliveries = {e.key: workspace.router.route(e) for e in events}
-                try:
-                    self._store.save_state(new_state, events, deliveries,
-                                           based_on=Basis.of(current))  # fmt: skip
-                except EvaluationSuperseded:  # evaluated meanwhile: the next tick looks again
-                    continue
-                due += len(events)
+                if self._save_tick(workspace, current, new_state, events):
+                    due += len(events)
         return due
 
     def tick_reminders(self) -> int:
@@ -468,19 +463,25 @@ class Runner:
                     continue
                 acked = self._store.ack_for(kpi_id, current.since) is not None
                 new_state, events = reminder_tick(policy, current, acked, now)
-                if not events:
-                    continue
-                deliveries = {e.key: workspace.router.route(e) for e in events}
-                try:
-                    self._store.save_state(new_state, events, deliveries,
-                                           based_on=Basis.of(current))  # fmt: skip
-                except EvaluationSuperseded:  # evaluated meanwhile: the next tick looks again
+                if not events or not self._save_tick(workspace, current, new_state, events):
                     continue
             told += len(events)
             for event in events:
                 if self.on_reminded is not None:
                     self.on_reminded(event)
         return told
+
+    def _save_tick(
+        self, workspace: Workspace, read: KpiState, state: KpiState, events: Sequence[Event]
+    ) -> bool:
+        """Save a tick's new state and its events over the state it read; False when the
+        KPI was evaluated meanwhile (here or on a replica): the next tick looks again."""
+        deliveries = {e.key: workspace.router.route(e) for e in events}
+        try:
+            self._store.save_state(state, events, deliveries, based_on=Basis.of(read))
+        except EvaluationSuperseded:
+            return False
+        return True
 
     def tick_mute_ends(self, since: datetime) -> int:
         """Notify KPIs not green when a mute window closed between ``since`` and now.
