@@ -15,8 +15,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from slack_api import Fault, SlackApi, slack_api
-from smtp_server import SmtpServer, running_smtp
+from slack_api import Fault, SlackApi
+from smtp_server import SmtpServer
 
 from kpiwatch.config.loader import load_rule_text
 from kpiwatch.model import DeliveryState
@@ -91,18 +91,6 @@ class Pipeline:
             upcoming = [m.next_attempt_at for m in pending if m.next_attempt_at > self.clock.now()]
             if upcoming:  # else something due was held back behind its conversation's head
                 self.clock.set(min(upcoming))
-
-
-@pytest.fixture
-def slack() -> Iterator[SlackApi]:
-    with slack_api() as server:
-        yield server
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with running_smtp() as server:
-        yield server
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from slack_api import SlackApi, slack_api
-from smtp_server import SmtpServer, running_smtp
+from slack_api import SlackApi
+from smtp_server import SmtpServer
 
 from kpiwatch.config.loader import load_rule_text
 from kpiwatch.evaluation import ReminderPolicy
@@ -107,18 +107,6 @@ class Pipeline:
             for m in sorted(self.store.messages(), key=lambda m: m.id)
             if m.event.kind is EventKind.REMINDER
         ]
-
-
-@pytest.fixture
-def slack() -> Iterator[SlackApi]:
-    with slack_api() as server:
-        yield server
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with running_smtp() as server:
-        yield server
 
 
 @pytest.fixture
