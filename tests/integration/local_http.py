@@ -36,6 +36,9 @@ class LocalServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False  # slow handlers must not hold up the teardown
+    # socketserver listens with a backlog of 5: clients connecting at once beyond it wait
+    # for a SYN retransmission (1 s), past the short timeouts these tests give sources
+    request_queue_size = 64
 
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
         super().__init__(("127.0.0.1", 0), handler)
