@@ -4,7 +4,8 @@
     ├── ConfigError              settings or rules cannot be used
     │   └── RuleLoadError        one or more rule-file problems, each with file:line:col
     ├── SourceError              a source could not give a usable value (knows source and KPI)
-    │   ├── SourceTimeout
+    │   ├── SourceUnavailable    the source as a whole failed: connect, auth, server error
+    │   │   └── SourceTimeout
     │   └── BadValueError        the source answered, but not with a finite number
     ├── StoreError               the state store
     │   ├── InstanceLockedError  another instance holds the embedded database
@@ -110,7 +111,13 @@ class SourceError(KpiwatchError):
         super().__init__(prefix + self.reason)
 
 
-class SourceTimeout(SourceError):
+class SourceUnavailable(SourceError):
+    """The source itself failed, not this KPI's query: it cannot be reached, refused the
+    credentials, or answered with a server error. Every KPI it feeds is blind, and the
+    source's owner hears about it (SPEC §5a, scope ``source``)."""
+
+
+class SourceTimeout(SourceUnavailable):
     """The source did not answer within its timeout."""
 
 

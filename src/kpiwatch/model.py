@@ -101,6 +101,22 @@ class Finding(NamedTuple):
     reason: str
 
 
+class DataProblem(NamedTuple):
+    """Why a KPI has no usable value, since when, and whose problem it is (SPEC §5a).
+
+    ``scope`` is ``source`` when the source as a whole fails (cannot connect, auth,
+    timeout, every KPI of it failing, its ``freshness`` check) and ``kpi`` when only
+    this KPI's query does. ``told_at`` is when the KPI's owner heard about this
+    spell (once per spell; None while they have not).
+    """
+
+    since: datetime
+    reason: str
+    scope: str  # source | kpi
+    source: str
+    told_at: datetime | None = None
+
+
 class KpiState(NamedTuple):
     """What kpiwatch remembers about one KPI between evaluations.
 
@@ -126,10 +142,26 @@ class KpiState(NamedTuple):
     error: str | None = None  # the last source error, shown with unknown
     # reminders of this episode told so far (the schedule's position; 0 on a new episode)
     reminders_sent: int = 0
+    # the last green/yellow/red (None before the first): while blind, ``status`` is
+    # unknown and the episode (since, ack, escalation, thread) is this verdict's
+    verdict: Status | None = None
+    data_problem: DataProblem | None = None  # set while the value cannot be had
 
     @property
     def escalated(self) -> bool:
         return self.escalated_since is not None
+
+    @property
+    def blind(self) -> bool:
+        """No usable value, judged by nobody: shown unknown, the last verdict carried on."""
+        return self.status is Status.UNKNOWN and self.data_problem is not None
+
+    @property
+    def episode_status(self) -> Status:
+        """The status whose episode is running: the verdict carried through a blind spell."""
+        if self.status is Status.UNKNOWN and self.verdict is not None:
+            return self.verdict
+        return self.status
 
 
 class EventKind(StrEnum):
@@ -138,9 +170,22 @@ class EventKind(StrEnum):
     DE_ESCALATED = "de_escalated"
     REVIEW_DUE = "review_due"
     REMINDER = "reminder"  # an unacknowledged red (or yellow) episode, told again
-    SOURCE_DOWN = "source_down"
-    SOURCE_RECOVERED = "source_recovered"
+    # a data problem: a source's incident (source set, no KPI), or one KPI's blind
+    # spell told to its owner (kpi_id set; data["scope"] says which)
+    DATA_INCIDENT = "data_incident"
+    DATA_RECOVERED = "data_recovered"  # a source's incident is over
     DELIVERY_FAILED = "delivery_failed"
+
+    @classmethod
+    def _missing_(cls, value: object) -> EventKind | None:
+        # rows stored by 0.1 (source_down / source_recovered) read as their successors
+        return _LEGACY_KINDS.get(str(value))
+
+
+_LEGACY_KINDS = {
+    "source_down": EventKind.DATA_INCIDENT,
+    "source_recovered": EventKind.DATA_RECOVERED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +215,9 @@ class Evaluation(NamedTuple):
     findings: tuple[Finding, ...]
     state: KpiState  # the state after this evaluation
     events: tuple[Event, ...] = ()
+    # (from, to) when the verdict changed in this evaluation (from None: the first one);
+    # a blind spell changes no verdict, so it is no transition in the history
+    transition: tuple[Status | None, Status] | None = None
 
     @property
     def status(self) -> Status:

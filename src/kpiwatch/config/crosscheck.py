@@ -176,6 +176,12 @@ def _sql_queries(docs: list[Doc]) -> list[RuleProblem]:
                 reason = statement_problem(kpi.query, dialects[kpi.source])
                 if reason is not None:
                     problems.append(doc.problem(("kpis", index, "query"), reason))
+        for name, source in doc.sources.items():
+            if isinstance(source, SqlSource) and source.freshness is not None:
+                reason = statement_problem(source.freshness.query, dialects[name])
+                if reason is not None:
+                    where = ("sources", name, "freshness", "query")
+                    problems.append(doc.problem(where, reason))
     return problems
 
 

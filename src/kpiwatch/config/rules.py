@@ -112,12 +112,22 @@ class _SourceBase(_Model):
     max_concurrency: int = Field(default=4, ge=1, le=64)
 
 
+class Freshness(_Model):
+    """A source-level check that its data is being loaded (SPEC §5a): a query giving the
+    time of the last load, older than ``max_age`` opens the source's data incident."""
+
+    query: str = Field(min_length=1)  # one timestamp, e.g. SELECT max(loaded_at) FROM etl_runs
+    max_age: Duration
+    every: Duration = timedelta(minutes=15)
+
+
 class SqlSource(_SourceBase):
     type: Literal["sql"]
     url: str  # any SQLAlchemy URL
     # a role that can run programs or write files on the database server is refused unless
     # the operator says, here, that they accept it
     allow_privileged: bool = False
+    freshness: Freshness | None = None
 
 
 class HttpAuth(_Model):
@@ -321,6 +331,8 @@ class Kpi(_Model):
     mute: list[Mute] = Field(default_factory=list)
     notify: Notify | None = None
     reminders: Reminders | None = None  # overrides the team's, key by key
+    # a blind spell of source scope told to the owner after this (KPIWATCH_BLIND_NOTICE_AFTER)
+    blind_notice_after: Duration | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     leading: list[str] = Field(default_factory=list)
 
@@ -402,6 +414,14 @@ class RuleSet:
     @cached_property
     def by_id(self) -> dict[str, Kpi]:
         return {k.id: k for k in self.kpis}
+
+    @cached_property
+    def kpis_of_source(self) -> dict[str, tuple[str, ...]]:
+        """For each source, the ids of the KPIs it feeds, in rule order."""
+        fed: dict[str, list[str]] = {}
+        for kpi in self.kpis:
+            fed.setdefault(kpi.source, []).append(kpi.id)
+        return {source: tuple(ids) for source, ids in fed.items()}
 
     @cached_property
     def formula_inputs(self) -> dict[str, frozenset[str]]:

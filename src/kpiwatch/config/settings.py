@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     reminder_first: ReminderSpan = timedelta(days=1)
     reminder_factor: float = Field(default=2.0, ge=1, le=100)
     reminder_max: ReminderSpan = timedelta(days=7)
+    # a KPI blind because its source fails is told to its owner after this (once);
+    # the source's owner hears at once (SPEC §5a). A KPI's blind_notice_after wins.
+    blind_notice_after: ReminderSpan = timedelta(days=1)
 
     @field_validator("timezone")
     @classmethod

@@ -3,11 +3,14 @@
 Pure: no I/O, no clock (``now`` is passed in), no global state. The steps:
 
 1. data problems (source error, stale value, no data) and the ``no_data`` mode;
+   a KPI that cannot be judged is *blind*: it shows unknown and its last verdict's
+   episode carries on (:mod:`kpiwatch.evaluation.blindness`); steps 4-6 skip it;
 2. the value rules: thresholds, worsening streak, change, off track;
 3. the raw status: the worst finding;
-4. hysteresis (``for``) -> effective status and episode;
+4. hysteresis (``for``) -> effective status and episode, against the last verdict;
 5. escalation and the review cadence in force;
-6. events: ``status_changed``, ``escalated``, ``de_escalated`` (in that order).
+6. events: ``status_changed``, ``escalated``, ``de_escalated`` (in that order),
+   after the data problem's notice to the owner when one is due.
 
 When the raw status is green and a value was judged, there is exactly one green
 finding, ``value 3.9 % within thresholds`` (rule ``threshold``) or, for a KPI
@@ -23,6 +26,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from kpiwatch.config.rules import Kpi
+from kpiwatch.evaluation.blindness import DataContext, blind_state, judged_basis, track_problem
 from kpiwatch.evaluation.escalation import step_escalation
 from kpiwatch.evaluation.format import fmt_age, fmt_span, fmt_value
 from kpiwatch.evaluation.hysteresis import apply_hysteresis
@@ -48,6 +52,7 @@ from kpiwatch.model import (
 HISTORY_WINDOW = timedelta(days=400)
 _UTC = ZoneInfo("UTC")
 _NINE = time(9, 0)
+_NO_CONTEXT = DataContext()
 _SEVERITY = {Status.UNKNOWN: -1, Status.GREEN: 0, Status.YELLOW: 1, Status.RED: 2}
 
 
@@ -141,22 +146,30 @@ def evaluate(
     error: str | None = None,
     tz: ZoneInfo = _UTC,
     review_time: time = _NINE,
+    data: DataContext = _NO_CONTEXT,
 ) -> Evaluation:
     """Evaluate ``kpi`` at ``now`` and return the findings, the new state and the events.
 
     ``history`` is ascending by ``observed_at``; its last item is the current
-    value (it may be empty). ``error`` is the text of a failed fetch.
+    value (it may be empty). ``error`` is the text of a failed fetch; ``data``
+    what the runner knows of the source (the scope of a data problem).
     ``kpi.review_time`` overrides ``review_time``.
     """
     findings, judged = _findings(kpi, history, now, error, tz)
     raw = raw_status(findings)
-    effective = apply_hysteresis(previous, raw, kpi.for_, now)
+    problem, notices = track_problem(kpi, previous, findings, now, data)
+    at = kpi.review_time or review_time
+    if raw is Status.UNKNOWN:  # blind: no verdict to fold in
+        cadence = kpi.review if previous is None else previous.review
+        upcoming = scheduled_review(previous, cadence, now, tz, at)
+        state = blind_state(kpi, previous, findings, problem, now, error, upcoming)
+        return Evaluation(kpi.id, now, None, None, raw, findings, state, notices)
+    basis = judged_basis(previous)
+    effective = apply_hysteresis(basis, raw, kpi.for_, now)
     escalation = step_escalation(
         kpi.escalation, kpi.review, previous, effective.status, effective.changed, now
     )
-    upcoming = scheduled_review(
-        previous, escalation.review, now, tz, kpi.review_time or review_time
-    )
+    upcoming = scheduled_review(previous, escalation.review, now, tz, at)
     value = None if judged is None else judged.value
     observed_at = None if judged is None else judged.observed_at
     state = KpiState(
@@ -180,10 +193,13 @@ def evaluate(
         reminders_sent=previous.reminders_sent
         if previous is not None and previous.since == effective.since
         else 0,
+        verdict=effective.status,
+        data_problem=problem,
     )
-    events = _events(
-        kpi, previous, state, now, effective.changed, escalation.escalated, escalation.de_escalated
-    )
+    events = notices + _events(
+        kpi, basis, previous, state, now, effective.changed, escalation.escalated,
+        escalation.de_escalated,
+    )  # fmt: skip
     return Evaluation(
         kpi_id=kpi.id,
         at=now,
@@ -193,11 +209,15 @@ def evaluate(
         findings=findings,
         state=state,
         events=events,
+        transition=(None if basis is None else basis.status, effective.status)
+        if effective.changed
+        else None,
     )
 
 
 def _events(
     kpi: Kpi,
+    basis: KpiState | None,
     previous: KpiState | None,
     state: KpiState,
     now: datetime,
@@ -205,23 +225,27 @@ def _events(
     escalated: bool,
     de_escalated: bool,
 ) -> tuple[Event, ...]:
-    """``status_changed``, ``escalated``, ``de_escalated``, in that order, as they apply."""
+    """``status_changed``, ``escalated``, ``de_escalated``, in that order, as they apply.
+
+    ``basis`` is the last verdict's state (a change is from that verdict, never from
+    a blind spell's unknown), ``previous`` the state just before.
+    """
     kpi_id = state.kpi_id
     status = state.status
     review: ReviewCadence = state.review
     value = state.value
     reasons = state.reasons
     events: list[Event] = []
-    if changed and (previous is not None or status is not Status.GREEN):
+    if changed and (basis is not None or status is not Status.GREEN):
         events.append(_event(EventKind.STATUS_CHANGED, kpi_id, now, {
-            "from": None if previous is None else previous.status.value,
+            "from": None if basis is None else basis.status.value,
             "to": status.value,
             "value": value,
             "unit": kpi.unit,
             "reasons": list(reasons),
-            "first": previous is None,
+            "first": basis is None,
             # the episode this change closes: a recovery replies in that episode's Slack thread
-            "previous_since": None if previous is None else previous.since.isoformat(),
+            "previous_since": None if basis is None else basis.since.isoformat(),
         }))  # fmt: skip
     if escalated:
         events.append(_event(EventKind.ESCALATED, kpi_id, now, {

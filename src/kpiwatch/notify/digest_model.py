@@ -38,7 +38,7 @@ class OncallDigest:
     attention: tuple[DigestKpi, ...]  # red, then yellow, then unknown KPIs now
     transitions: tuple[StatusChange, ...]  # since `since`
     escalations: tuple[Event, ...]  # escalated / de_escalated since `since`
-    source_problems: tuple[Event, ...]  # source_down / source_recovered since `since`
+    source_problems: tuple[Event, ...]  # data_incident / data_recovered of sources since `since`
     dead: tuple[OutboxMessage, ...]  # notifications that could not be delivered
     url: str  # the status board
 

@@ -47,8 +47,8 @@ def oncall_digest(store: Store, rules: RuleSet, base_url: str, now: datetime) ->
     ]
     events = store.events(
         since=since,
-        kinds=[EventKind.ESCALATED, EventKind.DE_ESCALATED, EventKind.SOURCE_DOWN,
-               EventKind.SOURCE_RECOVERED],
+        kinds=[EventKind.ESCALATED, EventKind.DE_ESCALATED, EventKind.DATA_INCIDENT,
+               EventKind.DATA_RECOVERED],
     )  # fmt: skip
     return OncallDigest(
         since=since,
@@ -58,8 +58,11 @@ def oncall_digest(store: Store, rules: RuleSet, base_url: str, now: datetime) ->
         escalations=tuple(
             e for e in events if e.kind in (EventKind.ESCALATED, EventKind.DE_ESCALATED)
         ),
+        # the sources' incidents; a KPI's own spell is its owner's
         source_problems=tuple(
-            e for e in events if e.kind in (EventKind.SOURCE_DOWN, EventKind.SOURCE_RECOVERED)
+            e
+            for e in events
+            if e.kind in (EventKind.DATA_INCIDENT, EventKind.DATA_RECOVERED) and e.kpi_id is None
         ),
         dead=tuple(store.messages(states=[DeliveryState.DEAD], limit=100)),
         url=f"{base_url.rstrip('/')}/",

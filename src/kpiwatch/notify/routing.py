@@ -3,8 +3,9 @@
 The KPI's ``notify``, else its team's, else the owner's email. Status changes
 go to Slack; red and escalations also email the owner (reminders go as a change
 to their status does); reviews email the owner
-and post to the team channel; source problems go to the source's owner, else
-on-call. Status changes of a KPI that names an Alertmanager (or whose team does)
+and post to the team channel; a source's data incidents go to the source's owner,
+else on-call; a KPI's own data problem goes to the KPI's owner alone (SPEC §5a: never
+to the KPI's channels). Status changes of a KPI that names an Alertmanager (or whose team does)
 also go there. Recipients on a channel that is not configured fall back to the log,
 so nothing is dropped on a fresh install.
 """
@@ -40,11 +41,8 @@ class Router:
         return [Delivery("log", who)]
 
     def _intended(self, event: Event) -> list[Delivery]:
-        if event.kind in (EventKind.SOURCE_DOWN, EventKind.SOURCE_RECOVERED):
-            source = self._rules.sources.get(event.source or "")
-            if source is not None and source.owner:
-                return [Delivery("email", source.owner)]
-            return [Delivery("email", address) for address in self._oncall]
+        if event.kind in (EventKind.DATA_INCIDENT, EventKind.DATA_RECOVERED):
+            return self._data_owner(event)
         if event.kind is EventKind.DELIVERY_FAILED or event.kpi_id is None:
             return [Delivery("email", address) for address in self._oncall]
         kpi = self._rules.by_id.get(event.kpi_id)
@@ -55,6 +53,16 @@ class Router:
         chat = [Delivery("slack", slack)] if slack else []
         return (self._by_kind(event, kpi, chat, owner, emails) + self._webhooks(kpi)
                 + self._alerts(event, kpi))  # fmt: skip
+
+    def _data_owner(self, event: Event) -> list[Delivery]:
+        """A source's incident: its owner, else on-call. A KPI's blind spell: its owner."""
+        kpi = self._rules.by_id.get(event.kpi_id or "")
+        if kpi is not None:
+            return [Delivery("email", kpi.owner)]
+        source = self._rules.sources.get(event.source or "")
+        if source is not None and source.owner:
+            return [Delivery("email", source.owner)]
+        return [Delivery("email", address) for address in self._oncall]
 
     def _by_kind(
         self, event: Event, kpi: Kpi, chat: list[Delivery], owner: list[Delivery],

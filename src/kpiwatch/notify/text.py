@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -38,12 +39,50 @@ def headline(event: Event, kpi: Kpi | None) -> str:
             return f"📅 {name} is due for its {data.get('cadence', '')} review".replace("  ", " ")
         case EventKind.REMINDER:
             return reminder_line(event, name, unit)
-        case EventKind.SOURCE_DOWN:
-            return f"🚫 source {event.source} is failing: {data.get('error', '')}"
-        case EventKind.SOURCE_RECOVERED:
-            return f"✅ source {event.source} works again"
+        case EventKind.DATA_INCIDENT | EventKind.DATA_RECOVERED:
+            return data_line(event, name)
         case _:
             return f"{event.kind.value}: {name}"
+
+
+def data_line(event: Event, name: str) -> str:
+    """A data problem in one line (SPEC §5a), worded for whoever it is sent to.
+
+    * a source's incident: ``🚫 data incident on source warehouse: cannot connect: …;
+      8 KPIs blind: churn_rate, mrr, …``
+    * its end: ``✅ warehouse works again after 3d 2h (8 KPIs)``
+    * a KPI's own query failing: ``❔ Churn has no data: <the error, verbatim>``
+    * a KPI blind for long through its source: ``❔ Churn has had no fresh data since …``
+    """
+    data = event.data
+    source = event.source or "?"
+    # rows stored by 0.1 (source_down / source_recovered) carried only "error"
+    reason = str(data.get("reason") or data.get("error") or "no reason given")
+    count = data.get("count")
+    kpis = f" ({count} KPI{'' if count == 1 else 's'})" if isinstance(count, int) else ""
+    if event.kind is EventKind.DATA_RECOVERED:
+        took = f" after {data['duration']}" if data.get("duration") else ""
+        return f"✅ source {source} works again{took}{kpis}"
+    if event.kpi_id is None:
+        return f"🚫 data incident on source {source}: {reason}{_affected(data)}"
+    if data.get("scope") == "kpi":
+        return f"❔ {name} has no data: {reason}"
+    since = data.get("since")
+    age = f" for {fmt_age(event.at - datetime.fromisoformat(since))}" if since else ""
+    owner = data.get("data_owner") or "on-call"
+    told = data.get("data_owner_told")
+    when = f" at {datetime.fromisoformat(told):%Y-%m-%d %H:%M} UTC" if told else ""
+    return (f"❔ {name} has had no fresh data{age}: source {source} is failing ({reason}); "
+            f"{owner} was told{when}")  # fmt: skip
+
+
+def _affected(data: Mapping[str, Any]) -> str:
+    """``; 8 KPIs blind: churn_rate, mrr, … and 3 more``: every KPI the incident blinds."""
+    count, listed = data.get("count"), [str(k) for k in data.get("kpis") or ()]
+    if not isinstance(count, int) or count == 0:
+        return ""
+    more = f" and {count - len(listed)} more" if count > len(listed) else ""
+    return f"; {count} KPI{'' if count == 1 else 's'} blind: {', '.join(listed)}{more}"
 
 
 def reminder_line(event: Event, name: str, unit: str) -> str:

@@ -17,15 +17,22 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from functools import partial
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import structlog
 
 from kpiwatch.clock import Clock
-from kpiwatch.config.rules import BUILTIN_SOURCES, Kpi
-from kpiwatch.errors import EvaluationSuperseded, SourceError, SourceTimeout, StoreError
+from kpiwatch.config.rules import Kpi, SqlSource
+from kpiwatch.errors import (
+    EvaluationSuperseded,
+    SourceError,
+    SourceTimeout,
+    SourceUnavailable,
+    StoreError,
+)
 from kpiwatch.evaluation import (
     DEFAULT_REMINDERS,
     HISTORY_WINDOW,
@@ -35,9 +42,11 @@ from kpiwatch.evaluation import (
     reminder_tick,
     review_tick,
 )
+from kpiwatch.evaluation.incidents import KpiOutcome, SourceHealth, freshness_problem
 from kpiwatch.model import Evaluation, Event, EventKind, KpiState, Observation, Status
 from kpiwatch.notify.silencing import active_mute
 from kpiwatch.runtime.fetching import PoolSlots, fetch_in_pool
+from kpiwatch.runtime.source_watch import HealthChange, SourceWatch
 from kpiwatch.runtime.workspace import Workspace
 from kpiwatch.sources.base import FetchResult, Source
 from kpiwatch.store.fencing import Basis
@@ -48,6 +57,14 @@ log = structlog.get_logger("kpiwatch.runner")
 # KPIs a worker of evaluate_all fetches, then reads, evaluates and saves together:
 # one transaction per batch instead of three per KPI
 BATCH = 100
+
+
+class Fetched(NamedTuple):
+    """What one fetch gave a KPI: observations, or the error it shows."""
+
+    observations: tuple[Observation, ...]
+    error: str | None = None
+    source_wide: bool = False  # the error is the source's (cannot connect, timeout ...)
 
 
 @dataclass
@@ -71,6 +88,7 @@ class Runner:
         max_workers: int = 8,
         fetch_grace: float = 2.0,
         reminders: ReminderPolicy = DEFAULT_REMINDERS,  # the settings' defaults
+        blind_notice_after: timedelta = timedelta(days=1),  # KPIWATCH_BLIND_NOTICE_AFTER
     ) -> None:
         self._store = store
         self._clock = clock
@@ -86,9 +104,11 @@ class Runner:
         self._slots: weakref.WeakKeyDictionary[ThreadPoolExecutor, PoolSlots] = (
             weakref.WeakKeyDictionary()
         )
-        self._source_up: dict[str, bool] = {
-            name: up for name, (up, _, _) in store.source_health().items()
-        }
+        self._watch = SourceWatch(
+            {name: SourceHealth(up, since, error)
+             for name, (up, since, error) in store.source_health().items()},
+            blind_notice_after,
+        )  # fmt: skip
         self.on_evaluated: Callable[[Evaluation], None] | None = None  # hook for metrics
         self.on_fetched: Callable[[str, float], None] | None = None  # (source, seconds)
         self.on_failed: Callable[[str], None] | None = None  # an evaluation that raised
@@ -138,54 +158,78 @@ class Runner:
 
     def _evaluate_locked(self, workspace: Workspace, kpi: Kpi, persist: bool) -> Evaluation:
         now = self._clock.now()
-        fetched, error = self._fetch(workspace, kpi, now)
+        fetched = self._fetch(workspace, kpi, now)
+        if persist:
+            self._note_fetch(workspace, kpi, fetched, now)
         # state and history through one connection: one checkout instead of two
         previous, stored = self._store.evaluation_inputs([kpi.id], since=now - HISTORY_WINDOW)[
             kpi.id
         ]
-        evaluation = evaluate(
-            kpi,
-            merged_history(stored, fetched),
-            previous,
-            now,
-            error=error,
-            tz=self._tz,
-            review_time=self._review_time,
-        )
+        evaluation = self._judge(workspace, kpi, merged_history(stored, fetched.observations),
+                                 previous, now, fetched)  # fmt: skip
         if not persist:
             return evaluation
         deliveries = {event.key: workspace.router.route(event) for event in evaluation.events}
         try:
             self._store.save_evaluation(
-                evaluation, deliveries, observations=fetched, based_on=Basis.of(previous)
-            )
+                evaluation, deliveries, observations=fetched.observations,
+                based_on=Basis.of(previous),
+            )  # fmt: skip
         except EvaluationSuperseded as exc:  # the newer evaluation stands; nothing to redo
             log.info("evaluation dropped", kpi=kpi.id, reason=str(exc))
             return evaluation
-        self._after_save(workspace, kpi, evaluation, error, now)
+        self._after_save(workspace, kpi, evaluation, now)
         return evaluation
 
-    def _after_save(
+    def _judge(
         self,
         workspace: Workspace,
         kpi: Kpi,
-        evaluation: Evaluation,
-        error: str | None,
+        history: Sequence[Observation],
+        previous: KpiState | None,
         now: datetime,
+        fetched: Fetched,
+    ) -> Evaluation:
+        """evaluate() with what the runner knows of the KPI's source: its freshness
+        check failing blinds every KPI it feeds, and decides whose problem it is."""
+        error, source_wide = fetched.error, fetched.source_wide
+        stale = self._watch.freshness_problem(kpi.source)
+        if error is None and stale is not None:
+            error, source_wide = f"source {kpi.source!r}: {stale}", True
+        return evaluate(
+            kpi,
+            history,
+            previous,
+            now,
+            error=error,
+            tz=self._tz,
+            review_time=self._review_time,
+            data=self._watch.context(workspace.rules, kpi, source_wide),
+        )
+
+    def _note_fetch(self, workspace: Workspace, kpi: Kpi, fetched: Fetched, now: datetime) -> None:
+        """Tell the source watch how the fetch went, before the evaluation asks it whose
+        problem a failure is: the source's incident opens with the first failure of it."""
+        outcome = KpiOutcome(now, fetched.error is not None, fetched.source_wide,
+                             reason=fetched.error)  # fmt: skip
+        self._save_health(workspace, self._watch.record(workspace.rules, kpi, outcome))
+
+    def _after_save(
+        self, workspace: Workspace, kpi: Kpi, evaluation: Evaluation, now: datetime
     ) -> None:
-        if kpi.source not in BUILTIN_SOURCES:
-            self._record_source_health(workspace, kpi.source, error, now)
+        stale = next((f for f in evaluation.findings if f.rule == "stale"), None)
+        if stale is not None:  # several stale KPIs are their source's incident
+            outcome = KpiOutcome(now, True, stale=True, reason=stale.reason)
+            self._save_health(workspace, self._watch.record(workspace.rules, kpi, outcome))
         for event in evaluation.events:
             log.debug("event", kind=event.kind.value, kpi=kpi.id, **_loggable(event))
         if self.on_evaluated is not None:
             self.on_evaluated(evaluation)
 
-    def _fetch(
-        self, workspace: Workspace, kpi: Kpi, now: datetime
-    ) -> tuple[tuple[Observation, ...], str | None]:
+    def _fetch(self, workspace: Workspace, kpi: Kpi, now: datetime) -> Fetched:
         source = workspace.sources.get(kpi.source)
         if source is None:  # the loader rejects this; a guard, not a path
-            return (), f"source {kpi.source!r} is not configured"
+            return Fetched((), f"source {kpi.source!r} is not configured")
         started = _time.perf_counter()
         try:
             return self._fetch_timed(workspace, kpi, source, now, started)
@@ -195,7 +239,7 @@ class Runner:
 
     def _fetch_timed(
         self, workspace: Workspace, kpi: Kpi, source: Source, now: datetime, started: float
-    ) -> tuple[tuple[Observation, ...], str | None]:
+    ) -> Fetched:
         try:
             result: FetchResult | Exception = self._call_source(workspace, kpi, source, now)
         except Exception as exc:
@@ -204,13 +248,13 @@ class Runner:
 
     def _fetch_many(
         self, workspace: Workspace, kpis: Sequence[Kpi]
-    ) -> list[tuple[datetime, tuple[Observation, ...], str | None]]:
+    ) -> list[tuple[datetime, Fetched]]:
         """Fetch KPIs for a batch: each source's KPIs in one run in its pool.
 
         One hand-off per source and batch instead of one per KPI, with the same
         backstop per fetch (see :mod:`kpiwatch.runtime.fetching`).
         """
-        fetched: dict[str, tuple[datetime, tuple[Observation, ...], str | None]] = {}
+        fetched: dict[str, tuple[datetime, Fetched]] = {}
         by_source: dict[str, list[Kpi]] = defaultdict(list)
         for kpi in kpis:
             by_source[kpi.source].append(kpi)
@@ -221,7 +265,7 @@ class Runner:
             if pool is None or config is None or source is None:  # formula, push
                 for kpi in group:
                     now = self._clock.now()
-                    fetched[kpi.id] = (now, *self._fetch(workspace, kpi, now))
+                    fetched[kpi.id] = (now, self._fetch(workspace, kpi, now))
                 continue
             timeout = config.timeout.total_seconds()
             try:
@@ -236,7 +280,7 @@ class Runner:
             for kpi, (now, result, seconds) in zip(group, runs, strict=True):
                 if self.on_fetched is not None:
                     self.on_fetched(name, seconds)
-                fetched[kpi.id] = (now, *_outcome(kpi, result, seconds))
+                fetched[kpi.id] = (now, _outcome(kpi, result, seconds))
         return [fetched[kpi.id] for kpi in kpis]
 
     def _call_source(
@@ -265,39 +309,47 @@ class Runner:
                 kpi=kpi.id,
             ) from None
 
-    def _record_source_health(
-        self, workspace: Workspace, source: str, error: str | None, now: datetime
-    ) -> None:
-        up = error is None
-        if self._source_up.get(source, True) == up and source in self._source_up:
+    def _save_health(self, workspace: Workspace, change: HealthChange | None) -> None:
+        """Persist a source's incident opening or closing, with its event."""
+        if change is None:
             return
-        was_known = source in self._source_up
-        self._source_up[source] = up
-        events: list[Event] = []
-        if not up:
-            events.append(
-                Event(
-                    EventKind.SOURCE_DOWN,
-                    f"source:{source}:down:{now.isoformat()}",
-                    now,
-                    source=source,
-                    data={"error": error},
-                )
-            )
-        elif was_known:
-            events.append(
-                Event(
-                    EventKind.SOURCE_RECOVERED,
-                    f"source:{source}:up:{now.isoformat()}",
-                    now,
-                    source=source,
-                    data={},
-                )
-            )
-        deliveries = {e.key: workspace.router.route(e) for e in events}
-        self._store.set_source_health(
-            source, up=up, now=now, error=error, events=events, deliveries=deliveries
-        )
+        health = change.health
+        deliveries = {e.key: workspace.router.route(e) for e in change.events}
+        try:
+            self._store.set_source_health(
+                change.source, up=health.up, now=health.since, error=health.reason,
+                events=change.events, deliveries=deliveries,
+            )  # fmt: skip
+        except StoreError as exc:  # the evaluations go on; the next change is saved
+            log.error("could not record source health", source=change.source, error=str(exc))
+
+    def tick_freshness(self) -> int:
+        """Run the ``freshness`` checks that are due; returns how many ran.
+
+        A source whose last load is older than its ``max_age`` (or whose check
+        fails) opens its data incident, even before any KPI goes stale.
+        """
+        workspace = self._workspace
+        ran = 0
+        for name, config in workspace.rules.sources.items():
+            now = self._clock.now()
+            if not isinstance(config, SqlSource) or config.freshness is None:
+                continue
+            freshness = config.freshness
+            if not self._watch.freshness_due(name, freshness.every, now):
+                continue
+            source = workspace.sources.get(name)
+            latest_load = getattr(source, "latest_load", None)
+            if latest_load is None:
+                continue
+            try:
+                problem = freshness_problem(latest_load(freshness.query), now, freshness.max_age)
+            except SourceError as exc:
+                problem = f"freshness check failed: {exc.reason}"
+            ran += 1
+            change = self._watch.record_freshness(workspace.rules, name, problem, now)
+            self._save_health(workspace, change)
+        return ran
 
     # ------------------------------------------------------------ many KPIs
 
@@ -335,40 +387,36 @@ class Runner:
             for kpi_id in sorted(kpi_ids):  # one order everywhere: no lock cycles
                 held.enter_context(self._lock_for(kpi_id))
             fetched = self._fetch_many(workspace, kpis)
+            # the whole batch's fetches first: "every KPI of the source fails" is then
+            # known before any of them is judged
+            for kpi, (now, got) in zip(kpis, fetched, strict=True):
+                self._note_fetch(workspace, kpi, got, now)
             try:
-                since = min(now for now, _, _ in fetched) - HISTORY_WINDOW
+                since = min(now for now, _ in fetched) - HISTORY_WINDOW
                 inputs = self._store.evaluation_inputs(kpi_ids, since=since)
             except StoreError as exc:
                 log.error("could not read states and history", error=str(exc))
                 return [(kpi.id, self._failed(kpi.id)) for kpi in kpis]
             outcomes: dict[str, Evaluation | None] = {}
-            done: list[tuple[Kpi, str | None, datetime]] = []
+            done: list[tuple[Kpi, datetime]] = []
             batch: list[EvaluationToSave] = []
-            for kpi, (now, observations, error) in zip(kpis, fetched, strict=True):
+            for kpi, (now, got) in zip(kpis, fetched, strict=True):
                 previous, stored = inputs[kpi.id]
                 window = now - HISTORY_WINDOW
                 recent = [o for o in stored if o.observed_at >= window]
-                history = merged_history(recent, observations)
+                history = merged_history(recent, got.observations)
                 try:
-                    evaluation = evaluate(
-                        kpi,
-                        history,
-                        previous,
-                        now,
-                        error=error,
-                        tz=self._tz,
-                        review_time=self._review_time,
-                    )
+                    evaluation = self._judge(workspace, kpi, history, previous, now, got)
                     deliveries = {e.key: workspace.router.route(e) for e in evaluation.events}
                 except Exception:  # a bug for this KPI only
                     log.exception("evaluation crashed", kpi=kpi.id)
                     outcomes[kpi.id] = self._failed(kpi.id)
                     continue
                 basis = Basis.of(previous)
-                batch.append(EvaluationToSave(evaluation, deliveries, observations, basis))
-                done.append((kpi, error, now))
+                batch.append(EvaluationToSave(evaluation, deliveries, got.observations, basis))
+                done.append((kpi, now))
             saved, dropped = self._save_batch(batch)
-            for (kpi, error, now), item in zip(done, batch, strict=True):
+            for (kpi, now), item in zip(done, batch, strict=True):
                 if kpi.id in dropped:  # a newer evaluation stands: not a failure
                     outcomes[kpi.id] = item.evaluation
                     continue
@@ -376,10 +424,7 @@ class Runner:
                     outcomes[kpi.id] = self._failed(kpi.id)
                     continue
                 outcomes[kpi.id] = item.evaluation
-                try:
-                    self._after_save(workspace, kpi, item.evaluation, error, now)
-                except StoreError as exc:  # source health; the evaluation itself is saved
-                    log.error("could not record source health", kpi=kpi.id, error=str(exc))
+                self._after_save(workspace, kpi, item.evaluation, now)
         return [(kpi.id, outcomes[kpi.id]) for kpi in kpis]
 
     def _save_batch(self, batch: Sequence[EvaluationToSave]) -> tuple[set[str], set[str]]:
@@ -544,9 +589,7 @@ def _levels(workspace: Workspace, wanted: set[str]) -> list[list[str]]:
     return [levels[d] for d in sorted(levels)]
 
 
-def _outcome(
-    kpi: Kpi, result: FetchResult | Exception, seconds: float
-) -> tuple[tuple[Observation, ...], str | None]:
+def _outcome(kpi: Kpi, result: FetchResult | Exception, seconds: float) -> Fetched:
     """A fetch's observations, or the error the KPI shows (logged here)."""
     if isinstance(result, SourceError):
         log.warning(
@@ -556,11 +599,11 @@ def _outcome(
             error=str(result),
             seconds=round(seconds, 3),
         )
-        return (), str(result)
+        return Fetched((), str(result), isinstance(result, SourceUnavailable))
     if isinstance(result, Exception):  # a source bug is a data problem for this KPI only
         log.error("fetch crashed", kpi=kpi.id, source=kpi.source, exc_info=result)
-        return (), f"source {kpi.source!r} failed unexpectedly: {result!r}"
-    return result.observations, None
+        return Fetched((), f"source {kpi.source!r} failed unexpectedly: {result!r}")
+    return Fetched(result.observations)
 
 
 def _batches(level: Sequence[str], workers: int) -> list[list[str]]:

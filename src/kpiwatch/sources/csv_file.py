@@ -56,7 +56,7 @@ import requests
 
 from kpiwatch.config import rules
 from kpiwatch.config.file_roots import FileRefused, FileRoots, candidate, read_file
-from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
+from kpiwatch.errors import BadValueError, SourceError, SourceTimeout, SourceUnavailable
 from kpiwatch.model import Observation
 from kpiwatch.sources import web
 from kpiwatch.sources.base import FetchResult, observations_of
@@ -120,7 +120,7 @@ class CsvTableSource:
             elapsed = time.monotonic() - start
             if web.is_timeout(exc):
                 raise self._timed_out(kpi, elapsed) from exc
-            raise self._failed(kpi, f"reading {self._shown} failed: {web.describe(exc)}") from exc
+            raise self._down(kpi, f"reading {self._shown} failed: {web.describe(exc)}") from exc
         return FetchResult(observations, time.monotonic() - start)
 
     def close(self) -> None:
@@ -135,12 +135,12 @@ class CsvTableSource:
         try:
             data = read_file(self._path, self._roots, self._max_bytes)
         except FileRefused as exc:
-            raise self._failed(kpi, f"not read: {exc}") from None
+            raise self._down(kpi, f"not read: {exc}") from None
         except FileNotFoundError:
-            raise self._failed(kpi, f"file not found: {self._path}") from None
+            raise self._down(kpi, f"file not found: {self._path}") from None
         except OSError as exc:  # no permission, an I/O error
             reason = exc.strerror or type(exc).__name__
-            raise self._failed(kpi, f"cannot read {self._path}: {reason}") from None
+            raise self._down(kpi, f"cannot read {self._path}: {reason}") from None
         if len(data) > self._max_bytes:
             raise self._too_large(kpi, "file")
         return data
@@ -152,7 +152,7 @@ class CsvTableSource:
         with response:
             if response.status_code >= 400:
                 hint = " (is the sheet public?)" if response.status_code in (401, 403) else ""
-                raise self._failed(kpi, f"{self._shown} answered {web.status_line(response)}{hint}")
+                raise self._down(kpi, f"{self._shown} answered {web.status_line(response)}{hint}")
             content_type = web.content_type(response).lower()
             if content_type in ("text/html", "application/xhtml+xml"):
                 raise self._not_csv(kpi, content_type)
@@ -282,6 +282,11 @@ class CsvTableSource:
         # library messages may quote the full URL, query string (keys) included
         what = web.scrub_query(what)
         return SourceError(f"query for {kpi.id!r}: {what}", source=self.name, kpi=kpi.id)
+
+    def _down(self, kpi: rules.Kpi, what: str) -> SourceUnavailable:
+        """The file cannot be had at all: every KPI of the source fails alike."""
+        what = web.scrub_query(what)
+        return SourceUnavailable(f"query for {kpi.id!r}: {what}", source=self.name, kpi=kpi.id)
 
     def _bad(self, kpi: rules.Kpi, what: str) -> BadValueError:
         return BadValueError(f"query for {kpi.id!r}: {what}", source=self.name, kpi=kpi.id)

@@ -32,7 +32,7 @@ from requests.auth import HTTPBasicAuth
 from urllib3.util import Retry, Timeout
 
 from kpiwatch.config import rules
-from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
+from kpiwatch.errors import BadValueError, SourceError, SourceTimeout, SourceUnavailable
 from kpiwatch.sources import web
 from kpiwatch.sources.base import FetchResult, observations_of
 from kpiwatch.sources.series import json_points
@@ -100,7 +100,7 @@ class HttpJsonSource:
             elapsed = time.monotonic() - start
             if elapsed >= self._timeout or web.is_timeout(exc):
                 raise self._timed_out(kpi, elapsed) from exc
-            raise self._failed(
+            raise self._down(
                 kpi, f"request to {self._shown_url} failed: {web.describe(exc)}"
             ) from exc
         if result is None:
@@ -143,7 +143,7 @@ class HttpJsonSource:
             )
         except _NoTimeToRetry as exc:
             attempts = f"{exc.attempts} attempt{'s' if exc.attempts > 1 else ''}"
-            raise self._failed(
+            raise self._down(
                 kpi,
                 f"request to {self._shown_url} failed: {exc.failure} ({attempts}; "
                 f"no time left to retry within the {self._timeout:g}s timeout)",
@@ -153,7 +153,8 @@ class HttpJsonSource:
         with response:
             if response.status_code >= 400:
                 body = self._body(kpi, response, start, limit=_ERROR_BODY, strict=False)
-                raise self._failed(
+                failed = self._down if web.server_side(response.status_code) else self._failed
+                raise failed(
                     kpi,
                     f"{self._shown_url} answered {web.status_line(response)}: {web.snippet(body)}",
                 )
@@ -187,6 +188,11 @@ class HttpJsonSource:
 
     def _failed(self, kpi: rules.Kpi, what: str) -> SourceError:
         return SourceError(
+            f"query for {kpi.id!r}: {web.scrub_query(what)}", source=self.name, kpi=kpi.id
+        )
+
+    def _down(self, kpi: rules.Kpi, what: str) -> SourceUnavailable:
+        return SourceUnavailable(
             f"query for {kpi.id!r}: {web.scrub_query(what)}", source=self.name, kpi=kpi.id
         )
 

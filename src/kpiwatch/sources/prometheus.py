@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from urllib3.exceptions import MaxRetryError
 
 from kpiwatch.config import rules
-from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
+from kpiwatch.errors import BadValueError, SourceError, SourceTimeout, SourceUnavailable
 from kpiwatch.sources import web
 from kpiwatch.sources.base import FetchResult, observations_of
 from kpiwatch.sources.values import to_utc
@@ -231,7 +231,7 @@ class PrometheusQuerySource:
             elapsed = time.monotonic() - began
             if elapsed >= left or _is_timeout(exc):
                 raise self._timed_out(kpi, shown, elapsed) from exc
-            raise self._failed(kpi, f"request to {shown} failed: {web.describe(exc)}") from exc
+            raise self._down(kpi, f"request to {shown} failed: {web.describe(exc)}") from exc
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError
@@ -239,13 +239,15 @@ class PrometheusQuerySource:
         if not isinstance(document, dict):
             got = web.body_description(web.content_type(response), body)
             if response.status_code >= 400:
-                raise self._failed(kpi, f"{shown} answered {web.status_line(response)}: {got}")
+                failed = self._down if web.server_side(response.status_code) else self._failed
+                raise failed(kpi, f"{shown} answered {web.status_line(response)}: {got}")
             raise self._failed(
                 kpi, f"{shown}: expected a Prometheus API response (JSON), got {got}"
             )
         if "error" not in document and response.status_code >= 400:  # not Prometheus' JSON
             status = web.status_line(response)
-            raise self._failed(kpi, f"{shown} answered {status}: {web.snippet(document)}")
+            failed = self._down if web.server_side(response.status_code) else self._failed
+            raise failed(kpi, f"{shown} answered {status}: {web.snippet(document)}")
         if document.get("status") == "error" or response.status_code >= 400:
             error = str(document.get("error"))
             kind = str(document.get("errorType") or "")
@@ -268,6 +270,9 @@ class PrometheusQuerySource:
 
     def _failed(self, kpi: rules.Kpi, what: str) -> SourceError:
         return SourceError(f"query for {kpi.id!r}: {what}", source=self.name, kpi=kpi.id)
+
+    def _down(self, kpi: rules.Kpi, what: str) -> SourceUnavailable:
+        return SourceUnavailable(f"query for {kpi.id!r}: {what}", source=self.name, kpi=kpi.id)
 
     def _bad(self, kpi: rules.Kpi, what: str) -> BadValueError:
         return BadValueError(f"query for {kpi.id!r}: {what}", source=self.name, kpi=kpi.id)

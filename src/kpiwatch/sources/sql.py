@@ -35,7 +35,13 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from kpiwatch.config import rules
-from kpiwatch.errors import BadValueError, ConfigError, SourceError, SourceTimeout
+from kpiwatch.errors import (
+    BadValueError,
+    ConfigError,
+    SourceError,
+    SourceTimeout,
+    SourceUnavailable,
+)
 from kpiwatch.model import Observation
 from kpiwatch.sources.base import FetchResult, Source, observations_of
 from kpiwatch.sources.sql_guard import dialect_of, statement_problem
@@ -86,9 +92,13 @@ class SqlQuerySource:
         try:
             columns, rows = self._run(query)
         except PrivilegedRoleError as exc:
-            raise SourceError(
+            raise SourceUnavailable(
                 f"query for {kpi.id!r} not sent: {exc.reason}", source=self.name, kpi=kpi.id
             ) from exc
+        except _Unreachable as exc:  # the database, not the query: every KPI of it fails
+            raise SourceUnavailable(
+                f"cannot connect: {_describe(exc.cause)}", source=self.name, kpi=kpi.id
+            ) from exc.cause
         except Exception as exc:  # any failure, driver or not, becomes a SourceError
             elapsed = time.perf_counter() - start
             if elapsed >= self._timeout or stopped_by_server(exc):
@@ -124,11 +134,11 @@ class SqlQuerySource:
             engine.dispose()
 
     def _run(self, query: str) -> tuple[Sequence[str] | None, list[tuple[Any, ...]]]:
-        engine = self._get_engine()
+        engine = _reaching(self._get_engine)
         if uses_session_settings(engine):
             return self._run_streamed(engine, query)
         for attempt in (1, 2):
-            with engine.connect() as conn:
+            with _reaching(engine.connect) as conn:
                 try:
                     return self._run_read_only(conn, query)
                 except Exception as exc:
@@ -145,7 +155,7 @@ class SqlQuerySource:
         # the driver's connection straight from the pool: no SQLAlchemy Connection
         # around a query SQLAlchemy does not run
         for attempt in (1, 2):
-            pooled = engine.raw_connection()
+            pooled = _reaching(engine.raw_connection)
             try:
                 return run_streamed(pooled.driver_connection, query, MAX_ROWS)
             except Exception:
@@ -264,6 +274,24 @@ def _verbatim(query: str) -> sa.TextClause:
     # escape every colon so text() finds no ":name" bind parameters: a literal
     # such as ' :x' reaches the database as written (and "::" casts still work)
     return sa.text(query.replace(":", "\\:"))
+
+
+class _Unreachable(Exception):
+    """Getting a connection failed (not running the query): the source is down."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _reaching(connect: Callable[[], T]) -> T:
+    """``connect()``, with any failure but a refused role marked as the source's."""
+    try:
+        return connect()
+    except PrivilegedRoleError:
+        raise
+    except Exception as exc:
+        raise _Unreachable(exc) from exc
 
 
 def _describe(exc: BaseException) -> str:

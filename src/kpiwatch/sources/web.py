@@ -210,6 +210,12 @@ def describe(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
+def server_side(status: int) -> bool:
+    """Whether an HTTP error status is the server's (down, overloaded, refusing our
+    credentials) rather than this request's: every KPI of the source would get it."""
+    return status >= 500 or status in (401, 403, 407, 429)
+
+
 def content_type(response: requests.Response) -> str:
     """The media type of the Content-Type header, without parameters ("" if none)."""
     return response.headers.get("Content-Type", "").split(";")[0].strip()

@@ -62,7 +62,7 @@ class EvaluationToSave(NamedTuple):
 
 # The newest migration in store/migrations/versions: a database already there is not
 # migrated, so Alembic is not imported. tests/unit/store/test_migrate_head.py keeps it true.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 
 class Store(OutboxStore):
@@ -244,16 +244,13 @@ class Store(OutboxStore):
         with self._write("save evaluation") as connection:
             before, new = locked_statuses(connection, [(state.kpi_id, based_on, evaluation.at)])
             self._insert_observations(connection, observations)
-            before_status = before.get(state.kpi_id)
             if new:
                 insert_new_states(connection, [rows.state_row(state)])
             else:
                 sql.upsert(connection, state_t, rows.state_row(state))
-            if before_status != state.status:
-                connection.execute(
-                    sa.insert(changes_t),
-                    rows.status_change_row(state, evaluation.at, before_status),
-                )
+            change = rows.transition_row(evaluation, before)
+            if change is not None:
+                connection.execute(sa.insert(changes_t), change)
             self._insert_events(connection, evaluation.events, deliveries or {})
 
     def save_evaluations(self, batch: Sequence[EvaluationToSave]) -> None:
@@ -281,11 +278,8 @@ class Store(OutboxStore):
             states = [rows.state_row(item.evaluation.state) for item in batch]
             insert_new_states(connection, [row for row in states if row["kpi_id"] in new])
             sql.upsert_many(connection, state_t, [r for r in states if r["kpi_id"] not in new])
-            changes = [
-                rows.status_change_row(i.evaluation.state, i.evaluation.at, before.get(kpi_id))
-                for kpi_id, i in zip(kpi_ids, batch, strict=True)
-                if before.get(kpi_id) != i.evaluation.state.status
-            ]
+            found = (rows.transition_row(item.evaluation, before) for item in batch)
+            changes = [change for change in found if change is not None]
             if changes:
                 connection.execute(sa.insert(changes_t), changes)
             for item in batch:
@@ -361,11 +355,18 @@ class Store(OutboxStore):
         events: Sequence[Event] = (),
         deliveries: Mapping[str, Sequence[Delivery]] | None = None,
     ) -> None:
-        """Record a source check; ``since`` moves only when up/down flips."""
+        """Record a source check; ``since`` moves only when up/down flips.
+
+        ``events`` (an incident opening or closing) are stored only with a flip of the
+        stored state: a second replica that saw the same outage adds nothing.
+        """
         with self._write("save source health") as connection:
             previous = connection.execute(
                 sa.select(health_t.c.up, health_t.c.since).where(health_t.c.source == source)
             ).first()
+            flipped = previous.up != up if previous is not None else not up
+            if not flipped:
+                events = ()
             since = previous.since if previous is not None and previous.up == up else now
             row = {
                 "source": source,

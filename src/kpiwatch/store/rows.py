@@ -9,7 +9,9 @@ from typing import Any
 from kpiwatch.model import (
     Ack,
     Annotation,
+    DataProblem,
     DeliveryState,
+    Evaluation,
     Event,
     EventKind,
     KpiState,
@@ -56,7 +58,34 @@ def state_row(state: KpiState) -> dict[str, Any]:
         "next_review": state.next_review,
         "error": state.error,
         "reminders_sent": state.reminders_sent,
+        "verdict": None if state.verdict is None else state.verdict.value,
+        "data_problem": None if state.data_problem is None else problem_json(state.data_problem),
     }
+
+
+def problem_json(problem: DataProblem) -> dict[str, Any]:
+    """A data problem as JSON (the store's column, ``status --json``, the API)."""
+    told = problem.told_at
+    return {
+        "since": problem.since.isoformat(),
+        "reason": problem.reason,
+        "scope": problem.scope,
+        "source": problem.source,
+        "told_at": None if told is None else told.isoformat(),
+    }
+
+
+def to_problem(data: Mapping[str, Any] | None) -> DataProblem | None:
+    if not data:
+        return None
+    told = data.get("told_at")
+    return DataProblem(
+        since=datetime.fromisoformat(data["since"]),
+        reason=str(data["reason"]),
+        scope=str(data["scope"]),
+        source=str(data["source"]),
+        told_at=None if told is None else datetime.fromisoformat(told),
+    )
 
 
 def to_state(row: Row) -> KpiState:
@@ -79,7 +108,18 @@ def to_state(row: Row) -> KpiState:
         next_review=row["next_review"],
         error=row["error"],
         reminders_sent=row["reminders_sent"],
+        verdict=_verdict(row),
+        data_problem=to_problem(row["data_problem"]),
     )
+
+
+def _verdict(row: Row) -> Status | None:
+    verdict = row["verdict"]
+    if verdict is not None:
+        return Status(verdict)
+    # a state stored before verdicts were kept: its status is its verdict, if it is one
+    status = Status(row["status"])
+    return None if status is Status.UNKNOWN else status
 
 
 def status_change_row(
@@ -93,6 +133,17 @@ def status_change_row(
         "value": state.value,
         "reasons": list(state.reasons),
     }
+
+
+def transition_row(evaluation: Evaluation, stored: Mapping[str, Status]) -> dict[str, Any] | None:
+    """The status-history row an evaluation adds: its verdict's change, or the first
+    state of a KPI with none stored; None for anything else (a blind spell included)."""
+    state = evaluation.state
+    if evaluation.transition is not None:
+        return status_change_row(state, evaluation.at, evaluation.transition[0])
+    if state.kpi_id not in stored:
+        return status_change_row(state, evaluation.at, None)
+    return None
 
 
 def to_status_change(row: Row) -> StatusChange:

@@ -65,6 +65,10 @@ kpi_state = sa.Table(
     sa.Column("next_review", UtcDateTime(), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
     sa.Column("reminders_sent", sa.Integer(), nullable=False, server_default="0"),
+    # the last green/yellow/red, carried through a blind spell (SPEC §5a)
+    sa.Column("verdict", sa.String(ENUM_LENGTH), nullable=True),
+    # since, reason, scope, source, told_at
+    sa.Column("data_problem", sa.JSON(none_as_null=True), nullable=True),
 )
 
 status_changes = sa.Table(

@@ -21,7 +21,11 @@ def test_no_observations_and_no_error_is_no_data_yet() -> None:
         assert result.observed_at is None
     first = evaluate(make_kpi(), [], None, NOW)
     assert first.status is Status.UNKNOWN
-    assert [e.kind for e in first.events] == [EventKind.STATUS_CHANGED]  # not green: notify
+    # unknown is no verdict (SPEC §5): nothing to tell until there is one, and a KPI
+    # nothing has been asked of yet is nobody's data problem
+    assert first.events == ()
+    assert first.state.verdict is None
+    assert first.state.data_problem is None
 
 
 def test_error_with_no_data_unknown() -> None:
@@ -40,7 +44,13 @@ def test_error_with_no_data_red() -> None:
     assert result.raw_status is Status.RED
     assert result.findings == (Finding("source", Status.RED, "HTTP 500"),)
     assert result.value is None
-    assert [e.kind for e in result.events] == [EventKind.STATUS_CHANGED, EventKind.ESCALATED]
+    # red is the owner's choice for missing data: a verdict, told as one; the data
+    # problem is still theirs to hear about (this KPI's own query, by default)
+    assert [e.kind for e in result.events] == [
+        EventKind.DATA_INCIDENT, EventKind.STATUS_CHANGED, EventKind.ESCALATED,
+    ]  # fmt: skip
+    assert result.state.data_problem is not None
+    assert not result.state.blind
 
 
 def test_error_with_no_data_red_and_no_history() -> None:
@@ -117,5 +127,9 @@ def test_recovery_clears_the_error() -> None:
     down = evaluate(kpi, series([3.0], end=NOW - HOUR), None, NOW, error="boom")
     up = evaluate(kpi, series([3.0, 3.1]), down.state, NOW + HOUR)
     assert up.state.error is None
+    assert up.state.data_problem is None
     assert up.status is Status.GREEN
-    assert up.events[0].data["from"] == "unknown"
+    # the first verdict after a spell with none before it: no change "from unknown",
+    # and green on a first verdict tells nobody
+    assert up.events == ()
+    assert up.transition == (None, Status.GREEN)

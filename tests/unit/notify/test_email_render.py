@@ -200,9 +200,10 @@ def test_newlines_in_names_cannot_inject_headers() -> None:
     assert "\n" not in message["Subject"]
 
 
-def test_source_down_notice_has_no_chart() -> None:
-    event = Event(kind=EventKind.SOURCE_DOWN, key="s", at=NOW, source="warehouse",
-                  data={"error": "connection refused"})  # fmt: skip
+def test_data_incident_notice_names_every_kpi_and_has_no_chart() -> None:
+    event = Event(kind=EventKind.DATA_INCIDENT, key="s", at=NOW, source="warehouse",
+                  data={"reason": "connection refused", "count": 3,
+                        "kpis": ["churn", "mrr", "nps"]})  # fmt: skip
     base = make_notice()
     notice = Notice(message=OutboxMessage(1, event, "email", "oncall@example.com",
                                           DeliveryState.PENDING, 0, NOW, NOW),
@@ -210,7 +211,10 @@ def test_source_down_notice_has_no_chart() -> None:
                     url="https://kpi.example.com/")  # fmt: skip
     assert base.kpi is not None
     message = notice_email(notice, sender="kpiwatch@example.com")
-    assert message["Subject"] == "[kpiwatch] 🚫 source warehouse is failing: connection refused"
+    assert message["Subject"] == (
+        "[kpiwatch] 🚫 data incident on source warehouse: connection refused; "
+        "3 KPIs blind: churn, mrr, nps"
+    )
     text, html, images = parts(message)
     assert images == []
     assert "connection refused" in text

@@ -70,14 +70,25 @@ def test_escalation_posts_and_emails_owner_and_review_emails_owner_and_team_chan
     ]
 
 
-def test_source_problems_go_to_the_source_owner_else_on_call() -> None:
+def test_source_incidents_go_to_the_source_owner_else_on_call() -> None:
     router = _router()
-    assert router.route(_event(EventKind.SOURCE_DOWN, source="wh")) == [
-        Delivery("email", "data@example.com")
-    ]
-    assert router.route(_event(EventKind.SOURCE_DOWN, source="api")) == [
-        Delivery("email", "oncall@example.com")
-    ]
+    for kind in (EventKind.DATA_INCIDENT, EventKind.DATA_RECOVERED):
+        assert router.route(_event(kind, source="wh")) == [Delivery("email", "data@example.com")]
+        assert router.route(_event(kind, source="api")) == [
+            Delivery("email", "oncall@example.com")
+        ]
+
+
+def test_a_kpis_own_data_problem_goes_to_its_owner_and_to_no_channel() -> None:
+    router = _router()
+    # "own" has a Slack channel, a team and a webhook-free notify: only the owner hears
+    notice = _event(EventKind.DATA_INCIDENT, "own", source="wh")
+    assert router.route(notice) == [Delivery("email", "dana@example.com")]
+
+
+def test_events_stored_by_0_1_read_as_data_incidents() -> None:
+    assert EventKind("source_down") is EventKind.DATA_INCIDENT
+    assert EventKind("source_recovered") is EventKind.DATA_RECOVERED
 
 
 def test_without_slack_or_smtp_everything_goes_to_the_log_naming_the_intended_recipients() -> None:
@@ -88,7 +99,9 @@ def test_without_slack_or_smtp_everything_goes_to_the_log_naming_the_intended_re
 
 def test_an_event_with_nobody_to_tell_still_reaches_the_log() -> None:
     router = _router(channels=frozenset({"log"}), oncall=())
-    assert router.route(_event(EventKind.SOURCE_DOWN, source="api")) == [Delivery("log", "on-call")]
+    assert router.route(_event(EventKind.DATA_INCIDENT, source="api")) == [
+        Delivery("log", "on-call")
+    ]
 
 
 def test_webhooks_receive_every_kpi_event_from_notify_or_team() -> None:

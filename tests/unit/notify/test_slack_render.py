@@ -136,17 +136,23 @@ def test_wording_per_event_kind(kind: EventKind, data: dict[str, Any], expected:
 
 def test_source_events_render_without_a_kpi() -> None:
     down = slack_message(
-        make_notice(EventKind.SOURCE_DOWN, {"error": "connection refused"}, with_kpi=False,
+        make_notice(EventKind.DATA_INCIDENT, {"reason": "connection refused", "count": 1,
+                                              "kpis": ["wau"]}, with_kpi=False,
                     source="warehouse", recent=(), url="https://kpi.example.com/")
     )  # fmt: skip
-    assert down["blocks"][0]["text"]["text"] == "🚫 Source down · warehouse"
-    assert "Source *warehouse* is failing:\n> connection refused" in texts(down)[1]
+    assert down["blocks"][0]["text"]["text"] == "🚫 Data incident · warehouse"
+    assert (
+        "data incident on source warehouse: connection refused; 1 KPI blind: wau"
+        in texts(down)[1]
+    )
     assert not any("fields" in b for b in down["blocks"])
     assert "warehouse" in down["text"]
     up = slack_message(
-        make_notice(EventKind.SOURCE_RECOVERED, {}, with_kpi=False, source="warehouse", recent=())
-    )
+        make_notice(EventKind.DATA_RECOVERED, {"duration": "3d2h", "count": 1}, with_kpi=False,
+                    source="warehouse", recent=())
+    )  # fmt: skip
     assert up["blocks"][0]["text"]["text"] == "✅ Source recovered · warehouse"
+    assert "works again after 3d2h (1 KPI)" in texts(up)[1]
 
 
 def test_annotations_latest_three_and_ack() -> None:

@@ -17,7 +17,7 @@ import pytest
 from local_http import LocalServer, QuietHandler, serving
 
 from kpiwatch.config import rules
-from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
+from kpiwatch.errors import BadValueError, SourceError, SourceTimeout, SourceUnavailable
 from kpiwatch.sources.prometheus import MAX_POINTS, PrometheusQuerySource
 
 NOW = datetime(2024, 6, 1, 12, tzinfo=UTC)
@@ -192,7 +192,8 @@ def test_connection_refused() -> None:
     source = _source(f"http://127.0.0.1:{port}", timeout="2s")
     with pytest.raises(SourceError) as caught:
         source.fetch(_kpi(), NOW)
-    assert type(caught.value) is SourceError
+    # not a timeout, but the source's failure: every KPI of it is blind, its owner hears
+    assert type(caught.value) is SourceUnavailable
     message = str(caught.value)
     assert message.startswith(
         f"source 'prom': query for 'k': request to http://127.0.0.1:{port}/api/v1/query failed: "

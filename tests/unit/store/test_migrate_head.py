@@ -54,12 +54,42 @@ def test_states_stored_before_reminders_start_with_none_told(tmp_path: Path) -> 
         migrations.upgrade(store.engine, "0004")
         since = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
         state = KpiState("churn", Status.RED, since, ReviewCadence.MONTHLY, reminders_sent=5)
-        columns = [c._copy() for c in kpi_state.columns if c.name != "reminders_sent"]
+        later = {"reminders_sent", "verdict", "data_problem"}
+        columns = [c._copy() for c in kpi_state.columns if c.name not in later]
         old = sa.Table("kpi_state", sa.MetaData(), *columns)
-        row = {k: v for k, v in rows.state_row(state).items() if k != "reminders_sent"}
+        row = {k: v for k, v in rows.state_row(state).items() if k not in later}
         with store.engine.begin() as connection:
             connection.execute(sa.insert(old), row)
         store.migrate()
-        assert store.get_state("churn") == state._replace(reminders_sent=0)
+        # 0006 adds the verdict: a state stored before reads its status as its verdict
+        assert store.get_state("churn") == state._replace(reminders_sent=0, verdict=Status.RED)
+    finally:
+        store.close()
+
+
+def test_states_stored_before_verdicts_read_their_status_as_the_verdict(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from kpiwatch.model import KpiState, ReviewCadence, Status
+    from kpiwatch.store.schema import kpi_state
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = Store.open(url, migrate=False)
+    try:
+        migrations.upgrade(store.engine, "0005")
+        since = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+        columns = [c._copy() for c in kpi_state.columns if c.name not in ("verdict", "data_problem")]
+        old = sa.Table("kpi_state", sa.MetaData(), *columns)
+        with store.engine.begin() as connection:
+            for kpi_id, status in (("churn", Status.YELLOW), ("mrr", Status.UNKNOWN)):
+                connection.execute(sa.insert(old), {
+                    "kpi_id": kpi_id, "status": status.value, "since": since,
+                    "review": "monthly", "pending_count": 0, "reasons": [], "green_count": 0,
+                })  # fmt: skip
+        store.migrate()
+        churn, mrr = store.get_state("churn"), store.get_state("mrr")
+        assert churn == KpiState("churn", Status.YELLOW, since, ReviewCadence.MONTHLY,
+                                 verdict=Status.YELLOW)  # fmt: skip
+        assert mrr is not None and mrr.verdict is None and mrr.data_problem is None
     finally:
         store.close()

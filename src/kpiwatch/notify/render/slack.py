@@ -23,7 +23,7 @@ from kpiwatch.model import Direction, EventKind, Status
 from kpiwatch.notify.facts import episode_since, facts, since_then, state_now
 from kpiwatch.notify.notice import Notice
 from kpiwatch.notify.render.sparkline import sparkline
-from kpiwatch.notify.text import ack_hint, format_value, headline
+from kpiwatch.notify.text import ack_hint, data_line, format_value, headline
 
 # Block Kit limits (https://api.slack.com/reference/block-kit/blocks)
 MAX_BLOCKS = 50
@@ -160,10 +160,12 @@ def _name(notice: Notice) -> str:
 
 def _header(notice: Notice) -> Block:
     event = notice.event
-    if event.kind is EventKind.SOURCE_DOWN:
-        text = f"🚫 Source down · {escape(event.source or '?')}"
-    elif event.kind is EventKind.SOURCE_RECOVERED:
+    if event.kind is EventKind.DATA_INCIDENT and event.kpi_id is None:
+        text = f"🚫 Data incident · {escape(event.source or '?')}"
+    elif event.kind is EventKind.DATA_RECOVERED:
         text = f"✅ Source recovered · {escape(event.source or '?')}"
+    elif event.kind is EventKind.DATA_INCIDENT:
+        text = f"❔ No data · {escape(_flat(_name(notice)))}"
     else:
         status = _status(notice)
         text = f"{EMOJI[status]} {status.capitalize()} · {escape(_flat(_name(notice)))}"
@@ -205,11 +207,8 @@ def _summary(notice: Notice) -> str:
                 f"⏰ {name} is *still {status}* after {took} and nobody has acknowledged it. "
                 f"Acknowledge to stop the reminders: `{escape(ack_hint(event.kpi_id or ''))}`"
             )
-        case EventKind.SOURCE_DOWN:
-            error = escape(_flat(str(data.get("error") or "no error given")))
-            return f"Source *{escape(event.source or '?')}* is failing:\n> {error}"
-        case EventKind.SOURCE_RECOVERED:
-            return f"Source *{escape(event.source or '?')}* answers again."
+        case EventKind.DATA_INCIDENT | EventKind.DATA_RECOVERED:
+            return escape(_flat(data_line(event, _name(notice))))
         case _:
             return f"*{escape(event.kind.value)}*: {name}"
 

@@ -1,0 +1,118 @@
+"""The runner's memory of its sources: each KPI's latest outcome and each source's incident.
+
+Scope decisions (SPEC §5a) need more than one KPI: "every KPI of the source
+fails" or "several of its KPIs are stale" is only known across them. The runner
+asks :meth:`SourceWatch.context` before it evaluates a KPI and tells
+:meth:`SourceWatch.record` after; the rules themselves live in
+:mod:`kpiwatch.evaluation.incidents` and :mod:`kpiwatch.evaluation.blindness`.
+
+Thread-safe: the scheduler's pool evaluates KPIs of one source concurrently.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from kpiwatch.config.rules import BUILTIN_SOURCES, Kpi, RuleSet, SqlSource
+from kpiwatch.evaluation.blindness import KPI, SOURCE, DataContext
+from kpiwatch.evaluation.incidents import (
+    KpiOutcome,
+    SourceHealth,
+    incident_reason,
+    step_incident,
+)
+from kpiwatch.model import Event
+
+
+class HealthChange(NamedTuple):
+    """A source's incident opened or closed (or first recorded): what to persist."""
+
+    source: str
+    health: SourceHealth
+    events: tuple[Event, ...]
+
+
+class SourceWatch:
+    def __init__(self, health: Mapping[str, SourceHealth], notice_after: timedelta) -> None:
+        self._lock = threading.Lock()
+        self._health: dict[str, SourceHealth] = dict(health)
+        self._outcomes: defaultdict[str, dict[str, KpiOutcome]] = defaultdict(dict)
+        self._freshness: dict[str, str | None] = {}  # source -> why its data is stale
+        self._checked: dict[str, datetime] = {}  # source -> last freshness check
+        self._notice_after = notice_after
+
+    def incident(self, source: str) -> SourceHealth | None:
+        """The source's open incident, or None while it works."""
+        with self._lock:
+            health = self._health.get(source)
+        return health if health is not None and not health.up else None
+
+    def freshness_problem(self, source: str) -> str | None:
+        """Why the source's data is stale by its own ``freshness`` check, or None."""
+        with self._lock:
+            return self._freshness.get(source)
+
+    def context(self, rules: RuleSet, kpi: Kpi, source_wide: bool) -> DataContext:
+        """What the evaluation of ``kpi`` needs to know about its source.
+
+        ``source_wide``: the fetch failed on the source itself.
+        """
+        notice_after = kpi.blind_notice_after or self._notice_after
+        config = rules.sources.get(kpi.source)
+        if config is None:  # formula, push: nobody else's data
+            return DataContext(KPI, KPI, notice_after)
+        with self._lock:
+            health = self._health.get(kpi.source)
+            down = health is not None and not health.up
+            others_stale = any(
+                outcome.stale
+                for kpi_id, outcome in self._outcomes[kpi.source].items()
+                if kpi_id != kpi.id
+            )
+        declared = isinstance(config, SqlSource) and config.freshness is not None
+        return DataContext(
+            error_scope=SOURCE if source_wide or down else KPI,
+            stale_scope=SOURCE if down or others_stale or declared else KPI,
+            notice_after=notice_after,
+            data_owner=config.owner or "on-call",
+            incident_since=health.since if down and health is not None else None,
+        )
+
+    def record(self, rules: RuleSet, kpi: Kpi, outcome: KpiOutcome) -> HealthChange | None:
+        """Note a KPI's outcome; the source's incident change it causes, if any."""
+        if kpi.source in BUILTIN_SOURCES or kpi.source not in rules.sources:
+            return None
+        with self._lock:
+            self._outcomes[kpi.source][kpi.id] = outcome
+            return self._step(rules, kpi.source, outcome.at)
+
+    def record_freshness(
+        self, rules: RuleSet, source: str, problem: str | None, now: datetime
+    ) -> HealthChange | None:
+        """Note a freshness check's result; the incident change it causes, if any."""
+        with self._lock:
+            self._freshness[source] = problem
+            self._checked[source] = now
+            return self._step(rules, source, now)
+
+    def freshness_due(self, source: str, every: timedelta, now: datetime) -> bool:
+        with self._lock:
+            last = self._checked.get(source)
+        return last is None or now - last >= every
+
+    def _step(self, rules: RuleSet, source: str, now: datetime) -> HealthChange | None:
+        fed = rules.kpis_of_source.get(source, ())
+        outcomes = self._outcomes[source]
+        for gone in [kpi_id for kpi_id in outcomes if kpi_id not in fed]:  # removed by a reload
+            del outcomes[gone]
+        reason = incident_reason(outcomes, self._freshness.get(source))
+        before = self._health.get(source)
+        health, events = step_incident(source, before, reason, now, list(fed))
+        self._health[source] = health
+        if before is not None and before.up == health.up:
+            return None
+        return HealthChange(source, health, events)
