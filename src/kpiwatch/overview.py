@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from kpiwatch.config.rules import RuleSet
-from kpiwatch.model import Ack, KpiState, Status
+from kpiwatch.model import Ack, DataProblem, KpiState, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,8 @@ class KpiOverview:
     last_evaluated: datetime | None
     error: str | None
     ack: str | None = None  # "author: comment" of the current episode's ack
+    verdict: Status | None = None  # the last green/yellow/red (carried while blind)
+    data_problem: DataProblem | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The stable ``status --json`` object (documented in the README)."""
@@ -55,6 +57,8 @@ class KpiOverview:
             "observed_at": _iso(self.observed_at),
             "error": self.error,
             "ack": self.ack,
+            "verdict": None if self.verdict is None else self.verdict.value,
+            "data_problem": _problem(self.data_problem),
         }
 
 
@@ -93,9 +97,24 @@ def overview(
                 last_evaluated=state.last_evaluated if state else None,
                 error=state.error if state else None,
                 ack=_ack_text((acks or {}).get(kpi.id)),
+                verdict=state.verdict if state else None,
+                data_problem=state.data_problem if state else None,
             )
         )
     return rows
+
+
+def _problem(problem: DataProblem | None) -> dict[str, Any] | None:
+    """SPEC §5a's ``data_problem``: since, reason, scope, source (and when the owner heard)."""
+    if problem is None:
+        return None
+    return {
+        "since": problem.since.isoformat(),
+        "reason": problem.reason,
+        "scope": problem.scope,
+        "source": problem.source,
+        "owner_told_at": _iso(problem.told_at),
+    }
 
 
 def _ack_text(ack: Ack | None) -> str | None:
