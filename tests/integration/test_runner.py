@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from kpiwatch.config.loader import load_rule_text
-from kpiwatch.errors import SourceError
+from kpiwatch.errors import SourceUnavailable
 from kpiwatch.model import Delivery, DeliveryState, Event, EventKind, Status
 from kpiwatch.notify.routing import Router
 from kpiwatch.runtime.runner import Runner
@@ -137,14 +137,14 @@ def test_de_escalates_after_stable_green_count(
     assert state.review.value == "monthly"
 
 
-def test_a_failing_source_is_unknown_with_the_error_and_one_source_down_per_outage(
+def test_a_failing_source_is_unknown_with_the_error_and_one_data_incident_per_outage(
     runner: Runner, source: FakeSource, store: Store, clock: FixedClock
 ) -> None:
     source.set("errors", 5.0)
     runner.evaluate_kpi("errors")
     for _ in range(3):
         clock.advance(timedelta(minutes=5))
-        source.set("errors", SourceError("connection refused", source="wh"))
+        source.set("errors", SourceUnavailable("connection refused", source="wh"))
         evaluation = runner.evaluate_kpi("errors")
         assert evaluation is not None
         assert evaluation.status is Status.UNKNOWN
@@ -153,7 +153,7 @@ def test_a_failing_source_is_unknown_with_the_error_and_one_source_down_per_outa
     source.set("errors", 5.0)
     runner.evaluate_kpi("errors")
     source_events = [e.kind for e in store.events() if e.source == "wh"]
-    assert source_events == [EventKind.SOURCE_DOWN, EventKind.SOURCE_RECOVERED]
+    assert source_events == [EventKind.DATA_INCIDENT, EventKind.DATA_RECOVERED]
     up, _, _ = store.source_health()["wh"]
     assert up
 

@@ -280,14 +280,14 @@ def test_reply_to_a_deleted_thread_posts_top_level(
     assert second.get("thread_ts") is None
 
 
-def test_source_down_renders_without_a_kpi(slack: SlackApi, channel: SlackChannel) -> None:
+def test_a_data_incident_renders_without_a_kpi(slack: SlackApi, channel: SlackChannel) -> None:
     channel.send(
-        notice(EventKind.SOURCE_DOWN, data={"error": "connection refused"}, kpi=None,
+        notice(EventKind.DATA_INCIDENT, data={"reason": "connection refused"}, kpi=None,
                source="warehouse", target="#oncall")
     )  # fmt: skip
     [call] = slack.posts()
     assert call["channel"] == "#oncall"
-    assert call["blocks"][0]["text"]["text"] == "🚫 Source down · warehouse"
+    assert call["blocks"][0]["text"]["text"] == "🚫 Data incident · warehouse"
     assert "connection refused" in call["text"]
 
 

@@ -59,6 +59,7 @@ KPI_LEASE = "kpi:"
 REVIEWS_LEASE = "job:reviews"
 MUTE_ENDS_LEASE = "job:mute-ends"
 REMINDERS_LEASE = "job:reminders"
+FRESHNESS_LEASE = "job:freshness"
 ONCALL_LEASE = "job:oncall-digest"
 ALERTS_LEASE = "job:alertmanager-refresh"
 
@@ -102,6 +103,7 @@ class App:
             reminders=ReminderPolicy(
                 settings.reminder_first, settings.reminder_factor, settings.reminder_max
             ),
+            blind_notice_after=settings.blind_notice_after,
         )
         self._stack.callback(lambda: self.runner.workspace.close())
         try:
@@ -213,6 +215,7 @@ class App:
         scheduler.every("outbox", OUTBOX_TICK_SECONDS, self._deliver, now=now)
         scheduler.every("mute-ends", REVIEW_TICK_SECONDS, self._tick_mute_ends)
         scheduler.every("reminders", REVIEW_TICK_SECONDS, self._tick_reminders, now=now)
+        scheduler.every("freshness", REVIEW_TICK_SECONDS, self._tick_freshness, now=now)
         scheduler.cron("oncall-digest", self.settings.oncall_cron, self._send_oncall_digest)
         scheduler.every("leases", LEASE_CHECK_SECONDS, self._take_over_abandoned)
         alertmanager = self._alertmanager()
@@ -342,6 +345,16 @@ class App:
         except Exception:
             log.exception("mute window check failed")
 
+    def _tick_freshness(self) -> None:
+        """Run the sources' due ``freshness`` checks (each at its own ``every``), once a
+        minute on the one replica that claims it."""
+        try:
+            with self.leases.hold(FRESHNESS_LEASE, slot=self._tick_slot()) as claim:
+                if claim is not None:
+                    self.runner.tick_freshness()
+        except Exception:
+            log.exception("freshness tick failed")
+
     def _tick_slot(self, seconds: int = REVIEW_TICK_SECONDS) -> datetime:
         """This minute (or ``seconds`` period): review and mute ticks run once a minute,
         the Alertmanager refresh once a refresh interval, each on one replica."""
@@ -416,6 +429,7 @@ class App:
 
     def run_once(self) -> OnceResult:
         """Evaluate every KPI once, tick reviews, deliver within a bounded time."""
+        self.runner.tick_freshness()  # first: a stale source blinds the KPIs it feeds
         stats = self.runner.evaluate_all()
         reviews = self.runner.tick_reviews()
         reminders = self.runner.tick_reminders()

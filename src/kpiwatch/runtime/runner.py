@@ -356,19 +356,32 @@ class Runner:
     def evaluate_all(self, kpi_ids: Iterable[str] | None = None) -> CycleStats:
         """Evaluate KPIs once, formulas after their inputs, fetches in a bounded pool.
 
-        Each worker takes a batch of KPIs: fetches them one by one, then reads their
-        states and history together, evaluates them and saves them in one
-        transaction. A level's batches are all saved before the next level starts,
-        so formulas see their inputs' fresh values.
+        A level's KPIs are fetched first, every batch in its worker; then each
+        worker reads its batch's states and history together, evaluates them and
+        saves them in one transaction. Fetching the whole level first means every
+        KPI of a source is known to work or fail before any is judged, so "every KPI
+        of the source fails" is a data incident, not each KPI's own problem (SPEC
+        §5a). A level's batches are all saved before the next level starts, so
+        formulas see their inputs' fresh values.
         """
         workspace = self._workspace
-        wanted = set(kpi_ids) if kpi_ids is not None else set(workspace.rules.by_id)
+        by_id = workspace.rules.by_id
+        wanted = set(kpi_ids) if kpi_ids is not None else set(by_id)
         stats = CycleStats()
         with ThreadPoolExecutor(self._max_workers, thread_name_prefix="kpiwatch-eval") as pool:
             for level in _levels(workspace, wanted):
                 batches = _batches(level, self._max_workers)
-                evaluate_batch = partial(self._evaluate_batch, workspace)
-                for outcomes in pool.map(evaluate_batch, batches):
+                with ExitStack() as held:
+                    for kpi_id in sorted(level):  # one order everywhere: no lock cycles
+                        held.enter_context(self._lock_for(kpi_id))
+                    fetch = partial(self._fetch_many, workspace)
+                    fetched = list(pool.map(fetch, [[by_id[k] for k in b] for b in batches]))
+                    for batch, got in zip(batches, fetched, strict=True):
+                        for kpi_id, (now, one) in zip(batch, got, strict=True):
+                            self._note_fetch(workspace, by_id[kpi_id], one, now)
+                    evaluate_batch = partial(self._evaluate_batch, workspace)
+                    results = list(pool.map(evaluate_batch, batches, fetched))
+                for outcomes in results:
                     for kpi_id, outcome in outcomes:
                         if outcome is None:
                             stats.failed += 1
@@ -379,52 +392,48 @@ class Runner:
         return stats
 
     def _evaluate_batch(
-        self, workspace: Workspace, kpi_ids: Sequence[str]
+        self,
+        workspace: Workspace,
+        kpi_ids: Sequence[str],
+        fetched: Sequence[tuple[datetime, Fetched]],
     ) -> list[tuple[str, Evaluation | None]]:
-        """Evaluate and save a batch of KPIs; a KPI that fails is None, the others count."""
+        """Evaluate and save a fetched batch of KPIs, whose locks the caller holds; a KPI
+        that fails is None, the others count."""
         kpis = [workspace.rules.by_id[kpi_id] for kpi_id in kpi_ids]
-        with ExitStack() as held:
-            for kpi_id in sorted(kpi_ids):  # one order everywhere: no lock cycles
-                held.enter_context(self._lock_for(kpi_id))
-            fetched = self._fetch_many(workspace, kpis)
-            # the whole batch's fetches first: "every KPI of the source fails" is then
-            # known before any of them is judged
-            for kpi, (now, got) in zip(kpis, fetched, strict=True):
-                self._note_fetch(workspace, kpi, got, now)
+        try:
+            since = min(now for now, _ in fetched) - HISTORY_WINDOW
+            inputs = self._store.evaluation_inputs(kpi_ids, since=since)
+        except StoreError as exc:
+            log.error("could not read states and history", error=str(exc))
+            return [(kpi.id, self._failed(kpi.id)) for kpi in kpis]
+        outcomes: dict[str, Evaluation | None] = {}
+        done: list[tuple[Kpi, datetime]] = []
+        batch: list[EvaluationToSave] = []
+        for kpi, (now, got) in zip(kpis, fetched, strict=True):
+            previous, stored = inputs[kpi.id]
+            window = now - HISTORY_WINDOW
+            recent = [o for o in stored if o.observed_at >= window]
+            history = merged_history(recent, got.observations)
             try:
-                since = min(now for now, _ in fetched) - HISTORY_WINDOW
-                inputs = self._store.evaluation_inputs(kpi_ids, since=since)
-            except StoreError as exc:
-                log.error("could not read states and history", error=str(exc))
-                return [(kpi.id, self._failed(kpi.id)) for kpi in kpis]
-            outcomes: dict[str, Evaluation | None] = {}
-            done: list[tuple[Kpi, datetime]] = []
-            batch: list[EvaluationToSave] = []
-            for kpi, (now, got) in zip(kpis, fetched, strict=True):
-                previous, stored = inputs[kpi.id]
-                window = now - HISTORY_WINDOW
-                recent = [o for o in stored if o.observed_at >= window]
-                history = merged_history(recent, got.observations)
-                try:
-                    evaluation = self._judge(workspace, kpi, history, previous, now, got)
-                    deliveries = {e.key: workspace.router.route(e) for e in evaluation.events}
-                except Exception:  # a bug for this KPI only
-                    log.exception("evaluation crashed", kpi=kpi.id)
-                    outcomes[kpi.id] = self._failed(kpi.id)
-                    continue
-                basis = Basis.of(previous)
-                batch.append(EvaluationToSave(evaluation, deliveries, got.observations, basis))
-                done.append((kpi, now))
-            saved, dropped = self._save_batch(batch)
-            for (kpi, now), item in zip(done, batch, strict=True):
-                if kpi.id in dropped:  # a newer evaluation stands: not a failure
-                    outcomes[kpi.id] = item.evaluation
-                    continue
-                if kpi.id not in saved:
-                    outcomes[kpi.id] = self._failed(kpi.id)
-                    continue
+                evaluation = self._judge(workspace, kpi, history, previous, now, got)
+                deliveries = {e.key: workspace.router.route(e) for e in evaluation.events}
+            except Exception:  # a bug for this KPI only
+                log.exception("evaluation crashed", kpi=kpi.id)
+                outcomes[kpi.id] = self._failed(kpi.id)
+                continue
+            basis = Basis.of(previous)
+            batch.append(EvaluationToSave(evaluation, deliveries, got.observations, basis))
+            done.append((kpi, now))
+        saved, dropped = self._save_batch(batch)
+        for (kpi, now), item in zip(done, batch, strict=True):
+            if kpi.id in dropped:  # a newer evaluation stands: not a failure
                 outcomes[kpi.id] = item.evaluation
-                self._after_save(workspace, kpi, item.evaluation, now)
+                continue
+            if kpi.id not in saved:
+                outcomes[kpi.id] = self._failed(kpi.id)
+                continue
+            outcomes[kpi.id] = item.evaluation
+            self._after_save(workspace, kpi, item.evaluation, now)
         return [(kpi.id, outcomes[kpi.id]) for kpi in kpis]
 
     def _save_batch(self, batch: Sequence[EvaluationToSave]) -> tuple[set[str], set[str]]:

@@ -59,7 +59,10 @@ class SourceWatch:
     def context(self, rules: RuleSet, kpi: Kpi, source_wide: bool) -> DataContext:
         """What the evaluation of ``kpi`` needs to know about its source.
 
-        ``source_wide``: the fetch failed on the source itself.
+        ``source_wide``: the fetch failed on the source itself. A failing query is the
+        KPI's own problem only while the source is seen to work: it feeds this KPI
+        alone, or another of its KPIs' latest fetch succeeded. Until then (the
+        daemon's first poll, every other KPI failing too) it is the source's.
         """
         notice_after = kpi.blind_notice_after or self._notice_after
         config = rules.sources.get(kpi.source)
@@ -68,14 +71,14 @@ class SourceWatch:
         with self._lock:
             health = self._health.get(kpi.source)
             down = health is not None and not health.up
-            others_stale = any(
-                outcome.stale
-                for kpi_id, outcome in self._outcomes[kpi.source].items()
-                if kpi_id != kpi.id
-            )
+            others = [o for k, o in self._outcomes[kpi.source].items() if k != kpi.id]
+        others_stale = any(outcome.stale for outcome in others)
+        unproven = len(rules.kpis_of_source.get(kpi.source, ())) > 1 and all(
+            outcome.failed for outcome in others
+        )
         declared = isinstance(config, SqlSource) and config.freshness is not None
         return DataContext(
-            error_scope=SOURCE if source_wide or down else KPI,
+            error_scope=SOURCE if source_wide or down or unproven else KPI,
             stale_scope=SOURCE if down or others_stale or declared else KPI,
             notice_after=notice_after,
             data_owner=config.owner or "on-call",

@@ -112,6 +112,31 @@ class SqlQuerySource:
             raise self._timed_out(kpi, elapsed)
         return FetchResult(self._observations(kpi, columns, rows, now), elapsed)
 
+    def latest_load(self, query: str) -> datetime | None:
+        """The time the source's ``freshness`` query gives (its first cell), None when it
+        gives no row or NULL; SourceError (or SourceUnavailable) when it cannot be had."""
+        refused = statement_problem(query, self._dialect)
+        if refused is not None:
+            raise SourceError(f"freshness query not sent: {refused}", source=self.name)
+        try:
+            _, rows = self._run(query)
+        except _Unreachable as exc:
+            raise SourceUnavailable(
+                f"cannot connect: {_describe(exc.cause)}", source=self.name
+            ) from exc.cause
+        except PrivilegedRoleError as exc:
+            raise SourceUnavailable(f"freshness query not sent: {exc.reason}",
+                                    source=self.name) from exc  # fmt: skip
+        except Exception as exc:
+            raise SourceError(f"freshness query failed: {_describe(exc)}",
+                              source=self.name) from exc  # fmt: skip
+        if not rows or rows[0][0] is None:
+            return None
+        try:
+            return to_utc(rows[0][0])
+        except ValueError as exc:
+            raise SourceError(f"freshness query: {exc}", source=self.name) from None
+
     def verify(self) -> None:
         """Open a connection now (it stays pooled), so its role is checked at start.
 
