@@ -29,7 +29,7 @@ from prometheus_server import free_port
 
 from kpiwatch.config.settings import Settings
 from kpiwatch.errors import DeliveryError
-from kpiwatch.model import MatcherKind
+from kpiwatch.model import MatcherKind, Status
 from kpiwatch.notify.channels.alertmanager import AlertmanagerChannel
 from kpiwatch.pushes import record_push
 from kpiwatch.runtime.app import App
@@ -44,6 +44,8 @@ kpis:
      thresholds: {yellow: 4.5, red: 5.5}}
   - {id: signups, name: Signups, owner: ava@example.com, direction: higher_is_better,
      source: push, every: 1h, thresholds: {red: 10}, notify: {alertmanager: default}}
+  - {id: stock, name: Stock, owner: ops@example.com, team: growth, direction: higher_is_better,
+     source: push, every: 1h, thresholds: {red: 10}, max_age: 2s}
 """
 BASE_URL = "https://kpis.example.com"
 WAIT = 15.0  # seconds: Alertmanager notifies within group_interval (1 s) of a change
@@ -213,6 +215,28 @@ def test_a_red_kpi_fires_is_refreshed_and_resolves_on_recovery(deployment: Deplo
     assert resolved["labels"]["severity"] == "red"
     assert _at(resolved["startsAt"]) == went_red
     assert _at(resolved["endsAt"]) == recovered
+
+
+def test_a_blind_red_kpi_keeps_its_alert_firing(deployment: Deployment) -> None:
+    """A data problem is not a verdict (SPEC §5a): the refresh keeps the episode's alert."""
+    d = deployment
+    d.push("stock", 3.0)
+    went_red = d.clock.now()
+    firing = d.alert("stock")
+    time.sleep(3.2)  # past max_age (whole seconds on our clock): stale, the KPI blind
+    d.tick()
+    d.app.runner.evaluate_kpi("stock")
+    state = d.app.store.get_state("stock")
+    assert state is not None
+    assert (state.status, state.verdict) == (Status.UNKNOWN, Status.RED)
+    refreshed_at = d.tick()
+    d.app._refresh_alerts()
+    still = d.alert("stock")
+    assert still["fingerprint"] == firing["fingerprint"]
+    assert still["labels"]["severity"] == "red"
+    assert _at(still["startsAt"]) == went_red
+    assert _at(still["endsAt"]) == refreshed_at + timedelta(minutes=4)
+    assert still["annotations"]["reasons"].startswith("stale: last value")
 
 
 def test_red_to_yellow_swaps_the_alert_and_a_silenced_kpi_is_not_refreshed(

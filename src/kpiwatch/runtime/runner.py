@@ -549,7 +549,8 @@ class Runner:
         notified = 0
         for kpi in workspace.rules.kpis:
             state = states.get(kpi.id)
-            if not kpi.mute or state is None or state.status is Status.GREEN:
+            # red or yellow: a green KPI has nothing to tell, a blind one no verdict to tell
+            if not kpi.mute or state is None or state.status not in (Status.RED, Status.YELLOW):
                 continue
             ended = active_mute(kpi, since, self._tz)
             if ended is None or active_mute(kpi, now, self._tz) is not None:

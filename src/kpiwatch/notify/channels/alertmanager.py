@@ -89,22 +89,28 @@ def removal(
     ``rules`` (the rules it was in) while red or yellow; None if it has no alert.
     The event carries the labels: once removed, the rules no longer know them."""
     name = alertmanager_for(rules, kpi)
-    if name is None or state.status not in FIRING:
+    status = state.episode_status  # a blind KPI's alert is its verdict's, still firing
+    if name is None or status not in FIRING:
         return None
     event = Event(EventKind.STATUS_CHANGED, f"{kpi.id}:removed:{now.isoformat()}", now,
                   kpi_id=kpi.id, data={
-                      "from": state.status.value, "to": Status.UNKNOWN.value,
+                      "from": status.value, "to": Status.UNKNOWN.value,
                       "removed": True, "name": kpi.name,
-                      "labels": labels(kpi, state.status), "since": state.since.isoformat(),
+                      "labels": labels(kpi, status), "since": state.since.isoformat(),
                   })  # fmt: skip
     return event, Delivery("alertmanager", name)
 
 
 def state_alert(kpi: Kpi, state: KpiState, url: str, ends_at: datetime) -> Alert | None:
-    """The alert a KPI's stored state asks for (the refresh), None unless red or yellow."""
-    if state.status not in FIRING:
+    """The alert a KPI's stored state asks for (the refresh), None unless red or yellow.
+
+    A blind KPI's episode carries on (SPEC §5a), so its alert keeps firing as its
+    verdict, with the data problem as the reason: a source outage resolves nothing.
+    """
+    status = state.episode_status
+    if status not in FIRING:
         return None
-    return firing(kpi, state.status, state.value, state.reasons, since=state.since, url=url,
+    return firing(kpi, status, state.value, state.reasons, since=state.since, url=url,
                   ends_at=ends_at)  # fmt: skip
 
 
