@@ -215,9 +215,6 @@ class Evaluation(NamedTuple):
     findings: tuple[Finding, ...]
     state: KpiState  # the state after this evaluation
     events: tuple[Event, ...] = ()
-    # (from, to) when the verdict changed in this evaluation (from None: the first one);
-    # a blind spell changes no verdict, so it is no transition in the history
-    transition: tuple[Status | None, Status] | None = None
 
     @property
     def status(self) -> Status:

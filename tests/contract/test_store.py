@@ -421,13 +421,13 @@ def test_event_queries(store: Store) -> None:
         event("a", at(0)),
         event("b", at(1), EventKind.ESCALATED),
         event("c", at(2), kpi_id="churn"),
-        Event(EventKind.SOURCE_DOWN, "d", at(3), source="warehouse"),
+        Event(EventKind.DATA_INCIDENT, "d", at(3), source="warehouse"),
     ]
     store.save_state(state("revenue", Status.RED, at(0)), evs)
     assert [e.key for e in store.events()] == ["a", "b", "c", "d"]
     assert [e.key for e in store.events(kpi_id="revenue")] == ["a", "b"]
     assert [e.key for e in store.events(since=at(1))] == ["b", "c", "d"]
-    assert [e.key for e in store.events(kinds=[EventKind.ESCALATED, EventKind.SOURCE_DOWN])] == [
+    assert [e.key for e in store.events(kinds=[EventKind.ESCALATED, EventKind.DATA_INCIDENT])] == [
         "b", "d"]
     assert [e.key for e in store.events(limit=2)] == ["c", "d"]
     assert store.events(kinds=[]) == []
@@ -483,7 +483,7 @@ def test_source_health(store: Store) -> None:
     store.set_source_health("warehouse", up=True, now=at(1), error=None)
     assert store.source_health() == {"warehouse": (True, at(0), None)}
 
-    down = Event(EventKind.SOURCE_DOWN, "warehouse:down:1", at(2), source="warehouse")
+    down = Event(EventKind.DATA_INCIDENT, "warehouse:down:1", at(2), source="warehouse")
     store.set_source_health("warehouse", up=False, now=at(2), error="password=hunter2 refused",
                             events=[down], deliveries={down.key: [SLACK]})
     store.set_source_health("warehouse", up=False, now=at(3), error="timeout")
@@ -492,8 +492,17 @@ def test_source_health(store: Store) -> None:
         "warehouse": (False, at(2), "timeout"),
         "crm": (True, at(3), None),
     }
-    assert store.events(kinds=[EventKind.SOURCE_DOWN]) == [down]
+    assert store.events(kinds=[EventKind.DATA_INCIDENT]) == [down]
     assert store.pending_counts() == {"slack": 1}
+    # an incident's event is stored with the flip of the stored state only: a second
+    # replica that saw the same outage (or its end) adds nothing
+    again = Event(EventKind.DATA_INCIDENT, "warehouse:down:4", at(4), source="warehouse")
+    store.set_source_health("warehouse", up=False, now=at(4), error="timeout",
+                            events=[again], deliveries={again.key: [SLACK]})  # fmt: skip
+    up = Event(EventKind.DATA_RECOVERED, "warehouse:up:5", at(5), source="warehouse")
+    store.set_source_health("warehouse", up=True, now=at(5), error=None,
+                            events=[up], deliveries={up.key: [SLACK]})  # fmt: skip
+    assert [e.key for e in store.events() if e.source == "warehouse"] == [down.key, up.key]
 
 
 # -- SQLite only -------------------------------------------------------------------

@@ -49,6 +49,10 @@ def test_csv_path_is_read_relative_to_its_rule_file_and_failures_are_unknown(
     assert rows["margin"]["value"] == 28.5
     assert rows["mrr"]["status"] == "unknown"
     assert "source 'api'" in (rows["mrr"]["error"] or "")
+    # SPEC §5a: the source's problem, shown as such; no verdict yet to carry
+    assert rows["mrr"]["verdict"] is None
+    assert rows["mrr"]["data_problem"]["scope"] == "source"
+    assert rows["mrr"]["data_problem"]["source"] == "api"
     history = json.loads(
         kpiwatch(tmp_path / "elsewhere", "history", "margin", "--json", env=_env(tmp_path)).stdout
     )
@@ -57,11 +61,11 @@ def test_csv_path_is_read_relative_to_its_rule_file_and_failures_are_unknown(
     assert kpiwatch(tmp_path / "elsewhere", "run", "--once", env=_env(tmp_path)).returncode == 0
     with sqlite3.connect(tmp_path / "state.db") as db:
         down = db.execute(
-            "SELECT source, data FROM events WHERE kind = 'source_down'"
+            "SELECT source, data FROM events WHERE kind = 'data_incident' AND kpi_id IS NULL"
         ).fetchall()
         targets = db.execute(
             "SELECT o.target FROM outbox o JOIN events e ON e.id = o.event_id "
-            "WHERE e.kind = 'source_down'"
+            "WHERE e.kind = 'data_incident'"
         ).fetchall()
     assert len(down) == 1
     assert down[0][0] == "api"

@@ -209,9 +209,6 @@ def evaluate(
         findings=findings,
         state=state,
         events=events,
-        transition=(None if basis is None else basis.status, effective.status)
-        if effective.changed
-        else None,
     )
 
 

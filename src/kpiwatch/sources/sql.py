@@ -96,6 +96,9 @@ class SqlQuerySource:
                 f"query for {kpi.id!r} not sent: {exc.reason}", source=self.name, kpi=kpi.id
             ) from exc
         except _Unreachable as exc:  # the database, not the query: every KPI of it fails
+            elapsed = time.perf_counter() - start
+            if elapsed >= self._timeout or stopped_by_server(exc.cause):
+                raise self._timed_out(kpi, elapsed) from exc.cause
             raise SourceUnavailable(
                 f"cannot connect: {_describe(exc.cause)}", source=self.name, kpi=kpi.id
             ) from exc.cause

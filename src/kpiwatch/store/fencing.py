@@ -35,10 +35,11 @@ class Basis(NamedTuple):
         return cls(None if state is None else state.last_evaluated)
 
 
-def locked_statuses(
+def locked_verdicts(
     connection: Connection, bases: Sequence[tuple[str, Basis | None, datetime | None]]
-) -> tuple[dict[str, Status], set[str]]:
-    """The stored status of each KPI, its state row locked until the transaction ends,
+) -> tuple[dict[str, Status | None], set[str]]:
+    """The stored verdict of each KPI (None: it has none yet), its state row locked until
+    the transaction ends,
     and the KPIs that must be inserted new (checked, with no state yet); raises
     :class:`EvaluationSuperseded` for KPIs (given as id, basis, evaluation time) whose
     state moved past their basis, or was evaluated at the same time or later (no
@@ -47,17 +48,21 @@ def locked_statuses(
     The lock makes a second writer of the same KPI wait for this one and then see
     the state it wrote: a transition is recorded once however many processes evaluate.
     """
-    found: dict[str, tuple[Status, datetime | None]] = {}
+    found: dict[str, tuple[Status | None, datetime | None]] = {}
     dialect = connection.dialect.name
     for chunk in chunks(sorted(kpi_id for kpi_id, _, _ in bases)):  # one lock order everywhere
         query = (
-            sa.select(state_t.c.kpi_id, state_t.c.status, state_t.c.last_evaluated)
+            sa.select(
+                state_t.c.kpi_id, state_t.c.status, state_t.c.verdict, state_t.c.last_evaluated
+            )
             .where(sql.one_of(state_t.c.kpi_id, dialect, chunk))
             .order_by(state_t.c.kpi_id)
             .with_for_update()
         )
-        for kpi_id, status, last_evaluated in connection.execute(query):
-            found[kpi_id] = (Status(status), last_evaluated)
+        for kpi_id, status, verdict, last_evaluated in connection.execute(query):
+            # a verdict state written without one (a review tick's copy, a test's) is its own
+            shown = verdict or (None if status == Status.UNKNOWN.value else status)
+            found[kpi_id] = (None if shown is None else Status(shown), last_evaluated)
     stale = []
     for kpi_id, basis, at in bases:
         if basis is None:
@@ -70,7 +75,7 @@ def locked_statuses(
     if stale:
         raise EvaluationSuperseded(stale)
     new = {kpi_id for kpi_id, basis, _ in bases if basis is not None and kpi_id not in found}
-    return {kpi_id: status for kpi_id, (status, _) in found.items()}, new
+    return {kpi_id: verdict for kpi_id, (verdict, _) in found.items()}, new
 
 
 def insert_new_states(connection: Connection, states: Sequence[Mapping[str, Any]]) -> None:

@@ -35,7 +35,7 @@ from kpiwatch.model import (
 from kpiwatch.store import rows, sql
 from kpiwatch.store.base import chunks
 from kpiwatch.store.engine import create_store_engine
-from kpiwatch.store.fencing import Basis, insert_new_states, locked_statuses
+from kpiwatch.store.fencing import Basis, insert_new_states, locked_verdicts
 from kpiwatch.store.outbox_store import OutboxStore
 from kpiwatch.store.schema import acks as acks_t
 from kpiwatch.store.schema import digest_marks as marks_t
@@ -242,7 +242,7 @@ class Store(OutboxStore):
         """
         state = evaluation.state
         with self._write("save evaluation") as connection:
-            before, new = locked_statuses(connection, [(state.kpi_id, based_on, evaluation.at)])
+            before, new = locked_verdicts(connection, [(state.kpi_id, based_on, evaluation.at)])
             self._insert_observations(connection, observations)
             if new:
                 insert_new_states(connection, [rows.state_row(state)])
@@ -273,7 +273,7 @@ class Store(OutboxStore):
         }
         with self._write("save evaluations") as connection:
             bases = [(i.evaluation.state.kpi_id, i.based_on, i.evaluation.at) for i in batch]
-            before, new = locked_statuses(connection, bases)
+            before, new = locked_verdicts(connection, bases)
             sql.insert_ignore_rows(connection, observations_t, list(observations.values()))
             states = [rows.state_row(item.evaluation.state) for item in batch]
             insert_new_states(connection, [row for row in states if row["kpi_id"] in new])
@@ -300,7 +300,7 @@ class Store(OutboxStore):
         the KPI was evaluated since that state was read.
         """
         with self._write("save state") as connection:
-            locked_statuses(connection, [(state.kpi_id, based_on, None)])
+            locked_verdicts(connection, [(state.kpi_id, based_on, None)])
             sql.upsert(connection, state_t, rows.state_row(state))
             self._insert_events(connection, events, deliveries or {})
 

@@ -108,18 +108,9 @@ def to_state(row: Row) -> KpiState:
         next_review=row["next_review"],
         error=row["error"],
         reminders_sent=row["reminders_sent"],
-        verdict=_verdict(row),
+        verdict=None if row["verdict"] is None else Status(row["verdict"]),
         data_problem=to_problem(row["data_problem"]),
     )
-
-
-def _verdict(row: Row) -> Status | None:
-    verdict = row["verdict"]
-    if verdict is not None:
-        return Status(verdict)
-    # a state stored before verdicts were kept: its status is its verdict, if it is one
-    status = Status(row["status"])
-    return None if status is Status.UNKNOWN else status
 
 
 def status_change_row(
@@ -135,15 +126,20 @@ def status_change_row(
     }
 
 
-def transition_row(evaluation: Evaluation, stored: Mapping[str, Status]) -> dict[str, Any] | None:
-    """The status-history row an evaluation adds: its verdict's change, or the first
-    state of a KPI with none stored; None for anything else (a blind spell included)."""
+def transition_row(
+    evaluation: Evaluation, stored: Mapping[str, Status | None]
+) -> dict[str, Any] | None:
+    """The status-history row an evaluation adds: the first state of a KPI with none
+    stored, or a change of its verdict (from the stored verdict); None otherwise, a
+    blind spell included (it changes no verdict, SPEC §5a)."""
     state = evaluation.state
-    if evaluation.transition is not None:
-        return status_change_row(state, evaluation.at, evaluation.transition[0])
     if state.kpi_id not in stored:
         return status_change_row(state, evaluation.at, None)
-    return None
+    before = stored[state.kpi_id]
+    after = state.episode_status
+    if after is Status.UNKNOWN or after is before:
+        return None
+    return status_change_row(state, evaluation.at, before)
 
 
 def to_status_change(row: Row) -> StatusChange:

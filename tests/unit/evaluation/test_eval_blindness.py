@@ -42,7 +42,6 @@ def test_a_blind_kpi_shows_unknown_and_carries_its_episode() -> None:
     assert state.reasons == ("cannot connect",)
     assert state.data_problem == DataProblem(NOW + HOUR, "cannot connect", "source", "push")
     assert blind.events == ()  # a source's problem: its owner hears, not the KPI's
-    assert blind.transition is None
 
 
 def test_the_same_verdict_after_a_spell_tells_nothing() -> None:
@@ -52,7 +51,6 @@ def test_the_same_verdict_after_a_spell_tells_nothing() -> None:
     assert back.state.since == red.state.since
     assert back.state.data_problem is None
     assert back.events == ()
-    assert back.transition is None
 
 
 def test_a_different_verdict_after_a_spell_is_one_change_from_the_old_verdict() -> None:
@@ -61,7 +59,6 @@ def test_a_different_verdict_after_a_spell_is_one_change_from_the_old_verdict() 
     [change] = [e for e in back.events if e.kind is EventKind.STATUS_CHANGED]
     assert (change.data["from"], change.data["to"]) == ("red", "green")
     assert change.data["previous_since"] == red.state.since.isoformat()
-    assert back.transition == (Status.RED, Status.GREEN)
 
 
 def test_hysteresis_counts_against_the_last_verdict() -> None:

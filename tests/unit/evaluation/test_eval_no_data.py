@@ -132,4 +132,3 @@ def test_recovery_clears_the_error() -> None:
     # the first verdict after a spell with none before it: no change "from unknown",
     # and green on a first verdict tells nobody
     assert up.events == ()
-    assert up.transition == (None, Status.GREEN)

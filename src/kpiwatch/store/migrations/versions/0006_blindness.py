@@ -19,10 +19,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # nullable: a state stored before reads its status as its verdict (store/rows.py)
     with op.batch_alter_table("kpi_state") as batch:
-        batch.add_column(sa.Column("verdict", sa.String(16), nullable=True))
+        batch.add_column(sa.Column("verdict", sa.String(32), nullable=True))
         batch.add_column(sa.Column("data_problem", sa.JSON(none_as_null=True), nullable=True))
+    # a state stored before: its status is its verdict, unless it is unknown (no verdict)
+    op.execute(
+        "UPDATE kpi_state SET verdict = status WHERE status IN ('green', 'yellow', 'red')"
+    )
 
 
 def downgrade() -> None:
