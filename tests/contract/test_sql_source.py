@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from kpiwatch.config import rules
-from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
+from kpiwatch.errors import BadValueError, SourceError, SourceTimeout, SourceUnavailable
 from kpiwatch.sources.sql import SqlQuerySource
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -405,3 +405,41 @@ def test_a_connection_the_server_closed_is_replaced_without_an_error(
         assert source.fetch(_kpi("SELECT COUNT(*) FROM series"), NOW).current.value == 3.0
     finally:
         source.close()
+
+
+# ------------------------------------------------------------ freshness and outages (SPEC §5a)
+
+
+def test_latest_load_reads_the_freshness_querys_timestamp(source: SqlQuerySource) -> None:
+    assert source.latest_load("SELECT max(at) FROM series") == (DAY1 + timedelta(days=2)).replace(
+        tzinfo=UTC
+    )
+    assert source.latest_load("SELECT max(at) FROM series WHERE amount < 0") is None  # NULL
+    with pytest.raises(SourceError, match="freshness query failed"):
+        source.latest_load("SELECT max(loaded_at) FROM no_such_table")
+    with pytest.raises(SourceError, match="freshness query not sent"):
+        source.latest_load("DELETE FROM series")
+
+
+def test_a_query_error_is_the_kpis_and_an_unreachable_server_the_sources(
+    source: SqlQuerySource, dialect: str
+) -> None:
+    with pytest.raises(SourceError) as typo:
+        source.fetch(_kpi("SELECT no_such_column FROM daily"), NOW)
+    assert not isinstance(typo.value, SourceUnavailable)
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    urls = {
+        "sqlite": "sqlite:////nonexistent-dir/warehouse.db",
+        "postgres": f"postgresql+psycopg://reader@127.0.0.1:{port}/test",
+        "mariadb": f"mysql+pymysql://reader@127.0.0.1:{port}/test",
+    }
+    down = _source(urls[dialect], timeout="3s")
+    try:
+        with pytest.raises(SourceUnavailable, match="cannot connect"):
+            down.fetch(_kpi("SELECT 1"), NOW)
+        with pytest.raises(SourceUnavailable, match="cannot connect"):
+            down.latest_load("SELECT 1")
+    finally:
+        down.close()

@@ -111,3 +111,16 @@ def test_reminder_settings_read_durations_as_the_rules_do(
     monkeypatch.setenv("KPIWATCH_REMINDER_MAX", "30s")
     with pytest.raises(ValidationError, match="at least 1m"):
         Settings()
+
+
+def test_blind_notice_after_is_a_duration_of_a_minute_or_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import timedelta
+
+    assert Settings().blind_notice_after == timedelta(days=1)
+    monkeypatch.setenv("KPIWATCH_BLIND_NOTICE_AFTER", "6h")
+    assert Settings().blind_notice_after == timedelta(hours=6)
+    monkeypatch.setenv("KPIWATCH_BLIND_NOTICE_AFTER", "10s")
+    with pytest.raises(ValidationError, match="at least 1m"):
+        Settings()

@@ -516,3 +516,47 @@ def test_environment_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> 
 )
 def test_indentation_mistakes_are_said_in_words(text: str, expected: str) -> None:
     assert problems(text) == [expected]
+
+
+# ---------------------------------------------------------------- data incidents (SPEC §5a)
+
+
+def test_a_sql_source_may_declare_freshness_and_a_kpi_its_blind_notice_after() -> None:
+    loaded = load("""\
+        sources:
+          wh:
+            type: sql
+            url: sqlite:///wh.db
+            owner: data@example.com
+            freshness: {query: "SELECT max(loaded_at) FROM etl_runs", max_age: 6h}
+        kpis:
+          - {id: churn, name: Churn, owner: dana@example.com, direction: lower_is_better,
+             source: wh, query: SELECT 1, blind_notice_after: 4h}
+        """)
+    source = loaded.rules.sources["wh"]
+    assert isinstance(source, SqlSource)
+    assert source.freshness is not None
+    assert source.freshness.query == "SELECT max(loaded_at) FROM etl_runs"
+    assert (source.freshness.max_age, source.freshness.every) == (
+        timedelta(hours=6), timedelta(minutes=15),
+    )  # fmt: skip
+    assert loaded.rules.by_id["churn"].blind_notice_after == timedelta(hours=4)
+    assert loaded.rules.kpis_of_source == {"wh": ("churn",)}
+
+
+def test_a_freshness_query_is_checked_like_a_kpis_and_located() -> None:
+    found = problems("""\
+        sources:
+          wh:
+            type: sql
+            url: sqlite:///wh.db
+            freshness: {query: "DELETE FROM etl_runs", max_age: 6h}
+        """)
+    assert len(found) == 1
+    assert found[0].startswith("r.yaml:5:")
+    assert "sources.wh.freshness.query: " in found[0]
+    missing = problems("""\
+        sources:
+          wh: {type: sql, url: "sqlite:///wh.db", freshness: {query: SELECT 1}}
+        """)
+    assert missing == ["r.yaml:2:54: sources.wh.freshness: missing required key 'max_age'"]
