@@ -47,6 +47,13 @@ kpis:
     source: wh
     query: SELECT 1
     thresholds: {red: 1}
+  - id: cac
+    name: CAC
+    owner: cfo@example.com
+    direction: lower_is_better
+    source: formula
+    query: spend / customers
+    thresholds: {red: 1}
   - id: uptime
     name: Uptime
     owner: ops@example.com
@@ -242,16 +249,49 @@ def test_a_kpi_owner_hears_of_a_long_source_outage_once_after_blind_notice_after
         clock.advance(HOUR)
         runner.evaluate_all()
     notices = [e for e in store.events() if e.kind is EventKind.DATA_INCIDENT and e.kpi_id]
-    assert sorted(e.kpi_id or "" for e in notices) == ["customers", "errors", "spend"]
+    # the formula over them too: its inputs' source is the one to blame
+    assert sorted(e.kpi_id or "" for e in notices) == ["cac", "customers", "errors", "spend"]
     assert {e.at for e in notices} == {START + 25 * HOUR}  # 1d after the spell began
-    told = notices[0].data
-    assert (told["scope"], told["data_owner"]) == ("source", "data@example.com")
-    assert told["data_owner_told"] == (START + HOUR).isoformat()
+    for notice in notices:
+        told = notice.data
+        assert (told["scope"], told["source"]) == ("source", "wh")
+        assert told["data_owner"] == "data@example.com"
+        assert told["data_owner_told"] == (START + HOUR).isoformat()
     targets = _targets(store, EventKind.DATA_INCIDENT)
-    assert len(targets) == 4
+    assert len(targets) == 5
     assert set(targets) == {
         (None, "email:data@example.com"),
+        ("cac", "email:cfo@example.com"),
         ("customers", "email:ava@example.com"),
         ("errors", "email:dana@example.com"),
         ("spend", "email:ava@example.com"),
     }
+
+
+def test_a_formula_over_a_blind_input_is_blind_and_keeps_no_value_from_old_inputs(
+    runner: Runner, store: Store, wh: FakeSource, solo: FakeSource, clock: FixedClock
+) -> None:
+    _healthy(wh, solo)
+    runner.evaluate_all()
+    cac = store.get_state("cac")
+    assert cac is not None
+    assert (cac.status, cac.value) == (Status.RED, 2.0)
+    for kpi in ("errors", "spend", "customers"):
+        wh.set(kpi, DOWN)
+    clock.advance(HOUR)
+    runner.evaluate_all()
+    blind = store.get_state("cac")
+    assert blind is not None
+    assert (blind.status, blind.verdict, blind.since) == (Status.UNKNOWN, Status.RED, cac.since)
+    assert blind.data_problem is not None
+    assert blind.data_problem.scope == "source"  # not the formula owner's to fix
+    assert blind.data_problem.source == "wh"
+    assert blind.reasons[0].startswith("input 'customers' (and 1 more) has no fresh data: ")
+    assert [o.observed_at for o in store.history("cac")] == [START]  # nothing computed
+    assert not [e for e in store.events(kpi_id="cac") if e.at > START]
+    clock.advance(HOUR)
+    _healthy(wh, solo)
+    runner.evaluate_all()
+    back = store.get_state("cac")
+    assert back is not None
+    assert (back.status, back.since, back.data_problem) == (Status.RED, cac.since, None)

@@ -41,6 +41,8 @@ class DataContext(NamedTuple):
     notice_after: timedelta = timedelta(days=1)  # blind_notice_after in force
     data_owner: str = "on-call"  # who hears about the source's incidents
     incident_since: datetime | None = None  # the source's open incident, told then
+    # the source whose problem it is, when not the KPI's own (a formula's blind input's)
+    source: str | None = None
 
 
 def problem_scope(finding: Finding, context: DataContext) -> str:
@@ -77,7 +79,7 @@ def track_problem(
         since=before.since if before is not None else now,
         reason=finding.reason,
         scope=problem_scope(finding, context),
-        source=kpi.source,
+        source=context.source or kpi.source,
         told_at=before.told_at if before is not None else None,
     )
     if not owner_notice_due(problem, context.notice_after, now):

@@ -12,7 +12,7 @@ import threading
 import time as _time
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import ExitStack
@@ -65,6 +65,7 @@ class Fetched(NamedTuple):
     observations: tuple[Observation, ...]
     error: str | None = None
     source_wide: bool = False  # the error is the source's (cannot connect, timeout ...)
+    via: str | None = None  # a formula's: the source of the blind input it is blind through
 
 
 @dataclass
@@ -159,6 +160,9 @@ class Runner:
     def _evaluate_locked(self, workspace: Workspace, kpi: Kpi, persist: bool) -> Evaluation:
         now = self._clock.now()
         fetched = self._fetch(workspace, kpi, now)
+        inputs = workspace.rules.formula_inputs.get(kpi.id)
+        if inputs:
+            fetched = _over_blind_inputs(workspace, kpi, fetched, self._store.states_of(inputs))
         if persist:
             self._note_fetch(workspace, kpi, fetched, now)
         # state and history through one connection: one checkout instead of two
@@ -204,7 +208,7 @@ class Runner:
             error=error,
             tz=self._tz,
             review_time=self._review_time,
-            data=self._watch.context(workspace.rules, kpi, source_wide),
+            data=self._watch.context(workspace.rules, kpi, source_wide, via=fetched.via),
         )
 
     def _note_fetch(self, workspace: Workspace, kpi: Kpi, fetched: Fetched, now: datetime) -> None:
@@ -376,6 +380,7 @@ class Runner:
                         held.enter_context(self._lock_for(kpi_id))
                     fetch = partial(self._fetch_many, workspace)
                     fetched = list(pool.map(fetch, [[by_id[k] for k in b] for b in batches]))
+                    fetched = self._check_formula_inputs(workspace, batches, fetched)
                     for batch, got in zip(batches, fetched, strict=True):
                         for kpi_id, (now, one) in zip(batch, got, strict=True):
                             self._note_fetch(workspace, by_id[kpi_id], one, now)
@@ -390,6 +395,27 @@ class Runner:
                         stats.evaluated += 1
                         stats.by_status[outcome.status.value] += 1
         return stats
+
+    def _check_formula_inputs(
+        self,
+        workspace: Workspace,
+        batches: Sequence[Sequence[str]],
+        fetched: list[list[tuple[datetime, Fetched]]],
+    ) -> list[list[tuple[datetime, Fetched]]]:
+        """A level's formula fetches, each blind when one of its inputs is: one read of
+        the inputs' states for the whole level (they were saved by earlier levels)."""
+        formulas = workspace.rules.formula_inputs
+        wanted = {name for batch in batches for kpi_id in batch
+                  for name in formulas.get(kpi_id, ())}  # fmt: skip
+        if not wanted:
+            return fetched
+        states = self._store.states_of(wanted)
+        by_id = workspace.rules.by_id
+        return [
+            [(now, _over_blind_inputs(workspace, by_id[kpi_id], one, states))
+             for kpi_id, (now, one) in zip(batch, got, strict=True)]
+            for batch, got in zip(batches, fetched, strict=True)
+        ]  # fmt: skip
 
     def _evaluate_batch(
         self,
@@ -614,6 +640,23 @@ def _outcome(kpi: Kpi, result: FetchResult | Exception, seconds: float) -> Fetch
         log.error("fetch crashed", kpi=kpi.id, source=kpi.source, exc_info=result)
         return Fetched((), f"source {kpi.source!r} failed unexpectedly: {result!r}")
     return Fetched(result.observations)
+
+
+def _over_blind_inputs(
+    workspace: Workspace, kpi: Kpi, fetched: Fetched, states: Mapping[str, KpiState]
+) -> Fetched:
+    """A formula over a blind input is blind itself: its value would be computed from
+    data known to be missing or stale (SPEC §5a). The problem is its inputs' sources',
+    not its owner's; the value computed from the old inputs is not kept."""
+    inputs = workspace.rules.formula_inputs.get(kpi.id, ())
+    blind = sorted(name for name in inputs if name in states and states[name].blind)
+    if not blind or fetched.error is not None:
+        return fetched
+    problem = states[blind[0]].data_problem
+    reason = problem.reason if problem is not None else "no usable value"
+    more = f" (and {len(blind) - 1} more)" if len(blind) > 1 else ""
+    via = problem.source if problem is not None else None
+    return Fetched((), f"input {blind[0]!r}{more} has no fresh data: {reason}", True, via)
 
 
 def _batches(level: Sequence[str], workers: int) -> list[list[str]]:

@@ -56,24 +56,29 @@ class SourceWatch:
         with self._lock:
             return self._freshness.get(source)
 
-    def context(self, rules: RuleSet, kpi: Kpi, source_wide: bool) -> DataContext:
+    def context(
+        self, rules: RuleSet, kpi: Kpi, source_wide: bool, *, via: str | None = None
+    ) -> DataContext:
         """What the evaluation of ``kpi`` needs to know about its source.
 
-        ``source_wide``: the fetch failed on the source itself. A failing query is the
+        ``source_wide``: the fetch failed on the source itself; ``via``: the source a
+        formula is blind through (its blind input's), whose owner and incident it names.
+        A failing query is the
         KPI's own problem only while the source is seen to work: it feeds this KPI
         alone, or another of its KPIs' latest fetch succeeded. Until then (the
         daemon's first poll, every other KPI failing too) it is the source's.
         """
         notice_after = kpi.blind_notice_after or self._notice_after
-        config = rules.sources.get(kpi.source)
-        if config is None:  # formula, push: nobody else's data
-            return DataContext(KPI, KPI, notice_after)
+        name = via or kpi.source
+        config = rules.sources.get(name)
+        if config is None:  # formula, push: their own problem
+            return DataContext(SOURCE if source_wide else KPI, KPI, notice_after)
         with self._lock:
-            health = self._health.get(kpi.source)
+            health = self._health.get(name)
             down = health is not None and not health.up
-            others = [o for k, o in self._outcomes[kpi.source].items() if k != kpi.id]
+            others = [o for k, o in self._outcomes[name].items() if k != kpi.id]
         others_stale = any(outcome.stale for outcome in others)
-        unproven = len(rules.kpis_of_source.get(kpi.source, ())) > 1 and all(
+        unproven = len(rules.kpis_of_source.get(name, ())) > 1 and all(
             outcome.failed for outcome in others
         )
         declared = isinstance(config, SqlSource) and config.freshness is not None
@@ -83,6 +88,7 @@ class SourceWatch:
             notice_after=notice_after,
             data_owner=config.owner or "on-call",
             incident_since=health.since if down and health is not None else None,
+            source=via,
         )
 
     def record(self, rules: RuleSet, kpi: Kpi, outcome: KpiOutcome) -> HealthChange | None:

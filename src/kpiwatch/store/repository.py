@@ -216,6 +216,17 @@ class Store(OutboxStore):
             row = connection.execute(query).mappings().first()
         return None if row is None else rows.to_state(row)
 
+    def states_of(self, kpi_ids: Collection[str]) -> dict[str, KpiState]:
+        """The stored states of these KPIs (those that have one), in one read."""
+        found: dict[str, KpiState] = {}
+        with self._read("read states") as connection:
+            dialect = connection.dialect.name
+            for chunk in chunks(kpi_ids):
+                query = sa.select(state_t).where(sql.one_of(state_t.c.kpi_id, dialect, chunk))
+                for row in connection.execute(query).mappings():
+                    found[row["kpi_id"]] = rows.to_state(row)
+        return found
+
     def states(self) -> dict[str, KpiState]:
         """Every KPI's state, in one query."""
         with self._read("read states") as connection:
