@@ -78,7 +78,8 @@ def test_states_stored_before_verdicts_read_their_status_as_the_verdict(tmp_path
     try:
         migrations.upgrade(store.engine, "0005")
         since = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-        columns = [c._copy() for c in kpi_state.columns if c.name not in ("verdict", "data_problem")]
+        added = ("verdict", "data_problem")  # by 0006
+        columns = [c._copy() for c in kpi_state.columns if c.name not in added]
         old = sa.Table("kpi_state", sa.MetaData(), *columns)
         with store.engine.begin() as connection:
             for kpi_id, status in (("churn", Status.YELLOW), ("mrr", Status.UNKNOWN)):
@@ -90,6 +91,8 @@ def test_states_stored_before_verdicts_read_their_status_as_the_verdict(tmp_path
         churn, mrr = store.get_state("churn"), store.get_state("mrr")
         assert churn == KpiState("churn", Status.YELLOW, since, ReviewCadence.MONTHLY,
                                  verdict=Status.YELLOW)  # fmt: skip
-        assert mrr is not None and mrr.verdict is None and mrr.data_problem is None
+        assert mrr is not None
+        assert mrr.verdict is None
+        assert mrr.data_problem is None
     finally:
         store.close()
