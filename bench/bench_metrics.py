@@ -57,7 +57,15 @@ from prometheus_client.exposition import choose_encoder
 from kpiwatch.config.loader import load_rules
 from kpiwatch.config.rules import RuleSet
 from kpiwatch.config.settings import Settings
-from kpiwatch.model import Delivery, Event, EventKind, KpiState, ReviewCadence, Status
+from kpiwatch.model import (
+    DataProblem,
+    Delivery,
+    Event,
+    EventKind,
+    KpiState,
+    ReviewCadence,
+    Status,
+)
 from kpiwatch.runtime.runner import Runner
 from kpiwatch.runtime.workspace import build_workspace
 from kpiwatch.store import rows
@@ -157,6 +165,11 @@ def state_of(i: int, at: datetime, salt: int = 0) -> KpiState:
         escalated_since=at - timedelta(days=1) if escalated else None,
         next_review=at + timedelta(days=7),
         error="timeout" if status is Status.UNKNOWN else None,
+        # half the unknown ones are blind: their last value and verdict kept, not exported
+        verdict=Status.GREEN if status is Status.UNKNOWN and not i % 2 else None,
+        data_problem=DataProblem(at - timedelta(hours=1), "timeout", "source", "src0")
+        if status is Status.UNKNOWN and not i % 2
+        else None,
     )
 
 

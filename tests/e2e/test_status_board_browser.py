@@ -1,8 +1,8 @@
 """The status board in a real headless Chromium: what a person sees, and screenshots.
 
 Serves the pages with uvicorn on a free port, fills a real SQLite store through
-the real runner (6 KPIs over 2 teams, one red and escalated, one unknown with a
-source error, annotations), then asks Chromium for the rendered DOM and PNGs.
+the real runner (6 KPIs over 2 teams, one red and escalated, one blind as its
+source refuses connections, annotations), then asks Chromium for the rendered DOM and PNGs.
 The README's screenshots come from the demo daemon (tests/e2e/test_http_daemon.py).
 """
 
@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from kpiwatch.config.settings import Settings
-from kpiwatch.errors import SourceError
+from kpiwatch.errors import SourceUnavailable
 from kpiwatch.model import Observation
 from kpiwatch.runtime.runner import Runner
 from kpiwatch.store.repository import Store
@@ -99,7 +99,10 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     clock.set(NOW)
     warehouse.set("churn", 4.6)
     warehouse.set("latency", 342.0)
-    billing.set("uptime", SourceError("connection refused (billing-db:5432)", source="billing"))
+    # billing itself fails: its data incident opens and uptime is blind, its verdict greyed
+    billing.set(
+        "uptime", SourceUnavailable("connection refused (billing-db:5432)", source="billing")
+    )
     for kpi_id in ("churn", "latency", "uptime"):
         runner.evaluate_kpi(kpi_id)
     churn = store.get_state("churn")
@@ -140,8 +143,8 @@ def test_board_renders_teams_values_and_problems(
     dom = run_chromium(chromium, tmp_path / "profile", "--dump-dom", base_url + "/")
     text = visible_text(dom)
     assert "6 KPIs: 1 red 1 yellow 1 unknown 3 green" in text
-    assert "1 data source is down" in text
-    assert "billing" in text
+    assert "1 data source has an open data incident" in text
+    assert "billing since 2026-03-02 08:00 UTC" in text
     growth = text[text.index("growth") : text.index("platform 1 yellow")]
     platform = text[text.index("platform 1 yellow") : text.index("Unassigned")]
     assert "Monthly churn Red 4.6 %" in growth
@@ -150,8 +153,12 @@ def test_board_renders_teams_values_and_problems(
     assert "Weekly signups Green" in growth
     assert "Monthly recurring revenue Green" in growth
     assert "API latency p95 Yellow 342 ms" in platform
-    assert "Uptime Unknown no value" in platform
-    assert "Data problem: source 'billing': connection refused" in platform
+    assert "Uptime Green 99.9" in platform  # the last verdict and value, greyed
+    assert (
+        "No fresh data since 2026-03-02 08:00 UTC (just now): source 'billing': connection "
+        "refused (billing-db:5432) data owner on-call told: billing data incident open since "
+        "2026-03-02 08:00 UTC"
+    ) in platform
     assert "Net promoter score" in text[text.index("Unassigned") :]
     assert dom.count('<svg class="spark"') == 6
 

@@ -38,10 +38,12 @@ KNOWN_METRICS = frozenset(
         "kpiwatch_kpi_threshold",
         "kpiwatch_kpi_status",
         "kpiwatch_kpi_escalated",
+        "kpiwatch_kpi_blind",
         "kpiwatch_kpi_review_interval_seconds",
         "kpiwatch_kpi_last_evaluation_timestamp_seconds",
         "kpiwatch_kpi_info",
         "kpiwatch_source_up",
+        "kpiwatch_source_incident",
         "kpiwatch_source_query_duration_seconds",
         "kpiwatch_evaluations_total",
         "kpiwatch_notifications_total",
@@ -124,7 +126,8 @@ def test_alert_rules_are_complete_and_use_known_metrics() -> None:
         "KpiwatchDown",
         "KpiwatchEvaluationsStale",
         "KpiwatchNotificationsDead",
-        "KpiwatchSourceDown",
+        "KpiwatchSourceIncident",
+        "KpiwatchKpiBlindLong",
         "KpiwatchOutboxBacklog",
     }
     for rule in rules:
@@ -132,6 +135,28 @@ def test_alert_rules_are_complete_and_use_known_metrics() -> None:
         assert rule["annotations"].keys() >= {"summary", "description"}, rule["alert"]
         unknown = metric_names(rule["expr"]) - KNOWN_METRICS
         assert not unknown, f"{rule['alert']}: unknown metrics {unknown}"
+
+
+def test_data_problem_alerts_watch_incidents_and_long_blind_kpis() -> None:
+    rules = {rule["alert"]: rule for rule in _alert_rules()}
+    incident, blind = rules["KpiwatchSourceIncident"], rules["KpiwatchKpiBlindLong"]
+    assert incident["expr"].strip() == "kpiwatch_source_incident == 1"
+    assert (incident["for"], incident["labels"]["severity"]) == ("5m", "warning")
+    assert "{{ $labels.source }}" in incident["annotations"]["summary"]
+    assert blind["expr"].strip() == "kpiwatch_kpi_blind == 1"
+    assert (blind["for"], blind["labels"]["severity"]) == ("1d", "warning")
+    assert "{{ $labels.kpi }}" in blind["annotations"]["summary"]
+    # the same outage once: source_up is 0 exactly while an incident is open
+    assert not any(metric_names(rule["expr"]) & {"kpiwatch_source_up"} for rule in rules.values())
+
+
+def test_alert_rules_name_only_metrics_the_exporter_exports() -> None:
+    from kpiwatch.web.exporter import FAMILIES
+
+    exported = set(FAMILIES) | {"up"}
+    assert exported >= KNOWN_METRICS
+    for rule in _alert_rules():
+        assert metric_names(rule["expr"]) <= exported, rule["alert"]
 
 
 def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:

@@ -2,10 +2,11 @@
 
 ``Store.states()`` builds a whole ``KpiState`` per row (sixteen columns, JSON
 reasons, five datetimes parsed): about 25 µs a row, 250 ms at 10,000 KPIs. A
-scrape needs five columns, and for most rows only to know that they did not
-change since the previous scrape. :class:`StateSnapshots` reads those five
-columns in one query as the driver returns them and converts only the rows that
-differ from its previous read; an unchanged row comes back as the very same
+scrape needs six columns (of the JSON ``data_problem`` only whether there is
+one), and for most rows only to know that they did not change since the
+previous scrape. :class:`StateSnapshots` reads those six columns in one query
+as the driver returns them and converts only the rows that differ from its
+previous read; an unchanged row comes back as the very same
 :class:`ShownState` object, so a caller can keep what it derived from it, keyed
 by identity.
 
@@ -28,7 +29,8 @@ from kpiwatch.model import ReviewCadence, Status
 from kpiwatch.store.repository import Store
 from kpiwatch.store.schema import kpi_state as state_t
 
-# (kpi_id, status, value, review, escalated_since, last_evaluated) as the driver returns them
+# (kpi_id, status, value, review, escalated_since, last_evaluated, has a data problem)
+# as the driver returns them
 _Row = tuple[Any, ...]
 
 
@@ -40,6 +42,7 @@ class ShownState(NamedTuple):
     review: ReviewCadence  # the cadence in force (escalated or not)
     escalated: bool
     last_evaluated: datetime | None
+    blind: bool  # unknown for want of data (KpiState.blind): its value is the last one kept
 
 
 class StateSnapshots:
@@ -60,6 +63,8 @@ class StateSnapshots:
             state_t.c.review,
             state_t.c.escalated_since,
             state_t.c.last_evaluated,
+            # a flag, not the JSON: 0/1 or false/true as the driver returns it, compared in C
+            state_t.c.data_problem.is_not(None).label("has_data_problem"),
         )
         self._sql = str(query.compile(dialect=dialect))
         # the conversion a typed SELECT would apply (parsing on SQLite, UTC everywhere)
@@ -104,11 +109,13 @@ class StateSnapshots:
             raise StoreError(f"read states: {redact(text[0] if text else repr(exc))}") from exc
 
     def _convert(self, row: _Row) -> ShownState:
-        _, status, value, review, escalated_since, last_evaluated = row
+        _, status, value, review, escalated_since, last_evaluated, has_problem = row
+        shown = Status(status)
         return ShownState(
-            status=Status(status),
+            status=shown,
             value=None if value is None else float(value),
             review=ReviewCadence(review),
             escalated=escalated_since is not None,
             last_evaluated=self._datetime(last_evaluated),
+            blind=shown is Status.UNKNOWN and bool(has_problem),
         )

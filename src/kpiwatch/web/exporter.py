@@ -40,7 +40,7 @@ from prometheus_client.samples import Sample
 
 from kpiwatch import __version__
 from kpiwatch.clock import Clock, SystemClock
-from kpiwatch.config.rules import Kpi, RuleSet
+from kpiwatch.config.rules import BUILTIN_SOURCES, Kpi, RuleSet
 from kpiwatch.errors import StoreError
 from kpiwatch.evaluation.target import day_start, glide_expected
 from kpiwatch.model import Status
@@ -60,10 +60,13 @@ _TARGET = "kpiwatch_kpi_target"
 _THRESHOLD = "kpiwatch_kpi_threshold"
 _STATUS = "kpiwatch_kpi_status"
 _ESCALATED = "kpiwatch_kpi_escalated"
+_BLIND = "kpiwatch_kpi_blind"
 _INTERVAL = "kpiwatch_kpi_review_interval_seconds"
 _EVALUATED = "kpiwatch_kpi_last_evaluation_timestamp_seconds"
 _INFO = "kpiwatch_kpi_info"
-_PER_KPI = (_VALUE, _TARGET, _THRESHOLD, _STATUS, _ESCALATED, _INTERVAL, _EVALUATED, _INFO)
+_PER_KPI = (
+    _VALUE, _TARGET, _THRESHOLD, _STATUS, _ESCALATED, _BLIND, _INTERVAL, _EVALUATED, _INFO,
+)  # fmt: skip
 
 # name -> (type, HELP); the per-KPI families (_PER_KPI) are labelled kpi and team
 FAMILIES: dict[str, tuple[str, str]] = {
@@ -74,11 +77,17 @@ FAMILIES: dict[str, tuple[str, str]] = {
     _STATUS: ("gauge", "KPI status kpiwatch last evaluated: 1 for the current, "
                        f"0 for the others {_CACHED}"),
     _ESCALATED: ("gauge", f"1 while the KPI is escalated, else 0 {_CACHED}"),
+    _BLIND: ("gauge", "1 while the KPI is blind: unknown because its value cannot be had "
+                      "(source down, query error, no rows, stale), its last verdict kept; "
+                      f"else 0 {_CACHED}"),
     _INTERVAL: ("gauge", "Nominal seconds between reviews at the KPI's cadence in force"),
     _EVALUATED: ("gauge", f"When kpiwatch last evaluated the KPI, in Unix seconds {_CACHED}"),
     _INFO: ("gauge", "KPI metadata from the rules; always 1"),
-    "kpiwatch_source_up": ("gauge", "1 if kpiwatch's last query of the source succeeded, "
-                                    f"else 0 {_CACHED}"),
+    "kpiwatch_source_up": ("gauge", "0 while the source has an open data incident, else 1; "
+                                    f"left out before its first recorded query {_CACHED}"),
+    "kpiwatch_source_incident": (
+        "gauge", "1 while the source has an open data incident (it fails as a whole: "
+                 f"unreachable, every KPI failing, stale), else 0 {_CACHED}"),
     "kpiwatch_source_query_duration_seconds": (
         "gauge", "Duration of kpiwatch's last query of the source, in seconds"),
     "kpiwatch_evaluations_total": (
@@ -130,7 +139,7 @@ def glide_path(kpi: Kpi, tz: ZoneInfo) -> tuple[float, float, float, float] | No
 @dataclass(frozen=True, slots=True)
 class _KpiSeries:
     """A KPI's labels and the samples that only its rules decide, built once per KPI
-    definition (so the hot loop of a scrape only appends; the status and escalated
+    definition (so the hot loop of a scrape only appends; the status, escalated and blind
     samples for every possible state are here too, a scrape picks the current ones)."""
 
     id: str
@@ -141,6 +150,7 @@ class _KpiSeries:
     thresholds: tuple[Sample, ...]
     status: dict[Status, tuple[Sample, ...]]
     escalated: tuple[Sample, Sample]  # indexed by the bool
+    blind: tuple[Sample, Sample]  # indexed by the bool
     info: Sample
 
     @classmethod
@@ -175,15 +185,23 @@ class _KpiSeries:
                 current: tuple(one_hot[s][s is current] for s in STATUSES) for current in STATUSES
             },
             escalated=(Sample(_ESCALATED, labels, 0.0), Sample(_ESCALATED, labels, 1.0)),
+            blind=(Sample(_BLIND, labels, 0.0), Sample(_BLIND, labels, 1.0)),
             info=Sample(_INFO, info, 1.0),
         )
+
+
+def _exported_value(state: ShownState) -> float | None:
+    """The value exported: none while the KPI is unknown, as in 0.1, although a blind
+    state keeps its last value for the board (the value is its verdict's, not news)."""
+    return None if state.status is Status.UNKNOWN else state.value
 
 
 # -- render(): the per-KPI sample lines, written as prometheus_client writes them
 
 
-# a KPI's lines of the families its state decides: value, status, escalated, interval, evaluated
-_Lines = tuple[bytes, bytes, bytes, bytes, bytes]
+# a KPI's lines of the families its state decides: value, status, escalated, blind, interval,
+# evaluated
+_Lines = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,14 +218,17 @@ class _KpiText:
     evaluated: bytes
     status: dict[Status, bytes]
     escalated: tuple[bytes, bytes]
-    never: _Lines  # never evaluated: unknown, not escalated, the configured cadence
+    blind: tuple[bytes, bytes]
+    never: _Lines  # never evaluated: unknown, not escalated, not blind, the configured cadence
 
     @classmethod
     def of(cls, kpi: _KpiSeries) -> _KpiText:
         status = {s: b"".join(map(sample_line, samples)) for s, samples in kpi.status.items()}
         escalated = (sample_line(kpi.escalated[0]), sample_line(kpi.escalated[1]))
+        blind = (sample_line(kpi.blind[0]), sample_line(kpi.blind[1]))
         interval = line_prefix(_INTERVAL, kpi.labels)
-        unknown = (b"", status[Status.UNKNOWN], escalated[False], interval + line_end(kpi.review))
+        unknown = (b"", status[Status.UNKNOWN], escalated[False], blind[False],
+                   interval + line_end(kpi.review))  # fmt: skip
         target = b""
         if kpi.target is not None:
             target = sample_line(kpi.target)
@@ -223,15 +244,17 @@ class _KpiText:
             evaluated=line_prefix(_EVALUATED, kpi.labels),
             status=status,
             escalated=escalated,
+            blind=blind,
             never=(*unknown, b""),
         )
 
     def lines(self, state: ShownState) -> _Lines:
-        when = state.last_evaluated
+        when, value = state.last_evaluated, _exported_value(state)
         return (
-            b"" if state.value is None else self.value + line_end(state.value),
+            b"" if value is None else self.value + line_end(value),
             self.status[state.status],
             self.escalated[state.escalated],
+            self.blind[state.blind],
             self.interval + line_end(state.review.nominal_seconds),
             b"" if when is None else self.evaluated + line_end(when.timestamp()),
         )
@@ -285,7 +308,7 @@ class _RuleSetText:
             return shown, columns
 
     def _never(self) -> tuple[list[ShownState | None], tuple[list[bytes], ...]]:
-        columns = tuple([t.never[c] for t in self._texts] for c in range(5))  # see _Lines
+        columns = tuple([t.never[c] for t in self._texts] for c in range(6))  # see _Lines
         return [None] * len(self._ids), columns
 
     def bodies(self, states: Mapping[str, ShownState], now: float) -> list[tuple[str, bytes]]:
@@ -293,19 +316,19 @@ class _RuleSetText:
         current = list(map(states.get, self._ids))
         with self._lock:
             shown, texts = self._shown, self._texts
-            value, status, escalated, interval, evaluated = columns = self._columns
+            value, status, escalated, blind, interval, evaluated = columns = self._columns
             for i in compress(range(len(current)), map(is_not, current, shown)):
                 state = shown[i] = current[i]
                 lines = texts[i].never if state is None else texts[i].lines(state)
-                value[i], status[i], escalated[i], interval[i], evaluated[i] = lines
+                value[i], status[i], escalated[i], blind[i], interval[i], evaluated[i] = lines
             joined = [b"".join(column) for column in columns]
         targets = self._targets.copy()
         for i, prefix, glide in self._glides:
             targets[i] = prefix + line_end(glide_expected(now, *glide))
         return [
             (_VALUE, joined[0]), (_TARGET, b"".join(targets)), (_THRESHOLD, self._thresholds),
-            (_STATUS, joined[1]), (_ESCALATED, joined[2]), (_INTERVAL, joined[3]),
-            (_EVALUATED, joined[4]), (_INFO, self._info),
+            (_STATUS, joined[1]), (_ESCALATED, joined[2]), (_BLIND, joined[3]),
+            (_INTERVAL, joined[4]), (_EVALUATED, joined[5]), (_INFO, self._info),
         ]  # fmt: skip
 
 
@@ -453,14 +476,22 @@ class KpiCollector(Collector):
 
     def _other_families(self, scrape: _Scrape) -> Iterator[Metric]:
         up = _family("kpiwatch_source_up", ["source"])
+        incident = _family("kpiwatch_source_incident", ["source"])
         duration = _family("kpiwatch_source_query_duration_seconds", ["source"])
         health, query_seconds = scrape.health, scrape.query_seconds
         for source in scrape.view.rules.sources:  # sources no longer in the rules are left out
+            if source in BUILTIN_SOURCES:  # formula, push: no source of anyone's to fail
+                continue
+            # source_health holds each source's incident state: up is False exactly while
+            # an incident is open (kpiwatch.evaluation.incidents)
+            down = source in health and not health[source][0]
             if source in health:
-                _sample(up, {"source": source}, 1.0 if health[source][0] else 0.0)
+                _sample(up, {"source": source}, 0.0 if down else 1.0)
+            _sample(incident, {"source": source}, 1.0 if down else 0.0)
             if source in query_seconds:
                 _sample(duration, {"source": source}, query_seconds[source])
         yield up
+        yield incident
         yield duration
 
         evaluations = [((r,), n) for r, n in scrape.evaluations.items()]
@@ -482,7 +513,7 @@ class KpiCollector(Collector):
     def _kpi_families(self, scrape: _Scrape) -> Iterator[Metric]:
         states, now = scrape.states, scrape.now
         families = [_family(name) for name in _PER_KPI]
-        value, target, threshold, status, escalated, interval, evaluated, info = (
+        value, target, threshold, status, escalated, blind, interval, evaluated, info = (
             family.samples.append for family in families
         )
         for kpi in scrape.view.series:  # plain appends, no helper calls
@@ -498,13 +529,15 @@ class KpiCollector(Collector):
                 for sample in kpi.status[Status.UNKNOWN]:
                     status(sample)
                 escalated(kpi.escalated[False])
+                blind(kpi.blind[False])
                 interval(Sample(_INTERVAL, kpi.labels, kpi.review))
                 continue
-            if state.value is not None:
-                value(Sample(_VALUE, kpi.labels, state.value))
+            if (shown := _exported_value(state)) is not None:
+                value(Sample(_VALUE, kpi.labels, shown))
             for sample in kpi.status[state.status]:
                 status(sample)
             escalated(kpi.escalated[state.escalated])
+            blind(kpi.blind[state.blind])
             interval(Sample(_INTERVAL, kpi.labels, state.review.nominal_seconds))
             if state.last_evaluated is not None:
                 evaluated(Sample(_EVALUATED, kpi.labels, state.last_evaluated.timestamp()))

@@ -1,5 +1,10 @@
 """The status board (``/``) and one page per KPI (``/kpis/{id}``): server-rendered HTML.
 
+A blind KPI (SPEC §5a: unknown because its value cannot be had) shows its last
+verdict greyed, since when no fresh data came and why, and who has been told:
+for a problem of its source the source's data owner (else on-call) and since when
+the source's incident is open; for a problem of its own query its owner.
+
 Everything a page needs is inline (CSS and SVG): no scripts, fonts or images
 from anywhere, so the board works on a closed network and needs no CSP
 exceptions. Templates autoescape every value; only the SVG from
@@ -22,17 +27,19 @@ from markupsafe import Markup
 
 from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.evaluation.target import day_start
-from kpiwatch.model import Ack, KpiState, Observation, Status
+from kpiwatch.model import Ack, DataProblem, KpiState, Observation, Status
 from kpiwatch.notify.text import format_value, headline
 from kpiwatch.overview import KpiOverview, overview
 from kpiwatch.web.auth import reads_protected
 from kpiwatch.web.context import WebContext
-from kpiwatch.web.svg import COLOURS, Glide, chart_svg, sparkline_svg
+from kpiwatch.web.svg import COLOURS, MUTED, Glide, chart_svg, sparkline_svg
 
 if TYPE_CHECKING:
     import jinja2
 
 UNASSIGNED = "Unassigned"
+# source -> (up, since, last error): Store.source_health(); up is False during an incident
+Health = Mapping[str, tuple[bool, datetime, str | None]]
 SPARK_POINTS = 30  # a month of daily values: enough to see a trend at a glance
 CHART_POINTS = 365
 TABLE_ROWS = 50  # status changes, annotations, events on a KPI page (newest)
@@ -66,6 +73,16 @@ def _env() -> jinja2.Environment:
 
 
 @dataclass(frozen=True)
+class Blindness:
+    """Why a blind KPI has no fresh verdict, and who has been told (SPEC §5a)."""
+
+    since: str  # when the spell without usable data began
+    since_ago: str
+    reason: str
+    told: str  # who knows, worded for people
+
+
+@dataclass(frozen=True)
 class Card:
     """One KPI as the board shows it."""
 
@@ -85,10 +102,18 @@ class Card:
     ack: str | None
     error: str | None
     spark: Markup
+    # set while blind with a verdict: the last green/yellow/red, shown greyed
+    verdict: str | None = None
+    blind: Blindness | None = None
 
     @property
     def colour(self) -> str:
-        return COLOURS[self.status]
+        return MUTED[self.verdict] if self.verdict is not None else COLOURS[self.status]
+
+    @property
+    def episode_word(self) -> str:
+        """The word of the status whose episode ``since`` is: the verdict's while blind."""
+        return _WORDS[Status(self.verdict)] if self.verdict is not None else self.word
 
 
 @dataclass(frozen=True)
@@ -100,9 +125,12 @@ class Group:
 
 @dataclass(frozen=True)
 class SourceProblem:
+    """A source with an open data incident, and who was told when it opened."""
+
     name: str
     since: str
     error: str | None
+    owner: str
 
 
 def pages_router(ctx: WebContext) -> APIRouter:
@@ -165,6 +193,49 @@ def _target_text(kpi: Kpi) -> str | None:
     return f"{text} by {kpi.target.by.isoformat()}" if kpi.target.by else text
 
 
+def _data_owner(rules: RuleSet, source: str) -> str:
+    """Who hears about a source's incidents: its owner, else on-call (notify/routing.py)."""
+    config = rules.sources.get(source)
+    return (config.owner if config is not None else None) or "on-call"
+
+
+def _blindness(
+    row: KpiOverview, rules: RuleSet, health: Health, tz: tzinfo, now: datetime
+) -> Blindness | None:
+    """The blind note of a KPI shown with its last verdict greyed; None when it is not
+    blind, or has no verdict yet (then it is plain unknown, with the reason)."""
+    problem = row.data_problem
+    if problem is None or row.status is not Status.UNKNOWN or row.verdict is None:
+        return None
+    return Blindness(
+        since=_when(problem.since, tz) or "",
+        since_ago=_ago(problem.since, now) or "",
+        reason=problem.reason,
+        told=_told(problem, rules, health, tz),
+    )
+
+
+def _told(problem: DataProblem, rules: RuleSet, health: Health, tz: tzinfo) -> str:
+    """Who knows about a blind spell: the data owner for a problem of the source (told
+    when its incident opened), the KPI's owner when they were told (told_at)."""
+    told = []
+    if problem.scope == "source":
+        owner = _data_owner(rules, problem.source)
+        up, since, _ = health.get(problem.source, (True, None, None))
+        if not up:
+            told.append(
+                f"data owner {owner} told: {problem.source} data incident "
+                f"open since {_when(since, tz)}"
+            )
+        else:  # the incident is over, or not opened (yet): nobody told of it
+            told.append(f"a problem of source {problem.source}, data owner {owner}")
+    if problem.told_at is not None:
+        told.append(f"owner told {_when(problem.told_at, tz)}")
+    elif problem.scope == "kpi":
+        told.append("owner not told yet")
+    return " · ".join(told)
+
+
 def _acks(ctx: WebContext, states: Mapping[str, KpiState]) -> dict[str, Ack]:
     return {kpi_id: ack for kpi_id, state in states.items()
             if (ack := ctx.store.ack_for(kpi_id, state.since)) is not None}  # fmt: skip
@@ -178,19 +249,21 @@ def _board_html(ctx: WebContext) -> str:
     tz = _tz(ctx)
     now = ctx.clock.now()
     states = ctx.store.states()
+    health = ctx.store.source_health()
     rows = overview(rules, states, _acks(ctx, states))
     cards: dict[str, list[Card]] = {}
     for row in rows:
         kpi = rules.by_id[row.id]
         recent = ctx.store.history(row.id, limit=SPARK_POINTS)
-        cards.setdefault(row.team or UNASSIGNED, []).append(_card(row, kpi, recent, tz, now))
+        blind = _blindness(row, rules, health, tz, now)
+        card = _card(row, kpi, recent, tz, now, blind)
+        cards.setdefault(row.team or UNASSIGNED, []).append(card)
     groups = [
         Group(team, tuple(sorted(found, key=lambda c: _ORDER[Status(c.status)])), _count(found))
         for team, found in sorted(cards.items(), key=lambda item: _team_key(rules, item[0]))
     ]
-    health = ctx.store.source_health()
     down = [
-        SourceProblem(name, _when(since, tz) or "", error)
+        SourceProblem(name, _when(since, tz) or "", error, _data_owner(rules, name))
         for name, (up, since, error) in sorted(health.items())
         if not up
     ]
@@ -225,12 +298,21 @@ def _count(cards: Sequence[Card]) -> dict[str, int]:
 
 
 def _card(
-    row: KpiOverview, kpi: Kpi, recent: Sequence[Observation], tz: tzinfo, now: datetime
+    row: KpiOverview,
+    kpi: Kpi,
+    recent: Sequence[Observation],
+    tz: tzinfo,
+    now: datetime,
+    blind: Blindness | None = None,
 ) -> Card:
     value = format_value(row.value, row.unit) if row.value is not None else "no value"
     reason = row.reasons[0] if row.reasons else None
     if reason is not None and row.error is not None and row.error in reason:
         reason = None  # the data problem line says it already, in red
+    verdict = row.verdict.value if blind is not None and row.verdict is not None else None
+    if blind is not None and reason == blind.reason:
+        reason = None  # the blind note says it
+    colour = MUTED[verdict] if verdict is not None else COLOURS[row.status.value]
     return Card(
         id=row.id,
         name=row.name,
@@ -246,8 +328,10 @@ def _card(
         reason=reason,
         more_reasons=max(len(row.reasons) - 1, 0),
         ack=row.ack,
-        error=row.error,
-        spark=Markup(sparkline_svg([o.value for o in recent], colour=COLOURS[row.status.value])),
+        error=None if blind is not None else row.error,
+        spark=Markup(sparkline_svg([o.value for o in recent], colour=colour)),
+        verdict=verdict,
+        blind=blind,
     )
 
 
@@ -261,6 +345,11 @@ def _kpi_html(ctx: WebContext, kpi: Kpi) -> str:
     states = {kpi.id: state} if state is not None else {}
     ack = _acks(ctx, states).get(kpi.id)
     row = overview(RuleSet(kpis=(kpi,)), states, {kpi.id: ack} if ack else None)[0]
+    problem = row.data_problem
+    # the source's incident, read only when it is to be shown
+    health = ctx.store.source_health() if problem is not None and problem.scope == "source" else {}
+    blind = _blindness(row, ctx.rules(), health, tz, now)
+    verdict = row.verdict.value if blind is not None and row.verdict is not None else None
     needs_first = (
         kpi.target is not None
         and kpi.target.by is not None
@@ -296,6 +385,10 @@ def _kpi_html(ctx: WebContext, kpi: Kpi) -> str:
         row=row,
         status=row.status.value,
         word=_WORDS[row.status],
+        verdict=verdict,
+        verdict_word=_WORDS[Status(verdict)] if verdict is not None else None,
+        blind=blind,
+        colour=MUTED[verdict] if verdict is not None else COLOURS[row.status.value],
         value=format_value(row.value, kpi.unit) if row.value is not None else "no value",
         observed=_when(row.observed_at, tz),
         target=_target_text(kpi),

@@ -104,6 +104,21 @@ class ValidationProblem(BaseModel):
 # ---------------------------------------------------------------- responses
 
 
+class DataProblemOut(BaseModel):
+    """Why a KPI's value cannot be had, since when, and whose problem it is (SPEC §5a)."""
+
+    since: Time = Field(description="when the spell without usable data began")
+    reason: str
+    scope: Literal["source", "kpi"] = Field(
+        description="source: the source as a whole fails (its data owner is told); "
+        "kpi: only this KPI's query does (its owner is told)"
+    )
+    source: str
+    owner_told_at: Time | None = Field(
+        description="when the KPI's owner was told of this spell; null while they have not"
+    )
+
+
 class KpiSummary(BaseModel):
     """One KPI as ``kpiwatch status --json`` shows it."""
 
@@ -120,8 +135,26 @@ class KpiSummary(BaseModel):
                     "escalated": True, "next_review": "2026-03-09T09:00:00+00:00",
                     "last_evaluated": "2026-03-02T08:00:00+00:00",
                     "observed_at": "2026-03-02T08:00:00+00:00", "error": None,
-                    "ack": "ben: looking into it",
-                }
+                    "ack": "ben: looking into it", "verdict": "red", "data_problem": None,
+                },
+                {
+                    "id": "signups", "name": "Weekly signups", "team": "growth",
+                    "owner": "ava@example.com", "value": 130.0, "unit": "",
+                    "direction": "higher_is_better", "status": "unknown",
+                    "since": "2026-02-20T08:00:00+00:00",
+                    "reasons": ["source 'wh': connection refused"], "target": None,
+                    "thresholds": {"yellow": 100.0, "red": 80.0}, "review": "monthly",
+                    "escalated": False, "next_review": "2026-03-20T09:00:00+00:00",
+                    "last_evaluated": "2026-03-02T08:00:00+00:00",
+                    "observed_at": "2026-03-01T08:00:00+00:00",
+                    "error": "source 'wh': connection refused", "ack": None,
+                    "verdict": "green",
+                    "data_problem": {
+                        "since": "2026-03-02T07:00:00+00:00",
+                        "reason": "source 'wh': connection refused", "scope": "source",
+                        "source": "wh", "owner_told_at": None,
+                    },
+                },
             ]
         }
     )  # fmt: skip
@@ -145,6 +178,14 @@ class KpiSummary(BaseModel):
     observed_at: Time | None
     error: str | None
     ack: str | None  # "author: comment" of the current episode's ack
+    verdict: Literal["green", "yellow", "red"] | None = Field(
+        description="the last green/yellow/red, carried while the KPI is blind (status "
+        "unknown); null before the first"
+    )
+    data_problem: DataProblemOut | None = Field(
+        description="set while the KPI's value cannot be had; with status unknown the KPI "
+        "is blind (value and since are its verdict's)"
+    )
 
 
 class Point(BaseModel):

@@ -17,6 +17,8 @@ from kpiwatch.evaluation.format import fmt_value
 
 # The notification colours (notify/render/email.py): the board looks like the emails.
 COLOURS = {"red": "#d93025", "yellow": "#f9ab00", "green": "#1e8e3e", "unknown": "#80868b"}
+# Each colour halfway to white: a blind KPI's last verdict, shown greyed (pages.py).
+MUTED = {"red": "#ec9792", "yellow": "#fcd57f", "green": "#8ec69e", "unknown": "#bfc2c5"}
 _LINE = "#1a73e8"  # the series itself: blue, distinct from every status colour
 _TARGET = "#1e8e3e"
 _GLIDE = "#5f6368"

@@ -15,10 +15,11 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from starlette.routing import Route
 
+from kpiwatch.errors import SourceError, SourceUnavailable
 from kpiwatch.model import Status
 from kpiwatch.overview import overview
 from kpiwatch.store.repository import Store
-from kpiwatch.testing import FixedClock
+from kpiwatch.testing import FakeSource, FixedClock
 from kpiwatch.web.auth import BAD_TOKEN, NEEDS_TOKEN, WRITES_DISABLED
 from kpiwatch.web.context import WebContext
 
@@ -57,6 +58,60 @@ def test_kpis_are_the_status_json_objects(api_client: TestClient, api_ctx: WebCo
     assert by_id["churn"]["ack"] == "ben: on it"
     assert by_id["latency"]["status"] == "yellow"
     assert by_id["fresh"]["reasons"] == ["not evaluated yet"]
+
+
+def _wh(ctx: WebContext) -> FakeSource:
+    """The fixture's warehouse (churn's source), to make it fail."""
+    source = ctx.runner.workspace.sources["wh"]
+    assert isinstance(source, FakeSource)
+    return source
+
+
+def test_a_blind_kpi_has_its_verdict_and_data_problem_as_in_status_json(
+    api_client: TestClient, api_ctx: WebContext
+) -> None:
+    # wh refuses the connection: churn is blind, its red verdict and 6.2 kept; wh's
+    # incident is its data owner's (on-call), so churn's owner is not told yet
+    _wh(api_ctx).set("churn", SourceUnavailable("connection refused", source="wh"))
+    api_ctx.clock.set(NOW + timedelta(minutes=5))
+    api_ctx.runner.evaluate_kpi("churn")
+    listed = api_client.get("/api/v1/kpis").json()
+    assert listed == _status_json(api_ctx)
+    churn = {k["id"]: k for k in listed}["churn"]
+    assert (churn["status"], churn["verdict"], churn["value"]) == ("unknown", "red", 6.2)
+    assert churn["since"] == NOW.isoformat()  # the red episode's
+    assert churn["data_problem"] == {
+        "since": "2026-03-02T08:05:00+00:00",
+        "reason": "source 'wh': connection refused",
+        "scope": "source",
+        "source": "wh",
+        "owner_told_at": None,
+    }
+    assert {k["id"]: k for k in listed}["signups"]["data_problem"] is None
+    assert {k["id"]: k for k in listed}["signups"]["verdict"] == "green"
+    assert {k["id"]: k for k in listed}["fresh"]["verdict"] is None
+    detail = api_client.get("/api/v1/kpis/churn").json()
+    assert {k: detail[k] for k in churn} == churn
+    assert [k["id"] for k in api_client.get("/api/v1/kpis?status=unknown").json()] == [
+        "churn", "fresh",
+    ]  # fmt: skip
+
+
+def test_a_kpis_own_failing_query_says_when_its_owner_was_told(
+    api_client: TestClient, api_ctx: WebContext
+) -> None:
+    _wh(api_ctx).set("churn", SourceError("no such table: churn", source="wh"))
+    api_ctx.clock.set(NOW + timedelta(minutes=5))
+    api_ctx.runner.evaluate_kpi("churn")
+    churn = api_client.get("/api/v1/kpis/churn").json()
+    assert (churn["status"], churn["verdict"]) == ("unknown", "red")
+    assert churn["data_problem"] == {
+        "since": "2026-03-02T08:05:00+00:00",
+        "reason": "source 'wh': no such table: churn",
+        "scope": "kpi",
+        "source": "wh",
+        "owner_told_at": "2026-03-02T08:05:00+00:00",
+    }
 
 
 def test_kpis_filter_by_team_and_status(api_client: TestClient) -> None:
@@ -549,6 +604,13 @@ def test_openapi_types_are_precise(api_client: TestClient) -> None:
     schemas = api_client.get("/api/v1/openapi.json").json()["components"]["schemas"]
     summary = schemas["KpiSummary"]["properties"]
     assert summary["status"] == {"$ref": "#/components/schemas/Status"}
+    assert {"verdict", "data_problem"} <= set(schemas["KpiSummary"]["required"])
+    assert summary["verdict"]["anyOf"][0] == {"type": "string", "enum": ["green", "yellow", "red"]}
+    assert summary["data_problem"]["anyOf"][0] == {"$ref": "#/components/schemas/DataProblemOut"}
+    problem = schemas["DataProblemOut"]
+    assert set(problem["required"]) == {"since", "reason", "scope", "source", "owner_told_at"}
+    assert problem["properties"]["scope"]["enum"] == ["source", "kpi"]
+    assert problem["properties"]["since"]["format"] == "date-time"
     assert schemas["Status"]["enum"] == [s.value for s in Status]
     assert summary["since"]["anyOf"][0] == {"type": "string", "format": "date-time"}
     assert schemas["ObservationIn"]["additionalProperties"] is False

@@ -26,10 +26,11 @@ from schemathesis.specs.openapi.checks import (
 
 from kpiwatch.config.rules import RuleSet
 from kpiwatch.config.settings import Settings
+from kpiwatch.errors import SourceUnavailable
 from kpiwatch.model import MatcherKind
 from kpiwatch.runtime.runner import Runner
 from kpiwatch.store.repository import Store
-from kpiwatch.testing import FixedClock
+from kpiwatch.testing import FakeSource, FixedClock
 from kpiwatch.web.api import api_router
 from kpiwatch.web.context import WebContext
 from kpiwatch.web.health import health_router
@@ -130,6 +131,16 @@ def api_app(api_ctx: WebContext, make_api_app: Callable[..., FastAPI]) -> FastAP
     churn = store.get_state("churn")
     assert churn is not None
     store.ack("churn", churn.since, "ben", "on it", now)
+    # and churn blind, its source refusing connections: a verdict and a data_problem to read
+    source = api_ctx.runner.workspace.sources["wh"]
+    assert isinstance(source, FakeSource)
+    source.set("churn", SourceUnavailable("connection refused", source="wh"))
+    assert isinstance(api_ctx.clock, FixedClock)
+    api_ctx.clock.set(now + timedelta(minutes=1))  # a later evaluation: an equal one is dropped
+    api_ctx.runner.evaluate_kpi("churn")
+    blind = store.get_state("churn")
+    assert blind is not None
+    assert blind.blind
     return make_api_app(dataclasses.replace(api_ctx, heartbeat=time.monotonic))
 
 

@@ -30,8 +30,8 @@ from structlog.testing import capture_logs
 from kpiwatch import __version__
 from kpiwatch.config.loader import load_rule_text
 from kpiwatch.config.rules import RuleSet
-from kpiwatch.errors import DeliveryError, SourceError, StoreError
-from kpiwatch.model import KpiState, ReviewCadence, Status
+from kpiwatch.errors import DeliveryError, SourceError, SourceUnavailable, StoreError
+from kpiwatch.model import DataProblem, KpiState, ReviewCadence, Status
 from kpiwatch.notify.notices import NoticeBuilder
 from kpiwatch.notify.outbox import Outbox
 from kpiwatch.runtime.runner import Runner
@@ -111,10 +111,12 @@ SPEC_FAMILIES = {
     "kpiwatch_kpi_threshold",
     "kpiwatch_kpi_status",
     "kpiwatch_kpi_escalated",
+    "kpiwatch_kpi_blind",
     "kpiwatch_kpi_review_interval_seconds",
     "kpiwatch_kpi_last_evaluation_timestamp_seconds",
     "kpiwatch_kpi_info",
     "kpiwatch_source_up",
+    "kpiwatch_source_incident",
     "kpiwatch_source_query_duration_seconds",
     "kpiwatch_evaluations",  # the parser names counters without _total
     "kpiwatch_notifications",
@@ -132,6 +134,7 @@ class Daemon:
     registry: CollectorRegistry
     clock: FixedClock
     rules: list[RuleSet]  # [the rules running now]; a test swaps them like a reload
+    source: FakeSource  # what wh and crm answer next
 
     def scrape(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
         """family -> {sorted labels: value}, read back from the text exposition."""
@@ -169,10 +172,12 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         runner.evaluate_kpi(kpi_id)
     clock.set(NOW)
     source.set("churn", 6.2)  # red: escalated, reviewed weekly
-    source.set("uptime", SourceError("connection refused", source="crm"))
+    # crm itself fails: its data incident opens (told to on-call, here the log) and uptime,
+    # its only KPI, is blind: unknown, its green verdict and its last value 99.95 kept
+    source.set("uptime", SourceUnavailable("connection refused", source="crm"))
     runner.evaluate_kpi("churn")
     runner.evaluate_kpi("uptime")
-    yield Daemon(store, runner, metrics, registry, clock, rules)
+    yield Daemon(store, runner, metrics, registry, clock, rules, source)
     store.close()
 
 
@@ -195,12 +200,16 @@ def test_openmetrics_exposition_parses_with_the_strict_parser(daemon: Daemon) ->
 
 
 def test_values_status_and_state_come_from_the_evaluations(daemon: Daemon) -> None:
+    uptime = daemon.store.get_state("uptime")
+    assert uptime is not None
+    assert uptime.blind
+    assert uptime.value == 99.95  # kept for the board, not exported
     m = daemon.scrape()
     assert m["kpiwatch_kpi_value"] == {
         kpi("signups"): 130.0,
         kpi("quoted", ""): 1.5,
         kpi("churn"): 6.2,
-    }  # uptime has no value since its source failed; arr was never evaluated
+    }  # uptime is unknown since its source failed (as in 0.1); arr was never evaluated
     statuses = m["kpiwatch_kpi_status"]
     expected = {"signups": "green", "quoted": "green", "churn": "red"}
     expected |= {"uptime": "unknown", "arr": "unknown"}
@@ -211,6 +220,13 @@ def test_values_status_and_state_come_from_the_evaluations(daemon: Daemon) -> No
     assert m["kpiwatch_kpi_escalated"][kpi("churn")] == 1.0
     assert m["kpiwatch_kpi_escalated"][kpi("signups")] == 0.0
     assert m["kpiwatch_kpi_escalated"][kpi("arr")] == 0.0
+    assert m["kpiwatch_kpi_blind"] == {
+        kpi("signups"): 0.0,
+        kpi("quoted", ""): 0.0,
+        kpi("churn"): 0.0,
+        kpi("uptime", ""): 1.0,
+        kpi("arr"): 0.0,  # never evaluated: unknown, but nobody's data problem
+    }
     assert m["kpiwatch_kpi_review_interval_seconds"] == {
         kpi("signups"): 2_629_746.0,  # monthly (the default): 365.2425 / 12 days
         kpi("quoted", ""): 2_629_746.0,
@@ -283,7 +299,12 @@ def test_label_values_with_quotes_newlines_and_backslashes_round_trip(daemon: Da
 
 def test_sources_health_and_last_query_duration(daemon: Daemon) -> None:
     m = daemon.scrape()
+    # crm's incident is open (it failed as a whole); wh works
     assert m["kpiwatch_source_up"] == {(("source", "wh"),): 1.0, (("source", "crm"),): 0.0}
+    assert m["kpiwatch_source_incident"] == {
+        (("source", "wh"),): 0.0,
+        (("source", "crm"),): 1.0,
+    }
     durations = m["kpiwatch_source_query_duration_seconds"]
     assert durations.keys() == {(("source", "wh"),), (("source", "crm"),)}
     assert all(0 <= seconds < 5 for seconds in durations.values())
@@ -295,6 +316,8 @@ def test_a_source_without_recorded_health_is_omitted(tmp_path: Path) -> None:
         registry = build_registry(store, lambda: rules, Metrics([]), clock=FixedClock(NOW))
         m = _parse(generate_latest(registry).decode())
     assert m["kpiwatch_source_up"] == {}
+    # every declared source, no incident yet
+    assert m["kpiwatch_source_incident"] == {(("source", "wh"),): 0.0, (("source", "crm"),): 0.0}
     assert m["kpiwatch_source_query_duration_seconds"] == {}
     assert m["kpiwatch_kpi_value"] == {}
     assert m["kpiwatch_kpi_status"][kpi("churn", status="unknown")] == 1.0
@@ -367,6 +390,7 @@ def test_removed_kpis_and_sources_disappear_at_the_next_scrape(daemon: Daemon) -
     m = _parse(after)
     assert {dict(k)["kpi"] for k in m["kpiwatch_kpi_info"]} == {"signups", "quoted", "arr"}
     assert m["kpiwatch_source_up"] == {(("source", "wh"),): 1.0}
+    assert m["kpiwatch_source_incident"] == {(("source", "wh"),): 0.0}
 
 
 def test_a_store_failure_fails_the_scrape_and_is_logged(daemon: Daemon) -> None:
@@ -462,7 +486,10 @@ AWKWARD_STATES = (
              last_evaluated=EVALUATED),
     KpiState("infinite", Status.GREEN, EARLIER, ReviewCadence.MONTHLY, value=math.inf,
              last_evaluated=EARLIER),
-    KpiState("unknown", Status.UNKNOWN, EARLIER, ReviewCadence.MONTHLY, error="timeout"),
+    # blind: its source times out; the red verdict's episode and last value are kept
+    KpiState("unknown", Status.UNKNOWN, EARLIER, ReviewCadence.MONTHLY, value=42.0,
+             error="timeout", verdict=Status.RED,
+             data_problem=DataProblem(EVALUATED, "timeout", "source", "wh")),
 )  # fmt: skip
 # Accept headers and what choose_encoder makes of them
 ACCEPTS = {
@@ -729,11 +756,13 @@ def any_store(request: pytest.FixtureRequest) -> Iterator[Store]:
 def test_state_snapshots_convert_as_the_store_does(any_store: Store) -> None:
     shown = StateSnapshots(any_store).read()
     assert shown == {
-        kpi_id: ShownState(s.status, s.value, s.review, s.escalated, s.last_evaluated)
+        kpi_id: ShownState(s.status, s.value, s.review, s.escalated, s.last_evaluated, s.blind)
         for kpi_id, s in any_store.states().items()
     }
     assert shown["quotes"].last_evaluated == EVALUATED  # microseconds and UTC kept
     assert shown["quotes"].last_evaluated.tzinfo is not None
+    assert [k for k, s in shown.items() if s.blind] == ["unknown"]
+    assert shown["unknown"].value == 42.0  # as stored: the exporter decides what to show
 
 
 def test_state_snapshots_keep_unchanged_states_and_see_every_change(any_store: Store) -> None:
@@ -749,9 +778,18 @@ def test_state_snapshots_keep_unchanged_states_and_see_every_change(any_store: S
     assert later.keys() == {"quotes", "unicode", "infinite", "never"}
     assert later["unicode"].value == 2.0
     assert later["quotes"] is first["quotes"]
-    assert later["never"] == ShownState(Status.GREEN, None, ReviewCadence.WEEKLY, False, None)
+    assert later["never"] == ShownState(
+        Status.GREEN, None, ReviewCadence.WEEKLY, False, None, blind=False
+    )
     later["quotes"] = later["never"]  # the caller's own dict: the next read is not affected
     assert snapshots.read()["quotes"] is first["quotes"]
+    # only the data problem changes (no_data: red keeps judging on it): no longer blind
+    infinite = AWKWARD_STATES[2]._replace(value=1e300)  # MySQL refuses inf
+    problem = DataProblem(NOW, "no rows", "kpi", "wh")
+    any_store.save_state(infinite._replace(status=Status.UNKNOWN, data_problem=problem))
+    assert snapshots.read()["infinite"].blind
+    any_store.save_state(infinite._replace(status=Status.RED, data_problem=problem))
+    assert snapshots.read()["infinite"].blind is False
 
 
 def test_state_snapshots_fail_with_a_store_error(any_store: Store) -> None:
@@ -768,3 +806,95 @@ def test_reminders_counted_by_status_from_zero(daemon: Daemon) -> None:
     daemon.clock.set(NOW + timedelta(days=1))  # churn turned red at NOW: its first reminder
     assert daemon.runner.tick_reminders() == 1
     assert daemon.scrape()["kpiwatch_reminders"] == {(("status", "red"),): 1.0}
+
+
+# -- blind KPIs and data incidents (SPEC §5a) ---------------------------------------------
+
+
+def test_a_blind_kpi_is_unknown_blind_and_exports_no_value(exporter: Exporter) -> None:
+    for accept in ACCEPTS.values():  # every encoder: render() asserts the registry's bytes
+        exporter.render(accept)
+    m = exporter.scrape()
+    assert m["kpiwatch_kpi_blind"] == {
+        kpi("quotes"): 0.0,
+        kpi("unicode", ""): 0.0,
+        kpi("infinite"): 0.0,
+        kpi("unknown", ""): 1.0,  # its source times out
+        kpi("never"): 0.0,  # never evaluated: unknown, but nobody's data problem
+    }
+    assert kpi("unknown", "") not in m["kpiwatch_kpi_value"]  # the kept 42.0 is not news
+    assert m["kpiwatch_kpi_status"][kpi("unknown", "", status="unknown")] == 1.0
+    assert m["kpiwatch_kpi_status"][kpi("unknown", "", status="red")] == 0.0
+    # the data returns: judged red again, the value exported, no longer blind
+    blind = AWKWARD_STATES[3]
+    exporter.store.save_state(
+        blind._replace(status=Status.RED, value=43.0, error=None, data_problem=None)
+    )
+    m = exporter.scrape()
+    assert m["kpiwatch_kpi_blind"][kpi("unknown", "")] == 0.0
+    assert m["kpiwatch_kpi_value"][kpi("unknown", "")] == 43.0
+    # no_data: keep_last judges the last value through a data problem: not blind
+    exporter.store.save_state(blind._replace(status=Status.RED, value=44.0))
+    m = exporter.scrape()
+    assert m["kpiwatch_kpi_blind"][kpi("unknown", "")] == 0.0
+    assert m["kpiwatch_kpi_value"][kpi("unknown", "")] == 44.0
+    # blind again, as another replica would write it: at the next scrape
+    exporter.store.save_state(blind)
+    m = exporter.scrape()
+    assert m["kpiwatch_kpi_blind"][kpi("unknown", "")] == 1.0
+    assert kpi("unknown", "") not in m["kpiwatch_kpi_value"]
+
+
+def test_source_incident_follows_the_stored_incident_for_every_declared_source(
+    exporter: Exporter,
+) -> None:
+    m = exporter.scrape()
+    assert m["kpiwatch_source_incident"] == {(("source", "wh"),): 1.0}
+    assert m["kpiwatch_source_up"] == {(("source", "wh"),): 0.0}
+    exporter.store.set_source_health("wh", up=True, now=NOW + timedelta(minutes=5), error=None)
+    m = exporter.scrape()
+    assert m["kpiwatch_source_incident"] == {(("source", "wh"),): 0.0}
+    assert m["kpiwatch_source_up"] == {(("source", "wh"),): 1.0}
+    # a declared source with nothing recorded: no incident; the built-in ones are not sources
+    more = (
+        AWKWARD_RULES.replace("sources:\n", 'sources:\n  crm: {type: sql, url: "sqlite://"}\n')
+        + "  - {id: pushed, name: Pushed, owner: ops@example.com, "
+        "direction: higher_is_better, source: push}\n"
+    )
+    exporter.rules[0] = load_rule_text(more, "rules.yaml").rules
+    m = exporter.scrape()
+    assert m["kpiwatch_source_incident"] == {
+        (("source", "wh"),): 0.0,
+        (("source", "crm"),): 0.0,
+    }
+    assert (("source", "crm"),) not in m["kpiwatch_source_up"]
+    assert not any(dict(k)["source"] in ("push", "formula") for k in m["kpiwatch_source_up"])
+
+
+def test_a_kpis_own_failing_query_blinds_it_without_a_source_incident(daemon: Daemon) -> None:
+    daemon.source.set("signups", SourceError("no such column: signups", source="wh"))
+    daemon.runner.evaluate_kpi("signups")
+    signups = daemon.store.get_state("signups")
+    assert signups is not None
+    assert signups.data_problem is not None
+    assert signups.data_problem.scope == "kpi"
+    m = daemon.scrape()
+    assert m["kpiwatch_kpi_blind"][kpi("signups")] == 1.0
+    assert kpi("signups") not in m["kpiwatch_kpi_value"]
+    assert m["kpiwatch_source_incident"][(("source", "wh"),)] == 0.0  # wh works
+    assert m["kpiwatch_source_up"][(("source", "wh"),)] == 1.0
+
+
+def test_blind_and_incident_end_when_the_data_returns(daemon: Daemon) -> None:
+    before = daemon.scrape()
+    assert before["kpiwatch_kpi_blind"][kpi("uptime", "")] == 1.0
+    assert before["kpiwatch_source_incident"][(("source", "crm"),)] == 1.0
+    daemon.source.set("uptime", 99.9)
+    daemon.clock.set(NOW + timedelta(minutes=10))
+    daemon.runner.evaluate_kpi("uptime")
+    m = daemon.scrape()
+    assert m["kpiwatch_kpi_blind"][kpi("uptime", "")] == 0.0
+    assert m["kpiwatch_kpi_value"][kpi("uptime", "")] == 99.9
+    assert m["kpiwatch_kpi_status"][kpi("uptime", "", status="green")] == 1.0
+    assert m["kpiwatch_source_incident"][(("source", "crm"),)] == 0.0
+    assert m["kpiwatch_source_up"][(("source", "crm"),)] == 1.0

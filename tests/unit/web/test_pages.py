@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from kpiwatch.config.loader import load_rule_text
 from kpiwatch.config.settings import Settings
-from kpiwatch.errors import SourceError
+from kpiwatch.errors import SourceError, SourceUnavailable
 from kpiwatch.model import Observation
 from kpiwatch.runtime.runner import Runner
 from kpiwatch.store.repository import Store
@@ -98,12 +99,16 @@ def ctx(tmp_path: Path) -> Iterator[WebContext]:
     for kpi_id, value in first.items():
         source.set(kpi_id, value)
         runner.evaluate_kpi(kpi_id)
-    clock.set(NOW)
+    clock.set(NOW - timedelta(minutes=10))
     source.set("churn", 6.2)
     source.set("latency", 340.0)
-    source.set("uptime", SourceError("connection refused", source="wh"))
-    for kpi_id in ("churn", "latency", "uptime"):
+    for kpi_id in ("churn", "latency"):
         runner.evaluate_kpi(kpi_id)
+    clock.set(NOW)
+    # then wh itself fails (its latest outcome): its data incident opens, told to on-call,
+    # and uptime is blind, its green verdict greyed
+    source.set("uptime", SourceUnavailable("connection refused", source="wh"))
+    runner.evaluate_kpi("uptime")
     churn = store.get_state("churn")
     assert churn is not None
     store.annotate("churn", NOW - timedelta(days=1), XSS_NOTE, "ben", NOW)
@@ -165,9 +170,11 @@ def test_board_shows_status_colours_values_and_summary(client: TestClient) -> No
     assert 'stroke="#d93025"' in churn
     platform = _section(html, "platform")
     assert "border-left-color:#f9ab00" in platform  # latency is yellow
-    assert "border-left-color:#80868b" in platform  # uptime is unknown
-    assert "Data problem:" in platform
-    assert "connection refused" in platform
+    # uptime is unknown: blind, its green verdict greyed (the muted green), not "red" grey
+    uptime = platform[platform.index('class="card status-unknown blind"') :]
+    assert "border-left-color:#8ec69e" in uptime
+    assert "No fresh data since" in uptime
+    assert "connection refused" in uptime
     assert "target 150 by 2026-12-31" in growth
     summary = re.search(r'<div class="summary"[^>]*>(.*?)</div>', html, re.S)
     assert summary is not None
@@ -177,10 +184,17 @@ def test_board_shows_status_colours_values_and_summary(client: TestClient) -> No
 
 
 def test_board_names_the_source_that_is_down(client: TestClient) -> None:
+    # a source is down while its data incident is open (it fails as a whole): wh refused
+    # the connection; a KPI's own failing query is no incident (see the blind tests)
     html = client.get("/").text
     alert = html[html.index('class="alert"') :]
-    assert "1 data source is down" in alert
-    assert "<strong>wh</strong>" in alert
+    alert = alert[: alert.index("</div>")]
+    assert "1 data source has an open data incident" in alert
+    assert "show their last verdict greyed until it works again" in alert
+    assert (
+        "<li><strong>wh</strong> since 2026-03-02 08:00 UTC: source &#39;wh&#39;: "
+        "connection refused · data owner on-call told</li>"
+    ) in alert
 
 
 def test_user_text_is_escaped_everywhere(client: TestClient) -> None:
@@ -292,3 +306,169 @@ def test_board_with_no_data_yet(tmp_path: Path, ctx: WebContext) -> None:
         assert "no observations yet" in page
     finally:
         empty.close()
+
+
+# -- blind KPIs (SPEC §5a) ------------------------------------------------------------
+
+
+def _card(html: str, kpi_id: str) -> str:
+    match = re.search(
+        rf'<article class="([^"]*)"[^>]*>\s*<div class="head">\s*<a class="name" '
+        rf'href="/kpis/{kpi_id}">.*?</article>',
+        html,
+        re.S,
+    )
+    assert match, f"no card for {kpi_id}"
+    return match.group(0)
+
+
+def test_a_blind_kpi_shows_its_last_verdict_greyed_and_the_source_incident(
+    client: TestClient,
+) -> None:
+    card = _card(client.get("/").text, "uptime")
+    assert card.startswith('<article class="card status-unknown blind" '
+                           'style="border-left-color:#8ec69e">')  # fmt: skip
+    assert '<span class="badge bg-green green blind" title=' in card  # the verdict, greyed
+    assert '<div class="value fg-green">99.95 %</div>' in card  # the last value, kept
+    assert 'stroke="#8ec69e"' in card  # the sparkline in the muted verdict colour
+    assert (
+        '<div class="blind-note"><strong>No fresh data since 2026-03-02 08:00 UTC</strong> '
+        "(just now): source &#39;wh&#39;: connection refused"
+        '<span class="told">data owner on-call told: wh data incident open since '
+        "2026-03-02 08:00 UTC</span></div>"
+    ) in card
+    assert "Data problem:" not in card  # said once, in the note
+    assert "green since 2026-03-02 06:00 UTC (2 hours)" in card  # the verdict's episode
+    page = client.get("/kpis/uptime").text
+    assert '<div class="panel kpi-head blind" style="border-left-color:#8ec69e">' in page
+    assert re.search(
+        r'<h1>Uptime <span class="badge bg-green green blind" title="[^"]+">Green</span> '
+        r'<span class="badge bg-unknown unknown">Unknown</span>',
+        page,
+    )
+    assert "No fresh data since 2026-03-02 08:00 UTC</strong> (just now)" in page
+    assert "data owner on-call told: wh data incident open since 2026-03-02 08:00 UTC" in page
+    assert "<dt>Green since</dt><dd>2026-03-02 06:00 UTC (2 hours)</dd>" in page
+
+
+BLIND_RULES = """
+sources:
+  wh: {type: sql, url: "sqlite://", owner: data@example.com}
+  crm: {type: sql, url: "sqlite://"}
+kpis:
+  - {id: revenue, name: Revenue, owner: rae@example.com, direction: higher_is_better,
+     source: wh, query: SELECT 1, thresholds: {red: 100}}
+  - {id: leads, name: Leads, owner: lee@example.com, direction: higher_is_better,
+     source: crm, query: SELECT 1, thresholds: {yellow: 50, red: 10}}
+  - {id: deals, name: Deals, owner: lee@example.com, direction: higher_is_better,
+     source: crm, query: SELECT 1}
+  - {id: newbie, name: Newbie, owner: nat@example.com, direction: higher_is_better,
+     source: crm, query: SELECT 1}
+"""
+
+
+@dataclass
+class Blind:
+    client: TestClient
+    store: Store
+    source: FakeSource
+    clock: FixedClock
+    runner: Runner
+
+
+@pytest.fixture
+def blind(tmp_path: Path) -> Iterator[Blind]:
+    """revenue red, then blind as wh (owned by data@example.com) refuses connections;
+    leads yellow, then blind as its own query fails (crm works: deals); newbie blind
+    before its first verdict."""
+    store = Store.open(f"sqlite:///{tmp_path}/blind.db")
+    clock = FixedClock(NOW - timedelta(hours=2))
+    source = FakeSource("wh")
+    workspace = fake_workspace(BLIND_RULES, store.latest, {"wh": source, "crm": source})
+    runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=time(9, 0))
+    for kpi_id, value in {"revenue": 80.0, "leads": 30.0, "deals": 7.0}.items():
+        source.set(kpi_id, value)
+        runner.evaluate_kpi(kpi_id)
+    clock.set(NOW)
+    source.set("deals", 8.0)
+    source.set("leads", SourceError("no such table: leads", source="crm"))
+    source.set("newbie", SourceError("no such column: n", source="crm"))
+    source.set("revenue", SourceUnavailable("connection refused", source="wh"))
+    for kpi_id in ("deals", "leads", "newbie", "revenue"):
+        runner.evaluate_kpi(kpi_id)
+    rules = workspace.loaded.rules
+    ctx = WebContext(
+        store=store,
+        rules=lambda: rules,
+        settings=Settings(),
+        clock=clock,
+        runner=runner,
+        registry=CollectorRegistry(),
+        heartbeat=lambda: 0.0,
+    )
+    app = FastAPI()
+    app.include_router(pages_router(ctx))
+    yield Blind(TestClient(app), store, source, clock, runner)
+    store.close()
+
+
+def test_blind_for_its_sources_incident_names_the_sources_owner(blind: Blind) -> None:
+    html = blind.client.get("/").text
+    assert "<li><strong>wh</strong> since 2026-03-02 08:00 UTC: source &#39;wh&#39;: " \
+        "connection refused · data owner data@example.com told</li>" in html  # fmt: skip
+    card = _card(html, "revenue")
+    assert 'class="card status-unknown blind" style="border-left-color:#ec9792"' in card
+    assert '<span class="badge bg-red red blind"' in card
+    assert '<div class="value fg-red">80</div>' in card
+    assert (
+        '<span class="told">data owner data@example.com told: wh data incident open since '
+        "2026-03-02 08:00 UTC</span>"
+    ) in card
+    # a day later, still blind: its owner hears too (blind_notice_after), the note says so
+    blind.clock.set(NOW + timedelta(days=1, hours=1))
+    blind.runner.evaluate_kpi("revenue")
+    card = _card(blind.client.get("/").text, "revenue")
+    assert "No fresh data since 2026-03-02 08:00 UTC</strong> (1 day)" in card
+    assert (
+        "data owner data@example.com told: wh data incident open since 2026-03-02 08:00 UTC"
+        " · owner told 2026-03-03 09:00 UTC</span>"
+    ) in card
+    # the incident closed, the KPI not evaluated since: no open incident is claimed
+    blind.store.set_source_health("wh", up=True, now=NOW + timedelta(days=2), error=None)
+    card = _card(blind.client.get("/").text, "revenue")
+    assert "data incident open" not in card
+    assert "a problem of source wh, data owner data@example.com" in card
+
+
+def test_blind_for_its_own_query_says_when_its_owner_was_told(blind: Blind) -> None:
+    html = blind.client.get("/").text
+    alert = html[html.index('class="alert"') :]
+    alert = alert[: alert.index("</div>")]
+    assert "<strong>wh</strong>" in alert
+    assert "crm" not in alert  # crm works (deals): only leads' own query fails
+    card = _card(html, "leads")
+    assert 'class="card status-unknown blind" style="border-left-color:#fcd57f"' in card
+    assert '<span class="badge bg-yellow yellow blind"' in card
+    assert (
+        '<div class="blind-note"><strong>No fresh data since 2026-03-02 08:00 UTC</strong> '
+        "(just now): source &#39;crm&#39;: no such table: leads"
+        '<span class="told">owner told 2026-03-02 08:00 UTC</span></div>'
+    ) in card
+    assert "yellow since 2026-03-02 06:00 UTC" in card
+    page = blind.client.get("/kpis/leads").text
+    assert '<span class="badge bg-yellow yellow blind"' in page
+    assert '<span class="told">owner told 2026-03-02 08:00 UTC</span>' in page
+    assert "<dt>Yellow since</dt>" in page
+
+
+def test_blind_before_any_verdict_is_plain_unknown_with_the_reason(blind: Blind) -> None:
+    card = _card(blind.client.get("/").text, "newbie")
+    assert card.startswith('<article class="card status-unknown" '
+                           'style="border-left-color:#80868b">')  # fmt: skip
+    assert '<span class="badge bg-unknown unknown">Unknown</span>' in card
+    assert "Data problem: source &#39;crm&#39;: no such column: n" in card
+    assert "blind" not in card
+    assert "No fresh data" not in card
+    page = blind.client.get("/kpis/newbie").text
+    assert "Data problem: source &#39;crm&#39;: no such column: n" in page
+    assert "blind-note" not in page.split("</style>")[1]
