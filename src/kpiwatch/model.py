@@ -157,6 +157,11 @@ class KpiState(NamedTuple):
         return self.status is Status.UNKNOWN and self.data_problem is not None
 
     @property
+    def ackable(self) -> bool:
+        """Whether the running episode can be acknowledged: a red or yellow one, blind or not."""
+        return self.episode_status in (Status.RED, Status.YELLOW)
+
+    @property
     def episode_status(self) -> Status:
         """The status whose episode is running: the verdict carried through a blind spell."""
         if self.status is Status.UNKNOWN and self.verdict is not None:

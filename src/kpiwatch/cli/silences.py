@@ -28,7 +28,7 @@ from kpiwatch.cli.group import main
 from kpiwatch.config.durations import parse_duration
 from kpiwatch.config.rules import RuleSet
 from kpiwatch.config.settings import Settings
-from kpiwatch.model import MatcherKind, Silence, Status
+from kpiwatch.model import MatcherKind, Silence
 
 if TYPE_CHECKING:
     from kpiwatch.store.repository import Store
@@ -221,12 +221,13 @@ def ack(ctx: click.Context, kpi_id: str, comment: str, author: str | None) -> No
         if state is None:
             fail(f"KPI {kpi_id!r} has not been evaluated yet: nothing to acknowledge")
             raise AssertionError("unreachable")  # fail exits; narrows state for mypy
-        if state.status not in (Status.RED, Status.YELLOW):
+        if not state.ackable:  # a blind episode too: its verdict's
             fail(f"KPI {kpi_id!r} is {state.status.value}: only red or yellow can be acknowledged")
         who = author or _default_author()
         acked = store.ack(kpi_id, state.since, who, comment, datetime.now(UTC))
     click.echo(
-        f"acknowledged {kpi_id}: {state.status.value} since {_when(state.since, settings)} "
+        f"acknowledged {kpi_id}: {state.episode_status.value} since "
+        f"{_when(state.since, settings)} "
         f"by {acked.author}: {acked.comment}"
     )
 

@@ -49,12 +49,17 @@ class SourceHealth(NamedTuple):
 
 
 def incident_reason(outcomes: Mapping[str, KpiOutcome], freshness: str | None) -> str | None:
-    """Why the source as a whole fails now (the rules above), or None when it works."""
+    """Why the source as a whole fails now (the rules above), or None when it works.
+
+    ``outcomes`` are in the order they were recorded: of two at the same moment,
+    the one recorded last is the latest.
+    """
     if freshness is not None:
         return freshness
     if not outcomes:
         return None
-    latest = max(outcomes.values(), key=lambda outcome: outcome.at)
+    order = list(outcomes.values())
+    latest = max(reversed(order), key=lambda outcome: outcome.at)  # the last of the newest
     if latest.failed and latest.source_wide:
         return latest.reason
     if len(outcomes) < 2:

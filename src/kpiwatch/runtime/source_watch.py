@@ -96,7 +96,9 @@ class SourceWatch:
         if kpi.source in BUILTIN_SOURCES or kpi.source not in rules.sources:
             return None
         with self._lock:
-            self._outcomes[kpi.source][kpi.id] = outcome
+            outcomes = self._outcomes[kpi.source]
+            outcomes.pop(kpi.id, None)  # re-inserted: the dict's order is the recording order
+            outcomes[kpi.id] = outcome
             return self._step(rules, kpi.source, outcome.at)
 
     def record_freshness(

@@ -46,7 +46,6 @@ from kpiwatch.web.schemas import (
 
 PREFIX = "/api/v1"
 MAX_ID_GUESS = 255  # longer ids are not KPI ids: skip the did-you-mean work
-ACKABLE = (Status.RED, Status.YELLOW)
 
 Limit = Annotated[int, Query(ge=1, le=5000, description="newest N items of each list")]
 Since = Annotated[
@@ -226,7 +225,7 @@ def api_router(ctx: WebContext) -> APIRouter:
             raise HTTPException(
                 409, f"KPI {kpi_id!r} has not been evaluated yet: nothing to acknowledge"
             )
-        if state.status not in ACKABLE:
+        if not state.ackable:
             raise HTTPException(
                 409,
                 f"KPI {kpi_id!r} is {state.status.value}: only red or yellow can be acknowledged",

@@ -30,6 +30,12 @@ def test_the_latest_fetch_failing_on_the_source_is_an_incident() -> None:
     assert incident_reason({"a": OK._replace(at=NOW + 2 * MIN), "b": down}, None) is None
 
 
+def test_of_two_outcomes_at_one_moment_the_one_recorded_last_counts() -> None:
+    down = _failed(NOW, "cannot connect", wide=True)
+    assert incident_reason({"a": OK, "b": down}, None) == "cannot connect"
+    assert incident_reason({"b": down, "a": OK}, None) is None
+
+
 def test_one_kpis_query_failing_is_not_the_sources_incident() -> None:
     assert incident_reason({"a": OK, "b": _failed(NOW + MIN, "no such column")}, None) is None
     assert incident_reason({"b": _failed(NOW, "no rows")}, None) is None  # one KPI: its own

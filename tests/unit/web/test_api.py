@@ -468,6 +468,19 @@ def test_ack_of_a_red_kpi_shows_wherever_it_does(
     assert api_client.get("/api/v1/kpis/churn").json()["acknowledgement"]["comment"] == XSS
 
 
+def test_a_blind_red_episode_can_be_acknowledged(
+    api_client: TestClient, api_ctx: WebContext, auth: dict[str, str]
+) -> None:
+    # SPEC §5a: a blind spell carries the episode on, the ack included
+    _wh(api_ctx).set("churn", SourceUnavailable("connection refused", source="wh"))
+    api_ctx.clock.set(NOW + timedelta(minutes=5))
+    api_ctx.runner.evaluate_kpi("churn")
+    response = api_client.post("/api/v1/kpis/churn/ack", json={"comment": "on it"}, headers=auth)
+    assert response.status_code == 201, response.text
+    assert response.json()["episode_since"] == NOW.isoformat()  # the red episode's
+    assert api_ctx.store.ack_for("churn", NOW) is not None
+
+
 @pytest.mark.parametrize(
     ("kpi_id", "message"),
     [
