@@ -96,7 +96,11 @@ def _owner_notice(
         "scope": problem.scope,
         "source": problem.source,
         "reason": problem.reason,
-        "since": problem.since.isoformat(),
+        "problem_since": problem.since.isoformat(),
+        # what the message tells (SPEC §5): unknown for that reason, in the verdict's episode
+        "status": Status.UNKNOWN.value,
+        "reasons": [problem.reason],
+        "since": (problem.since if previous is None else previous.since).isoformat(),
         "verdict": None if verdict is None else verdict.value,
         "value": None if previous is None else previous.value,
         "unit": kpi.unit,

@@ -67,7 +67,7 @@ def data_line(event: Event, name: str) -> str:
         return f"🚫 data incident on source {source}: {reason}{_affected(data)}"
     if data.get("scope") == "kpi":
         return f"❔ {name} has no data: {reason}"
-    since = data.get("since")
+    since = data.get("problem_since")
     age = f" for {fmt_age(event.at - datetime.fromisoformat(since))}" if since else ""
     owner = data.get("data_owner") or "on-call"
     told = data.get("data_owner_told")
