@@ -179,6 +179,9 @@ class EventKind(StrEnum):
     # spell told to its owner (kpi_id set; data["scope"] says which)
     DATA_INCIDENT = "data_incident"
     DATA_RECOVERED = "data_recovered"  # a source's incident is over
+    # follow-ups people add to a red or yellow episode: told in its Slack thread
+    ACKNOWLEDGED = "acknowledged"
+    ANNOTATED = "annotated"
     DELIVERY_FAILED = "delivery_failed"
 
     @classmethod

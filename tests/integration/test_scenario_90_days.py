@@ -10,7 +10,8 @@ The story (day 0 is Monday 2 March 2026, evaluations at 08:00 UTC):
 
 * day 5: churn goes red: episode 1 opens a Slack thread, dana is emailed, reviews
   escalate; unacknowledged, it is reminded on days 6 and 8 (1d, then 2d later);
-* day 10: dana acknowledges it: no reminder after that;
+* day 10: dana acknowledges it: said in the thread, the parent edited to show it,
+  and no reminder after that; day 12: an annotation, in the thread too;
 * days 20-23: the warehouse is down (its file gone): one data incident to its owner,
   one recovery with the duration; nothing to #cs-kpis; churn stays red (since and
   ack unchanged), and its owners hear once, 1d into the outage (blind_notice_after);
@@ -44,6 +45,7 @@ from kpiwatch.evaluation import ReminderPolicy
 from kpiwatch.model import DeliveryState, EventKind, Status
 from kpiwatch.notify.channels.email import EmailChannel
 from kpiwatch.notify.channels.slack import SlackChannel
+from kpiwatch.notify.follow_ups import acknowledge, annotate
 from kpiwatch.notify.notices import NoticeBuilder
 from kpiwatch.notify.outbox import Outbox
 from kpiwatch.notify.routing import Router
@@ -212,11 +214,16 @@ def test_ninety_days(scenario: Scenario, slack: SlackApi) -> None:
             scenario.load_billing()
         if day == 5:
             scenario.set_value("churn", 6.0)
-        if day == 10:
+        if day == 10:  # as `kpiwatch ack` and the API do
             state = store.get_state("churn")
             assert state is not None
-            store.ack("churn", state.since, "dana", "pricing change, fix in progress",
-                      scenario.clock.now())  # fmt: skip
+            kpi = scenario.workspace.rules.by_id["churn"]
+            acknowledge(store, scenario.workspace.router, kpi, state, "dana",
+                        "pricing change, fix in progress", scenario.clock.now())  # fmt: skip
+        if day == 12:
+            kpi = scenario.workspace.rules.by_id["churn"]
+            annotate(store, scenario.workspace.router, kpi, scenario.clock.now(),
+                     "price rise on the 7th", "ben", scenario.clock.now())  # fmt: skip
         if day == 20:
             scenario.warehouse_down()
         if day == 24:
@@ -251,7 +258,9 @@ def test_ninety_days(scenario: Scenario, slack: SlackApi) -> None:
     cs = _kinds(scenario.to(f"slack:{'#cs-kpis'}"))
     assert cs == [
         (5, "🔴"), (5, "⏫"),  # red: the thread's parent, then the escalation in it
-        (6, "⏰"), (8, "⏰"),  # reminders, 1d then 2d later; acknowledged on day 10
+        (6, "⏰"), (8, "⏰"),  # reminders, 1d then 2d later
+        (10, "🙋"),  # acknowledged: said in the thread; no reminder after it
+        (12, "📝"),  # an annotation
         (60, "✅"),  # recovery, in the thread, broadcast
         (74, "⏬"),  # 14d green: back to its own reviews
         (80, "🔴"), (80, "⏫"),  # a new episode, a new thread
@@ -274,19 +283,23 @@ def test_ninety_days(scenario: Scenario, slack: SlackApi) -> None:
     assert _kinds(scenario.to("email:ops@example.com")) == [(43, "❔")]
     # nothing else went anywhere
     assert Counter(who for _, who, _ in scenario.received) == Counter({
-        f"slack:{'#cs-kpis'}": 11, "email:dana@example.com": 11,
+        f"slack:{'#cs-kpis'}": 13, "email:dana@example.com": 11,
         "email:ava@example.com": 2, "email:data@example.com": 2,
         "email:finance-data@example.com": 2, "email:ops@example.com": 1,
     })  # fmt: skip
 
     # every follow-up in its episode's thread; the recovery broadcast; parents edited
     posts = slack.posts()
-    first, second = posts[0], posts[6]
-    assert [p.get("thread_ts") for p in posts] == [None] + [first["ts"]] * 5 + [None] + [
+    first, second = posts[0], posts[8]
+    assert [p.get("thread_ts") for p in posts] == [None] + [first["ts"]] * 7 + [None] + [
         second["ts"]
     ] * 4
     assert [p.get("reply_broadcast") for p in posts].count(True) == 1
-    assert posts[4].get("reply_broadcast") is True  # the recovery, seen in the channel
+    assert posts[6].get("reply_broadcast") is True  # the recovery, seen in the channel
     edits = [(u["ts"], u["text"].rsplit(" — ", 1)[-1]) for u in slack.updates()]
-    assert edits[3] == (first["ts"], "✅ resolved after 7w 6d")  # day 5 to day 60
+    assert edits[3] == (first["ts"], "🙋 acknowledged by dana: pricing change, fix in progress")
+    assert edits[4][0] == first["ts"]
+    assert edits[4][1].startswith("📝 note by ben")
+    assert edits[5][0] == first["ts"]
+    assert edits[5][1].startswith("✅ resolved after 7w 6d")  # day 5 to day 60
     assert {ts for ts, _ in edits} == {first["ts"], second["ts"]}

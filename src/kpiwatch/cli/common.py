@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from kpiwatch.config import secrets
 from kpiwatch.config.loader import LoadedRules, load_rules
-from kpiwatch.config.rules import RuleSet
+from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.config.settings import Settings
 from kpiwatch.errors import ConfigError, RuleLoadError, StoreError
 from kpiwatch.logs import configure_logging
@@ -74,11 +74,15 @@ def load_settings_rules(settings: Settings) -> LoadedRules:
     return loaded
 
 
-def kpi_or_exit(rules: RuleSet, kpi_id: str) -> None:
-    if kpi_id not in rules.by_id:
+def kpi_or_exit(rules: RuleSet, kpi_id: str) -> Kpi:
+    """The KPI of that id; exits 2, suggesting a close id, when the rules have none."""
+    kpi = rules.by_id.get(kpi_id)
+    if kpi is None:
         close = difflib.get_close_matches(kpi_id, list(rules.by_id), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         fail(f"no KPI {kpi_id!r} in the rules{hint}")
+        raise AssertionError("unreachable")  # fail exits
+    return kpi
 
 
 def print_json(data: Any) -> None:

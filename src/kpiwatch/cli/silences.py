@@ -31,6 +31,7 @@ from kpiwatch.config.settings import Settings
 from kpiwatch.model import MatcherKind, Silence
 
 if TYPE_CHECKING:
+    from kpiwatch.notify.routing import Router
     from kpiwatch.store.repository import Store
 
 _AUTHOR_HELP = "Who you are; default $USER."
@@ -49,6 +50,14 @@ def _open_store(settings: Settings, *, create: bool = True) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+def _router(settings: Settings, rules: RuleSet) -> Router:
+    """Routing as the daemon does it, for the events a command records (an ack's)."""
+    from kpiwatch.notify.routing import Router
+    from kpiwatch.runtime.channels import channel_names
+
+    return Router(rules, channels=channel_names(settings), oncall_emails=settings.oncall_emails)
 
 
 def _when(moment: datetime, settings: Settings) -> str:
@@ -215,7 +224,7 @@ def ack(ctx: click.Context, kpi_id: str, comment: str, author: str | None) -> No
         fail("--comment must say what you are doing about it")
     settings = load_settings(ctx)
     rules = load_settings_rules(settings).rules
-    kpi_or_exit(rules, kpi_id)
+    kpi = kpi_or_exit(rules, kpi_id)
     with _open_store(settings) as store:
         state = store.get_state(kpi_id)
         if state is None:
@@ -224,7 +233,10 @@ def ack(ctx: click.Context, kpi_id: str, comment: str, author: str | None) -> No
         if not state.ackable:  # a blind episode too: its verdict's
             fail(f"KPI {kpi_id!r} is {state.status.value}: only red or yellow can be acknowledged")
         who = author or _default_author()
-        acked = store.ack(kpi_id, state.since, who, comment, datetime.now(UTC))
+        from kpiwatch.notify import follow_ups
+
+        acked = follow_ups.acknowledge(store, _router(settings, rules), kpi, state, who, comment,
+                                       datetime.now(UTC))  # fmt: skip
     click.echo(
         f"acknowledged {kpi_id}: {state.episode_status.value} since "
         f"{_when(state.since, settings)} "
@@ -247,9 +259,12 @@ def annotate(
         fail("the annotation text is empty")
     settings = load_settings(ctx)
     rules = load_settings_rules(settings).rules
-    kpi_or_exit(rules, kpi_id)
+    kpi = kpi_or_exit(rules, kpi_id)
     now = datetime.now(UTC)
     moment = parse_time(at_text, settings) if at_text else now
+    from kpiwatch.notify import follow_ups
+
     with _open_store(settings) as store:
-        note = store.annotate(kpi_id, moment, text, author or _default_author(), now)
+        note = follow_ups.annotate(store, _router(settings, rules), kpi, moment, text,
+                                   author or _default_author(), now)  # fmt: skip
     click.echo(f"annotated {kpi_id} at {_when(note.at, settings)} (#{note.id}): {note.text}")

@@ -77,6 +77,8 @@ class Router:
                 return chat + (owner if red else [])
             case EventKind.ESCALATED | EventKind.DE_ESCALATED:
                 return chat + owner
+            case EventKind.ACKNOWLEDGED | EventKind.ANNOTATED:
+                return chat  # the episode's conversation; nobody is emailed a follow-up
             case EventKind.REVIEW_DUE:
                 team = self._rules.teams.get(kpi.team or "")
                 team_chat = [Delivery("slack", team.slack)] if team and team.slack else chat

@@ -41,6 +41,10 @@ def headline(event: Event, kpi: Kpi | None) -> str:
             return reminder_line(event, name, unit)
         case EventKind.DATA_INCIDENT | EventKind.DATA_RECOVERED:
             return data_line(event, name)
+        case EventKind.ACKNOWLEDGED:
+            return f"🙋 {name} acknowledged by {data.get('author', '?')}: {data.get('text', '')}"
+        case EventKind.ANNOTATED:
+            return f"📝 {name}: {data.get('text', '')} ({data.get('author', '?')})"
         case _:
             return f"{event.kind.value}: {name}"
 

@@ -463,9 +463,18 @@ class Store(OutboxStore):
     # -- acks and annotations ------------------------------------------------
 
     def ack(
-        self, kpi_id: str, episode_since: datetime, author: str, comment: str, now: datetime
+        self,
+        kpi_id: str,
+        episode_since: datetime,
+        author: str,
+        comment: str,
+        now: datetime,
+        *,
+        events: Sequence[Event] = (),
+        deliveries: Mapping[str, Sequence[Delivery]] | None = None,
     ) -> Ack:
-        """Acknowledge a KPI's episode; acking it again replaces author, comment and time."""
+        """Acknowledge a KPI's episode; acking it again replaces author, comment and time.
+        ``events`` (telling the episode's thread) are stored in the same transaction."""
         row = {
             "kpi_id": kpi_id,
             "episode_since": episode_since,
@@ -475,6 +484,7 @@ class Store(OutboxStore):
         }
         with self._write("save ack") as connection:
             sql.upsert_unique(connection, acks_t, row, ("kpi_id", "episode_since"))
+            self._insert_events(connection, events, deliveries or {})
             found = self._ack(connection, kpi_id, episode_since)
         assert found is not None  # just written in this transaction
         return found
@@ -493,12 +503,21 @@ class Store(OutboxStore):
         return None if row is None else rows.to_ack(row)
 
     def annotate(
-        self, kpi_id: str, at: datetime, text: str, author: str, now: datetime
+        self,
+        kpi_id: str,
+        at: datetime,
+        text: str,
+        author: str,
+        now: datetime,
+        *,
+        events: Sequence[Event] = (),
+        deliveries: Mapping[str, Sequence[Delivery]] | None = None,
     ) -> Annotation:
-        """Record why a KPI moved at ``at``."""
+        """Record why a KPI moved at ``at``; ``events`` in the same transaction."""
         row = {"kpi_id": kpi_id, "at": at, "text": text, "author": author, "created_at": now}
         with self._write("add annotation") as connection:
             result = connection.execute(sa.insert(annotations_t).values(row))
+            self._insert_events(connection, events, deliveries or {})
             return Annotation(
                 id=_new_id(result), kpi_id=kpi_id, at=at, text=text, author=author, created_at=now
             )

@@ -19,6 +19,7 @@ from kpiwatch.config.durations import parse_duration
 from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.errors import StoreError
 from kpiwatch.model import Ack, Annotation, KpiState, MatcherKind, Silence, Status
+from kpiwatch.notify import follow_ups
 from kpiwatch.overview import overview
 from kpiwatch.pushes import PushRejected, record_push
 from kpiwatch.render_text import evaluation_json
@@ -205,10 +206,12 @@ def api_router(ctx: WebContext) -> APIRouter:
         summary="Record why a KPI moved",
     )  # fmt: skip
     def annotate(kpi_id: KpiId, body: AnnotationIn) -> AnnotationOut:
-        _kpi(ctx.rules(), kpi_id)
+        kpi = _kpi(ctx.rules(), kpi_id)
         now = ctx.clock.now()
-        note = ctx.store.annotate(kpi_id, body.at or now, body.text, body.author, now)
-        return _annotation(note)
+        router = ctx.runner.workspace.router
+        return _annotation(
+            follow_ups.annotate(ctx.store, router, kpi, body.at or now, body.text, body.author, now)
+        )
 
     @router.post(
         "/kpis/{kpi_id}/ack", tags=["kpis"], status_code=201, dependencies=writer,
@@ -219,7 +222,7 @@ def api_router(ctx: WebContext) -> APIRouter:
         summary="Acknowledge the current red or yellow episode",
     )  # fmt: skip
     def ack(kpi_id: KpiId, body: AckIn) -> AckOut:
-        _kpi(ctx.rules(), kpi_id)
+        kpi = _kpi(ctx.rules(), kpi_id)
         state = ctx.store.get_state(kpi_id)
         if state is None:
             raise HTTPException(
@@ -231,7 +234,10 @@ def api_router(ctx: WebContext) -> APIRouter:
                 f"KPI {kpi_id!r} is {state.status.value}: only red or yellow can be acknowledged",
             )
         now = ctx.clock.now()
-        return _ack(ctx.store.ack(kpi_id, state.since, body.author, body.comment, now))
+        router = ctx.runner.workspace.router
+        return _ack(
+            follow_ups.acknowledge(ctx.store, router, kpi, state, body.author, body.comment, now)
+        )
 
     return router
 

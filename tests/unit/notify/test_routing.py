@@ -125,3 +125,9 @@ def test_a_reminder_goes_where_a_change_to_its_status_went() -> None:
     assert red == [Delivery("slack", "#war-room"), Delivery("email", "dana@example.com")]
     assert yellow == [Delivery("slack", "#war-room")]
     assert lonely == [Delivery("email", "kim@example.com")]
+
+
+def test_acks_and_annotations_go_to_the_episodes_chat_only() -> None:
+    router = _router()
+    for kind in (EventKind.ACKNOWLEDGED, EventKind.ANNOTATED):
+        assert router.route(_event(kind, "own")) == [Delivery("slack", "#war-room")]

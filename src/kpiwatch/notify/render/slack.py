@@ -113,6 +113,13 @@ def episode_line(notice: Notice, episode: datetime) -> str:
         case EventKind.REMINDER:
             took = duration(event.at - episode)
             line = f"⏰ reminded {_when(event.at)}: not acknowledged after {took}"
+        case EventKind.ACKNOWLEDGED:  # the ack as it was given (a later one shows with later news)
+            text = _flat(str(data.get("text", "")))
+            comment = f": {escape(text)}" if text else ""
+            return clip(f"🙋 acknowledged by {escape(data.get('author', '?'))}{comment}",
+                        MAX_SECTION)  # fmt: skip
+        case EventKind.ANNOTATED:
+            line = f"📝 note by {escape(data.get('author', '?'))} {_when(event.at)}"
         case _:
             line = f"{escape(event.kind.value)} {_when(event.at)}"
     ack = notice.ack
@@ -209,6 +216,12 @@ def _summary(notice: Notice) -> str:
             )
         case EventKind.DATA_INCIDENT | EventKind.DATA_RECOVERED:
             return escape(_flat(data_line(event, _name(notice))))
+        case EventKind.ACKNOWLEDGED:
+            who = escape(data.get("author", "?"))
+            return f"🙋 {name} *acknowledged* by {who}: {escape(_flat(str(data.get('text', ''))))}"
+        case EventKind.ANNOTATED:
+            who = escape(data.get("author", "?"))
+            return f"📝 {who} on {name}: {escape(_flat(str(data.get('text', ''))))}"
         case _:
             return f"*{escape(event.kind.value)}*: {name}"
 
