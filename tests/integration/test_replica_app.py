@@ -148,8 +148,11 @@ def test_a_mute_window_end_is_told_once_whichever_replica_checks(
 ) -> None:
     """Each replica's check runs every minute at its own phase; together they cover
     time without overlap, so the "still red after the window" notice goes out once."""
+    from kpiwatch.model import Observation
+
     first, second, clock = apps
-    first.runner.evaluate_kpi("sales")  # no value pushed: unknown, not green
+    first.store.add_observations([Observation("sales", START, 5.0)])
+    first.runner.evaluate_kpi("sales")  # red (5 < 10), muted: its change is held back
     for app in (first, second, first, second):  # 08:00:05 .. 08:30:05, minutes apart
         app._tick_mute_ends()
         clock.advance(timedelta(minutes=10, seconds=7))
