@@ -3,9 +3,7 @@ evaluation core and a real SQLite store; every event and outbox row is counted."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -68,13 +66,6 @@ DOWN = SourceUnavailable("cannot connect: connection refused", source="wh")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(f"sqlite:///{tmp_path}/state.db")
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
 def wh() -> FakeSource:
     return FakeSource("wh")
 
@@ -103,6 +94,12 @@ def _healthy(wh: FakeSource, solo: FakeSource, errors: float = 25.0) -> None:
     solo.set("uptime", 99.9)
 
 
+def _outage(wh: FakeSource) -> None:
+    """The warehouse refuses every connection from now on."""
+    for kpi in ("errors", "spend", "customers"):
+        wh.set(kpi, DOWN)
+
+
 def _targets(store: Store, kind: EventKind) -> list[tuple[str | None, str]]:
     """(kpi, intended recipients) of every outbox row of ``kind`` (the log channel
     names whom the message was for)."""
@@ -119,8 +116,7 @@ def test_a_source_outage_is_one_incident_to_its_owner_and_the_episode_carries_on
     assert red.status is Status.RED
     store.ack("errors", red.since, "dana", "on it", clock.now())
     changes_before = len(store.status_changes("errors"))
-    for kpi in ("errors", "spend", "customers"):
-        wh.set(kpi, DOWN)
+    _outage(wh)
     for _ in range(5):  # five hours of outage
         clock.advance(HOUR)
         runner.evaluate_all()
@@ -166,8 +162,7 @@ def test_a_different_verdict_after_the_outage_is_one_change_from_the_old_verdict
 ) -> None:
     _healthy(wh, solo)
     runner.evaluate_all()
-    for kpi in ("errors", "spend", "customers"):
-        wh.set(kpi, DOWN)
+    _outage(wh)
     clock.advance(HOUR)
     runner.evaluate_all()
     clock.advance(HOUR)
@@ -243,8 +238,7 @@ def test_a_kpi_owner_hears_of_a_long_source_outage_once_after_blind_notice_after
 ) -> None:
     _healthy(wh, solo)
     runner.evaluate_all()
-    for kpi in ("errors", "spend", "customers"):
-        wh.set(kpi, DOWN)
+    _outage(wh)
     for _ in range(30):  # 30 hours: past the 1d notice, then on
         clock.advance(HOUR)
         runner.evaluate_all()
@@ -276,8 +270,7 @@ def test_a_formula_over_a_blind_input_is_blind_and_keeps_no_value_from_old_input
     cac = store.get_state("cac")
     assert cac is not None
     assert (cac.status, cac.value) == (Status.RED, 2.0)
-    for kpi in ("errors", "spend", "customers"):
-        wh.set(kpi, DOWN)
+    _outage(wh)
     clock.advance(HOUR)
     runner.evaluate_all()
     blind = store.get_state("cac")

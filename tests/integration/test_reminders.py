@@ -11,19 +11,17 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from channels import real_channels
 from slack_api import SlackApi
 from smtp_server import SmtpServer
 
 from kpiwatch.config.loader import load_rule_text
 from kpiwatch.evaluation import ReminderPolicy
 from kpiwatch.model import DeliveryState, EventKind
-from kpiwatch.notify.channels.email import EmailChannel
-from kpiwatch.notify.channels.slack import SlackChannel
 from kpiwatch.notify.notices import NoticeBuilder
 from kpiwatch.notify.outbox import Outbox
 from kpiwatch.notify.routing import Router
 from kpiwatch.notify.suppression import Suppressor
-from kpiwatch.runtime.channels import StoreThreads
 from kpiwatch.runtime.runner import Runner
 from kpiwatch.runtime.workspace import Workspace
 from kpiwatch.store.repository import Store
@@ -59,12 +57,7 @@ class Pipeline:
         self.store = Store.open(f"sqlite:///{tmp}/state.db")
         self.source = FakeSource("wh")
         loaded = load_rule_text(rules, "rules.yaml")
-        channels: dict[str, Any] = {
-            "slack": SlackChannel(token=slack.token, webhook_url=None, api_url=slack.base_url,
-                                  threads=StoreThreads(self.store), timeout=1.0),
-            "email": EmailChannel(host=smtp.host, port=smtp.port, starttls=False,
-                                  sender="kpiwatch@example.com", timeout=2.0),
-        }  # fmt: skip
+        channels = real_channels(self.store, slack, smtp)
         router = Router(loaded.rules, channels=frozenset(channels))
         self.runner = Runner(
             self.store, self.clock, Workspace(loaded, {"wh": self.source}, router),

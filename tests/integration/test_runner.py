@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
-from pathlib import Path
 from time import monotonic
 from zoneinfo import ZoneInfo
 
@@ -58,13 +56,6 @@ kpis:
     thresholds: {red: 200}
 """
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(f"sqlite:///{tmp_path}/state.db")
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

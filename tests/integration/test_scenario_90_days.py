@@ -33,24 +33,21 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from channels import real_channels
 from slack_api import SlackApi
 from smtp_server import SmtpServer
 
 from kpiwatch.config.loader import load_rule_text
 from kpiwatch.evaluation import ReminderPolicy
 from kpiwatch.model import DeliveryState, EventKind, Status
-from kpiwatch.notify.channels.email import EmailChannel
-from kpiwatch.notify.channels.slack import SlackChannel
 from kpiwatch.notify.follow_ups import acknowledge, annotate
 from kpiwatch.notify.notices import NoticeBuilder
 from kpiwatch.notify.outbox import Outbox
 from kpiwatch.notify.routing import Router
 from kpiwatch.notify.suppression import Suppressor
-from kpiwatch.runtime.channels import StoreThreads
 from kpiwatch.runtime.runner import Runner
 from kpiwatch.runtime.workspace import Workspace, fetch_pools
 from kpiwatch.sources.registry import build_sources
@@ -122,12 +119,7 @@ class Scenario:
         self.store = Store.open(f"sqlite:///{tmp}/state.db")
         text = RULES.format(warehouse=self.warehouse, billing=self.billing)
         loaded = load_rule_text(text, str(tmp / "rules.yaml"))
-        channels: dict[str, Any] = {
-            "slack": SlackChannel(token=slack.token, webhook_url=None, api_url=slack.base_url,
-                                  threads=StoreThreads(self.store), timeout=2.0),
-            "email": EmailChannel(host=smtp.host, port=smtp.port, starttls=False,
-                                  sender="kpiwatch@example.com", timeout=2.0),
-        }  # fmt: skip
+        channels = real_channels(self.store, slack, smtp, slack_timeout=2.0)
         router = Router(loaded.rules, channels=frozenset(channels))
         sources = build_sources(loaded.rules, self.store.latest, {})
         self.workspace = Workspace(loaded, sources, router, fetch_pools(loaded.rules))
