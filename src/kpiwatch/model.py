@@ -76,6 +76,33 @@ _CADENCE_SECONDS = {
 }
 
 
+class Period(StrEnum):
+    """The calendar period a KPI is judged by (SPEC §2a), in KPIWATCH_TIMEZONE."""
+
+    DAY = "day"
+    WEEK = "week"  # Monday to Sunday
+    MONTH = "month"
+    QUARTER = "quarter"
+
+
+class Aggregate(StrEnum):
+    """How raw (timestamp, value) rows fold into one value per period."""
+
+    SUM = "sum"
+    AVG = "avg"
+    LAST = "last"
+    MIN = "min"
+    MAX = "max"
+    COUNT = "count"
+
+
+class Versus(StrEnum):
+    """What ``trend.change`` compares a period with, instead of a duration ago."""
+
+    PREVIOUS_PERIOD = "previous_period"
+    SAME_PERIOD_LAST_YEAR = "same_period_last_year"
+
+
 class NoData(StrEnum):
     """What a KPI shows when its latest fetch gave no usable value."""
 
@@ -146,6 +173,7 @@ class KpiState(NamedTuple):
     # unknown and the episode (since, ack, escalation, thread) is this verdict's
     verdict: Status | None = None
     data_problem: DataProblem | None = None  # set while the value cannot be had
+    plan: float | None = None  # the judged period's plan (a KPI with a per-period target)
 
     @property
     def escalated(self) -> bool:
@@ -182,6 +210,9 @@ class EventKind(StrEnum):
     # follow-ups people add to a red or yellow episode: told in its Slack thread
     ACKNOWLEDGED = "acknowledged"
     ANNOTATED = "annotated"
+    # a closed period's value changed on a later poll (late data): recorded, shown; the
+    # owner hears only when the verdict changes (as a status change)
+    RESTATED = "restated"
     DELIVERY_FAILED = "delivery_failed"
 
     @classmethod

@@ -89,7 +89,10 @@ def overview(
                 status=state.status if state else Status.UNKNOWN,
                 since=state.since if state else None,
                 reasons=state.reasons if state else ("not evaluated yet",),
-                target=kpi.target.value if kpi.target else None,
+                # a per-period target: the judged period's plan
+                target=state.plan
+                if state is not None and state.plan is not None
+                else (kpi.target.value if kpi.target else None),
                 thresholds=thresholds,
                 review=(state.review if state else kpi.review).value,
                 escalated=state.escalated if state else False,

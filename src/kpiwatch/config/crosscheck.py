@@ -176,6 +176,12 @@ def _sql_queries(docs: list[Doc]) -> list[RuleProblem]:
                 reason = statement_problem(kpi.query, dialects[kpi.source])
                 if reason is not None:
                     problems.append(doc.problem(("kpis", index, "query"), reason))
+            plan = kpi.target.plan_query if kpi.target is not None else None
+            if kpi.source in dialects and plan is not None:
+                reason = statement_problem(plan, dialects[kpi.source])
+                if reason is not None:
+                    where = ("kpis", index, "target", "plan_query")
+                    problems.append(doc.problem(where, reason))
         for name, source in doc.sources.items():
             if isinstance(source, SqlSource) and source.freshness is not None:
                 reason = statement_problem(source.freshness.query, dialects[name])

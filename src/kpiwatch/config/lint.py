@@ -59,6 +59,33 @@ def _kpi_messages(kpi: Kpi, shared: dict[str, str]) -> Iterator[tuple[str, str]]
                 "it can never tell anyone it is off"
             ),
         )
+    unjudged = _unjudged_target(kpi)
+    if unjudged:
+        yield "target", unjudged
+
+
+def _unjudged_target(kpi: Kpi) -> str | None:
+    """Why no rule judges the KPI's target (SPEC §2a), or None when one does."""
+    target = kpi.target
+    if target is None or kpi.off_track_severity is not None:
+        return None
+    planned = target.plan is not None or target.plan_query is not None
+    if planned and kpi.thresholds is not None and kpi.thresholds.percent:
+        return None
+    if planned:
+        return (
+            f"KPI {kpi.id!r} has a plan that nothing judges: give thresholds in % of the "
+            "plan, e.g. thresholds: {yellow: 95%, red: 90%}"
+        )
+    if target.by is not None:
+        return (
+            f"KPI {kpi.id!r} has a target for {target.by} that nothing judges: "
+            "off_track is turned off"
+        )
+    return (
+        f"KPI {kpi.id!r} has a target that nothing judges (it is only shown): give it a "
+        "date (target.by) to be judged off track"
+    )
 
 
 def _owner_problem(owner: str, shared: dict[str, str]) -> str | None:

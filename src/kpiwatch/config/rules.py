@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import date, time, timedelta
 from functools import cached_property
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     BaseModel,
@@ -25,7 +27,7 @@ from pydantic import (
 
 from kpiwatch.config.durations import parse_duration
 from kpiwatch.config.written import written
-from kpiwatch.model import Direction, NoData, ReviewCadence, Status
+from kpiwatch.model import Aggregate, Direction, NoData, Period, ReviewCadence, Status, Versus
 
 BUILTIN_SOURCES = ("formula", "push")
 
@@ -89,6 +91,7 @@ def _alertmanager_name(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
+_UTC = ZoneInfo("UTC")
 Cron = Annotated[str, BeforeValidator(_cron)]
 EmailList = Annotated[list[str], BeforeValidator(_email_list)]
 AlertmanagerName = Annotated[str, BeforeValidator(_alertmanager_name)]
@@ -220,19 +223,65 @@ class Team(_Model):
 # ---------------------------------------------------------------- KPI parts
 
 
+_PERCENT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*%\s*$")
+
+
 class Thresholds(_Model):
+    """The minimum acceptable performance: numbers in the KPI's unit, or, written
+    ``95%``, percents of the judged period's plan (``percent`` is then true)."""
+
     yellow: float | None = None
     red: float | None = None
+    percent: bool = False  # both thresholds are percents of the period's plan
+
+    @model_validator(mode="before")
+    @classmethod
+    def _percents(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        written = {k: data[k] for k in ("yellow", "red") if isinstance(data.get(k), str)}
+        if not written:
+            return data
+        parsed = dict(data)
+        for key, text in written.items():
+            match = _PERCENT.match(text)
+            if match is None:
+                raise ValueError(
+                    f"thresholds.{key} {text!r}: a number, or a percent of the plan like 95%"
+                )
+            parsed[key] = float(match.group(1))
+        given = [k for k in ("yellow", "red") if data.get(k) is not None]
+        if len(written) != len(given):
+            raise ValueError("give both thresholds in % of the plan, or neither")
+        parsed["percent"] = True
+        return parsed
+
+
+def _plan_keys(value: Any) -> Any:
+    # YAML reads 2026-11-03 as a date: a day's plan key; 2026-11 stays text
+    if isinstance(value, dict):
+        return {k.isoformat() if isinstance(k, date) else str(k): v for k, v in value.items()}
+    return value
 
 
 class Target(_Model):
-    value: float
+    value: float | None = None  # one number; or a plan per period
     by: date | None = None
     baseline: float | None = None  # default: the first observation
     baseline_date: date | None = None
+    # per-period targets (a KPI with `period`): {2026-11: 1200000, ...}, or rows
+    # (period_start, target) from the KPI's source
+    plan: Annotated[dict[str, float] | None, BeforeValidator(_plan_keys)] = None
+    plan_query: str | None = None
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> Target:
+        if self.value is None and self.plan is None and self.plan_query is None:
+            raise ValueError("a target needs a value, a plan or a plan_query")
+        if self.plan is not None and self.plan_query is not None:
+            raise ValueError("give either plan or plan_query, not both")
+        if self.by is not None and self.value is None:
+            raise ValueError("target.by needs target.value: the value to reach by then")
         if self.by and self.baseline_date and self.baseline_date >= self.by:
             raise ValueError(f"baseline_date {self.baseline_date} must be before by {self.by}")
         return self
@@ -246,11 +295,31 @@ class StreakRule(_Model):
 class ChangeRule(_Model):
     max_pct: float | None = Field(default=None, gt=0)
     max_abs: float | None = Field(default=None, gt=0)
-    over: Duration
+    over: Duration | None = None
+    vs: Versus | None = None  # a KPI with `period`: the previous period, or last year's
     severity: Severity = Status.YELLOW
 
     @model_validator(mode="after")
     def _one_limit(self) -> ChangeRule:
+        if (self.max_pct is None) == (self.max_abs is None):
+            raise ValueError("give exactly one of max_pct or max_abs")
+        if (self.over is None) == (self.vs is None):
+            raise ValueError("give exactly one of over (a duration) or vs (previous_period, "
+                             "same_period_last_year)")  # fmt: skip
+        return self
+
+
+class SeasonalRule(_Model):
+    """Worse than the median of the same point 1..``seasons`` seasons back."""
+
+    season: Duration
+    seasons: int = Field(default=4, ge=1, le=52)
+    max_pct: float | None = Field(default=None, gt=0)
+    max_abs: float | None = Field(default=None, gt=0)
+    severity: Severity = Status.YELLOW
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> SeasonalRule:
         if (self.max_pct is None) == (self.max_abs is None):
             raise ValueError("give exactly one of max_pct or max_abs")
         return self
@@ -266,14 +335,19 @@ def _off_track(value: Any) -> Any:
     if value is True:
         return Status.YELLOW
     if value is False:
-        return None
+        return OFF
     return value
+
+
+OFF = "off"  # off_track: false, said in so many words: a dated target nobody judges
 
 
 class Trend(_Model):
     worsening_streak: Annotated[StreakRule | None, BeforeValidator(_streak)] = None
     change: ChangeRule | None = None
-    off_track: Annotated[Severity | None, BeforeValidator(_off_track)] = None
+    # None (not given): yellow for a target with `by` (SPEC §2a); false turns it off
+    off_track: Annotated[Severity | Literal["off"] | None, BeforeValidator(_off_track)] = None
+    seasonal: SeasonalRule | None = None
 
 
 class Mute(_Model):
@@ -335,6 +409,11 @@ class Kpi(_Model):
     blind_notice_after: Duration | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     leading: list[str] = Field(default_factory=list)
+    # periods (SPEC §2a): judge closed days/weeks/months/quarters, not the last row
+    period: Period | None = None
+    aggregate: Aggregate | None = None  # raw (timestamp, value) rows folded per period
+    complete_after: Duration = timedelta(0)  # a period is closed this long after its end
+    judge: Literal["closed", "current"] = "closed"  # current: the open period, on pace
 
     @field_validator("review_time", mode="before")
     @classmethod
@@ -357,10 +436,12 @@ class Kpi(_Model):
             lower = self.direction is Direction.LOWER_IS_BETTER
             if (lower and t.yellow > t.red) or (not lower and t.yellow < t.red):
                 side = "above" if lower else "below"
+                pct = "%" if t.percent else ""
                 raise ValueError(
-                    f"thresholds: yellow {t.yellow:g} is on the wrong side of red {t.red:g} "
-                    f"for {self.direction.value} (yellow must not be {side} red)"
+                    f"thresholds: yellow {t.yellow:g}{pct} is on the wrong side of red "
+                    f"{t.red:g}{pct} for {self.direction.value} (yellow must not be {side} red)"
                 )
+        self._periods_consistent()
         if self.source == "push":
             if self.query:
                 raise ValueError(
@@ -368,12 +449,45 @@ class Kpi(_Model):
                 )
         elif not self.query:
             raise ValueError(f"query is required for source {self.source!r}")
-        wants_track = self.trend is not None and self.trend.off_track is not None
+        wants_track = self.trend is not None and self.trend.off_track not in (None, OFF)
         if wants_track and (self.target is None or self.target.by is None):
             raise ValueError("trend.off_track needs a target with a date: target: {value, by}")
         if self.range is not None and self.source in BUILTIN_SOURCES:
             raise ValueError(f"range applies to prometheus sources, not {self.source!r}")
         return self
+
+    def _periods_consistent(self) -> None:
+        """The period keys only mean something together (SPEC §2a)."""
+        if self.period is None:
+            for key in ("aggregate", "complete_after", "judge"):
+                if key in self.model_fields_set:
+                    raise ValueError(f"{key} needs a period: day, week, month or quarter")
+        target, trend, limits = self.target, self.trend, self.thresholds
+        plan = target is not None and (target.plan is not None or target.plan_query is not None)
+        if plan and self.period is None:
+            raise ValueError("a plan needs a period: day, week, month or quarter")
+        if limits is not None and limits.percent and not plan:
+            raise ValueError("thresholds in % of the plan need target.plan or target.plan_query")
+        versus = trend is not None and trend.change is not None and trend.change.vs is not None
+        if versus and self.period is None:
+            raise ValueError("trend.change.vs needs a period: day, week, month or quarter")
+        if target is not None and target.plan is not None and self.period is not None:
+            # imported here: the evaluation package imports these models
+            from kpiwatch.evaluation.periods import parse_plan_key
+
+            for key in target.plan:
+                parse_plan_key(key, self.period, _UTC)  # ValueError names the bad key
+
+    @property
+    def off_track_severity(self) -> Status | None:
+        """The severity ``off_track`` judges a dated target with: the rule's, yellow when
+        not given (a target counts, SPEC §2a), None when turned off or without a date."""
+        if self.target is None or self.target.by is None or self.target.value is None:
+            return None
+        given = self.trend.off_track if self.trend is not None else None
+        if given == OFF:
+            return None
+        return Status.YELLOW if given is None else Status(given)
 
     @property
     def schedule_every(self) -> timedelta | None:

@@ -12,25 +12,30 @@ Pure: no I/O, no clock (``now`` is passed in), no global state. The steps:
 6. events: ``status_changed``, ``escalated``, ``de_escalated`` (in that order),
    after the data problem's notice to the owner when one is due.
 
-When the raw status is green and a value was judged, there is exactly one green
-finding, ``value 3.9 % within thresholds`` (rule ``threshold``) or, for a KPI
+When the raw status is green and a value was judged, the first finding is the
+green one, ``value 3.9 % within thresholds`` (rule ``threshold``) or, for a KPI
 without thresholds, ``value 3.9 %, all rules pass`` (rule ``value``): a
-recovery notification then says what the value is. Findings never hold
-"green" results of single rules otherwise.
+recovery notification then says what the value is. The only other green
+findings are notes of rules that could not judge ("seasonal: not enough history
+(2 of 4 weeks)"). A KPI with ``period`` judges a period
+(:mod:`kpiwatch.evaluation.judging`), and every reason names it ("Nov 2026: …").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from kpiwatch.config.rules import Kpi
 from kpiwatch.evaluation.blindness import DataContext, blind_state, judged_basis, track_problem
+from kpiwatch.evaluation.comparisons import change_vs
 from kpiwatch.evaluation.escalation import step_escalation
 from kpiwatch.evaluation.format import fmt_age, fmt_span, fmt_value
 from kpiwatch.evaluation.hysteresis import apply_hysteresis
+from kpiwatch.evaluation.judging import judging, resolved_thresholds
 from kpiwatch.evaluation.review import scheduled_review
+from kpiwatch.evaluation.seasonal import seasonal
 from kpiwatch.evaluation.target import off_track
 from kpiwatch.evaluation.thresholds import check_thresholds
 from kpiwatch.evaluation.trends import change, worsening_streak
@@ -57,32 +62,53 @@ _SEVERITY = {Status.UNKNOWN: -1, Status.GREEN: 0, Status.YELLOW: 1, Status.RED: 
 
 
 def judge_value(
-    kpi: Kpi, history: Sequence[Observation], now: datetime, tz: ZoneInfo
-) -> list[Finding]:
-    """The yellow/red findings of the value rules for the last observation of ``history``:
-    thresholds, worsening streak, change and off track, in that order."""
+    kpi: Kpi, history: Sequence[Observation], now: datetime, tz: ZoneInfo,
+    plan: float | None = None,
+) -> list[Finding]:  # fmt: skip
+    """The findings of the value rules for the last observation of ``history``:
+    thresholds, worsening streak, change, seasonal and off track, in that order.
+
+    Yellow and red findings, and green notes of rules that could not judge
+    ("seasonal: not enough history (2 of 4 weeks)"). ``history`` is the judged
+    series (periods, for a KPI with ``period``); ``plan`` the judged period's plan.
+    """
     lower = kpi.direction is Direction.LOWER_IS_BETTER
     unit = kpi.unit
     found: list[Finding | None] = []
+    point = history[-1]
     if kpi.thresholds is not None:
-        limits = kpi.thresholds
-        found.append(check_thresholds(history[-1].value, lower, limits.yellow, limits.red, unit))
+        yellow, red = resolved_thresholds(kpi.thresholds, plan)
+        found.append(check_thresholds(point.value, lower, yellow, red, unit))
     trend = kpi.trend
     if trend is not None:
         streak = trend.worsening_streak
         if streak is not None:
             found.append(worsening_streak(history, streak.count, lower, streak.severity, unit))
         rule = trend.change
-        if rule is not None:
+        if rule is not None and rule.over is not None:
+            # a period is judged at its start: "over" counts back from there
+            moment = now if kpi.period is None else point.observed_at
             found.append(change(
-                history, now, rule.over, rule.max_pct, rule.max_abs, lower, rule.severity, unit
+                history, moment, rule.over, rule.max_pct, rule.max_abs, lower, rule.severity, unit
             ))  # fmt: skip
-        target = kpi.target
-        if trend.off_track is not None and target is not None and target.by is not None:
-            found.extend(off_track(
-                history, now, target.value, target.by, target.baseline, target.baseline_date,
-                lower, trend.off_track, unit, tz,
+        if rule is not None and rule.vs is not None and kpi.period is not None:
+            found.append(change_vs(
+                history, point.observed_at, point.value, rule.vs, kpi.period, tz, rule.max_pct,
+                rule.max_abs, lower, rule.severity, unit,
             ))  # fmt: skip
+        season = trend.seasonal
+        if season is not None:
+            found.append(seasonal(
+                history, season.season, season.seasons, season.max_pct, season.max_abs, lower,
+                season.severity, unit, tz,
+            ))  # fmt: skip
+    target, severity = kpi.target, kpi.off_track_severity
+    if severity is not None and target is not None and target.by is not None:
+        assert target.value is not None  # a dated target has a value (config)
+        found.extend(off_track(
+            history, now, target.value, target.by, target.baseline, target.baseline_date,
+            lower, severity, unit, tz,
+        ))  # fmt: skip
     return [finding for finding in found if finding is not None]
 
 
@@ -105,31 +131,43 @@ def _data_problem(
     return "stale", reason, f"{reason}, keeping it"
 
 
-def _green_finding(kpi: Kpi, value: float) -> Finding:
+def _green_finding(kpi: Kpi, value: float, plan: float | None) -> Finding:
     """The one green finding: it says what the value is (a recovery notification shows it)."""
     shown = fmt_value(value, kpi.unit)
+    planned = "" if plan is None else f" (plan {fmt_value(plan, kpi.unit)})"
     if kpi.thresholds is not None:
-        return Finding("threshold", Status.GREEN, f"value {shown} within thresholds")
-    return Finding("value", Status.GREEN, f"value {shown}, all rules pass")
+        return Finding("threshold", Status.GREEN, f"value {shown} within thresholds{planned}")
+    return Finding("value", Status.GREEN, f"value {shown}, all rules pass{planned}")
 
 
 def _findings(
-    kpi: Kpi, history: Sequence[Observation], now: datetime, error: str | None, tz: ZoneInfo
-) -> tuple[tuple[Finding, ...], Observation | None]:
-    """Steps 1 and 2: the findings, and the observation that was judged (None when none was)."""
+    kpi: Kpi, history: Sequence[Observation], now: datetime, error: str | None, tz: ZoneInfo,
+    plans: Mapping[str, float] | None,
+) -> tuple[tuple[Finding, ...], Observation | None, float | None]:  # fmt: skip
+    """Steps 1 and 2: the findings, the point judged (None when none was) and its plan."""
     last = history[-1] if history else None
     problem = _data_problem(kpi, last, now, error)
     if problem is None and last is None:
-        return (Finding("no_data", Status.UNKNOWN, "no data yet"),), None
+        return (Finding("no_data", Status.UNKNOWN, "no data yet"),), None, None
     if problem is not None and (kpi.no_data is not NoData.KEEP_LAST or last is None):
         status = Status.RED if kpi.no_data is NoData.RED else Status.UNKNOWN
-        return (Finding(problem[0], status, problem[1]),), None
-    assert last is not None
-    judged = judge_value(kpi, history, now, tz) or [_green_finding(kpi, last.value)]
+        return (Finding(problem[0], status, problem[1]),), None, None
+    judged = judging(kpi, history, now, tz, plans)
+    if judged is None:  # a period KPI before its first period closed: nothing to judge yet
+        assert kpi.period is not None
+        which = "value for the current" if kpi.judge == "current" else "closed"
+        nothing = Finding("no_data", Status.UNKNOWN, f"no {which} {kpi.period.value} yet")
+        return (nothing,), None, None
+    found = judge_value(kpi, judged.series, now, tz, judged.plan)
+    notes = [finding for finding in found if finding.status is Status.GREEN]
+    verdicts = [finding for finding in found if finding.status is not Status.GREEN]
+    findings = (verdicts or [_green_finding(kpi, judged.point.value, judged.plan)]) + notes
+    if judged.label is not None:  # name the period judged, wherever the reasons go
+        findings = [f._replace(reason=f"{judged.label}: {f.reason}") for f in findings]
     if problem is not None:
         # with keep_last, the data problem comes first: it qualifies everything after it
-        judged.insert(0, Finding(problem[0], Status.UNKNOWN, problem[2]))
-    return tuple(judged), last
+        findings.insert(0, Finding(problem[0], Status.UNKNOWN, problem[2]))
+    return tuple(findings), judged.point, judged.plan
 
 
 def raw_status(findings: Sequence[Finding]) -> Status:
@@ -147,15 +185,17 @@ def evaluate(
     tz: ZoneInfo = _UTC,
     review_time: time = _NINE,
     data: DataContext = _NO_CONTEXT,
+    plans: Mapping[str, float] | None = None,
 ) -> Evaluation:
     """Evaluate ``kpi`` at ``now`` and return the findings, the new state and the events.
 
     ``history`` is ascending by ``observed_at``; its last item is the current
     value (it may be empty). ``error`` is the text of a failed fetch; ``data``
-    what the runner knows of the source (the scope of a data problem).
+    what the runner knows of the source (the scope of a data problem); ``plans``
+    the rows of the KPI's ``plan_query``, by plan key (``2026-11``).
     ``kpi.review_time`` overrides ``review_time``.
     """
-    findings, judged = _findings(kpi, history, now, error, tz)
+    findings, judged, plan = _findings(kpi, history, now, error, tz, plans)
     raw = raw_status(findings)
     problem, notices = track_problem(kpi, previous, findings, now, data)
     at = kpi.review_time or review_time
@@ -195,6 +235,7 @@ def evaluate(
         else 0,
         verdict=effective.status,
         data_problem=problem,
+        plan=plan,
     )
     events = notices + _events(
         kpi, basis, previous, state, now, effective.changed, escalation.escalated,

@@ -43,6 +43,8 @@ from kpiwatch.evaluation import (
     review_tick,
 )
 from kpiwatch.evaluation.incidents import KpiOutcome, SourceHealth, freshness_problem
+from kpiwatch.evaluation.periods import period_start, plan_key
+from kpiwatch.evaluation.restatements import restated_points, restatements
 from kpiwatch.model import Evaluation, Event, EventKind, KpiState, Observation, Status
 from kpiwatch.notify.silencing import active_mute
 from kpiwatch.runtime.fetching import PoolSlots, fetch_in_pool
@@ -66,6 +68,7 @@ class Fetched(NamedTuple):
     error: str | None = None
     source_wide: bool = False  # the error is the source's (cannot connect, timeout ...)
     via: str | None = None  # a formula's: the source of the blind input it is blind through
+    plans: Mapping[str, float] | None = None  # the rows of the KPI's plan_query, by plan key
 
 
 @dataclass
@@ -169,15 +172,14 @@ class Runner:
         previous, stored = self._store.evaluation_inputs([kpi.id], since=now - HISTORY_WINDOW)[
             kpi.id
         ]
-        evaluation = self._judge(workspace, kpi, merged_history(stored, fetched.observations),
-                                 previous, now, fetched)  # fmt: skip
+        evaluation, restated = self._judge(workspace, kpi, stored, previous, now, fetched)
         if not persist:
             return evaluation
         deliveries = {event.key: workspace.router.route(event) for event in evaluation.events}
         try:
             self._store.save_evaluation(
                 evaluation, deliveries, observations=fetched.observations,
-                based_on=Basis.of(previous),
+                based_on=Basis.of(previous), restated=restated,
             )  # fmt: skip
         except EvaluationSuperseded as exc:  # the newer evaluation stands; nothing to redo
             log.info("evaluation dropped", kpi=kpi.id, reason=str(exc))
@@ -189,18 +191,21 @@ class Runner:
         self,
         workspace: Workspace,
         kpi: Kpi,
-        history: Sequence[Observation],
+        stored: list[Observation],
         previous: KpiState | None,
         now: datetime,
         fetched: Fetched,
-    ) -> Evaluation:
-        """evaluate() with what the runner knows of the KPI's source: its freshness
-        check failing blinds every KPI it feeds, and decides whose problem it is."""
+    ) -> tuple[Evaluation, list[Observation]]:
+        """evaluate() over the stored history with the fetched points, with what the
+        runner knows of the KPI's source: its freshness check failing blinds every KPI
+        it feeds, and decides whose problem it is. Also the late data: the periods a
+        poll restated (their events join the evaluation's) and the points to replace."""
         error, source_wide = fetched.error, fetched.source_wide
         stale = self._watch.freshness_problem(kpi.source)
         if error is None and stale is not None:
             error, source_wide = f"source {kpi.source!r}: {stale}", True
-        return evaluate(
+        history = merged_history(stored, fetched.observations)
+        evaluation = evaluate(
             kpi,
             history,
             previous,
@@ -209,7 +214,14 @@ class Runner:
             tz=self._tz,
             review_time=self._review_time,
             data=self._watch.context(workspace.rules, kpi, source_wide, via=fetched.via),
+            plans=fetched.plans,
         )
+        if kpi.period is None:
+            return evaluation, []
+        restated = restatements(kpi, stored, history, now, self._tz)
+        if restated:
+            evaluation = evaluation._replace(events=restated + evaluation.events)
+        return evaluation, restated_points(kpi, stored, fetched.observations)
 
     def _note_fetch(self, workspace: Workspace, kpi: Kpi, fetched: Fetched, now: datetime) -> None:
         """Tell the source watch how the fetch went, before the evaluation asks it whose
@@ -236,7 +248,8 @@ class Runner:
             return Fetched((), f"source {kpi.source!r} is not configured")
         started = _time.perf_counter()
         try:
-            return self._fetch_timed(workspace, kpi, source, now, started)
+            return self._with_plan(workspace, kpi, self._fetch_timed(workspace, kpi, source,
+                                                                     now, started), now)
         finally:
             if self.on_fetched is not None and kpi.source in workspace.rules.sources:
                 self.on_fetched(kpi.source, _time.perf_counter() - started)
@@ -284,8 +297,34 @@ class Runner:
             for kpi, (now, result, seconds) in zip(group, runs, strict=True):
                 if self.on_fetched is not None:
                     self.on_fetched(name, seconds)
-                fetched[kpi.id] = (now, _outcome(kpi, result, seconds))
+                fetched[kpi.id] = (now, self._with_plan(workspace, kpi,
+                                                        _outcome(kpi, result, seconds), now))
         return [fetched[kpi.id] for kpi in kpis]
+
+    def _with_plan(
+        self, workspace: Workspace, kpi: Kpi, fetched: Fetched, now: datetime
+    ) -> Fetched:
+        """A fetch with the KPI's ``plan_query`` rows, asked of the same source (SPEC §2a).
+
+        Its rows are ``(period_start, target)``; without them the percent thresholds
+        cannot judge, so a failing plan query is this KPI's data problem.
+        """
+        target = kpi.target
+        if target is None or target.plan_query is None or kpi.period is None:
+            return fetched
+        if fetched.error is not None:
+            return fetched
+        source = workspace.sources.get(kpi.source)
+        if source is None:
+            return fetched
+        asked = kpi.model_copy(update={"query": target.plan_query, "aggregate": None})
+        try:
+            rows = self._call_source(workspace, asked, source, now).observations
+        except SourceError as exc:
+            return fetched._replace(observations=(), error=f"plan_query failed: {exc.reason}")
+        plans = {plan_key(period_start(row.observed_at, kpi.period, self._tz), kpi.period,
+                          self._tz): row.value for row in rows}  # fmt: skip
+        return fetched._replace(plans=plans)
 
     def _call_source(
         self, workspace: Workspace, kpi: Kpi, source: Source, now: datetime
@@ -439,16 +478,17 @@ class Runner:
             previous, stored = inputs[kpi.id]
             window = now - HISTORY_WINDOW
             recent = [o for o in stored if o.observed_at >= window]
-            history = merged_history(recent, got.observations)
             try:
-                evaluation = self._judge(workspace, kpi, history, previous, now, got)
+                evaluation, restated = self._judge(workspace, kpi, recent, previous, now, got)
                 deliveries = {e.key: workspace.router.route(e) for e in evaluation.events}
             except Exception:  # a bug for this KPI only
                 log.exception("evaluation crashed", kpi=kpi.id)
                 outcomes[kpi.id] = self._failed(kpi.id)
                 continue
             basis = Basis.of(previous)
-            batch.append(EvaluationToSave(evaluation, deliveries, got.observations, basis))
+            batch.append(
+                EvaluationToSave(evaluation, deliveries, got.observations, basis, restated)
+            )
             done.append((kpi, now))
         saved, dropped = self._save_batch(batch)
         for (kpi, now), item in zip(done, batch, strict=True):
@@ -479,7 +519,7 @@ class Runner:
             try:
                 self._store.save_evaluation(
                     item.evaluation, item.deliveries, observations=item.observations,
-                    based_on=item.based_on,
+                    based_on=item.based_on, restated=item.restated,
                 )  # fmt: skip
             except EvaluationSuperseded as exc:  # not a failure: a newer evaluation stands
                 log.info("evaluation dropped", kpi=kpi_id, reason=str(exc))

@@ -58,11 +58,12 @@ class EvaluationToSave(NamedTuple):
     deliveries: Mapping[str, Sequence[Delivery]] = {}
     observations: Sequence[Observation] = ()
     based_on: Basis | None = None  # None: saved without checking
+    restated: Sequence[Observation] = ()  # stored points a later poll gave new values for
 
 
 # The newest migration in store/migrations/versions: a database already there is not
 # migrated, so Alembic is not imported. tests/unit/store/test_migrate_head.py keeps it true.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 
 
 class Store(OutboxStore):
@@ -240,10 +241,12 @@ class Store(OutboxStore):
         *,
         observations: Iterable[Observation] = (),
         based_on: Basis | None = None,
+        restated: Sequence[Observation] = (),
     ) -> None:
         """Record one evaluation atomically.
 
-        Writes the observations (ignoring known points), the KPI's new state, a
+        Writes the observations (ignoring known points; ``restated`` ones replace
+        the stored value of their point, SPEC §2a), the KPI's new state, a
         status change row when the effective status differs from the stored one
         (or there was none), the events (ignoring known keys) and, for each new
         event, the outbox rows ``deliveries[event.key]``. All or nothing.
@@ -255,6 +258,7 @@ class Store(OutboxStore):
         with self._write("save evaluation") as connection:
             before, new = locked_verdicts(connection, [(state.kpi_id, based_on, evaluation.at)])
             self._insert_observations(connection, observations)
+            self._restate(connection, restated)
             if new:
                 insert_new_states(connection, [rows.state_row(state)])
             else:
@@ -286,6 +290,7 @@ class Store(OutboxStore):
             bases = [(i.evaluation.state.kpi_id, i.based_on, i.evaluation.at) for i in batch]
             before, new = locked_verdicts(connection, bases)
             sql.insert_ignore_rows(connection, observations_t, list(observations.values()))
+            self._restate(connection, [o for item in batch for o in item.restated])
             states = [rows.state_row(item.evaluation.state) for item in batch]
             insert_new_states(connection, [row for row in states if row["kpi_id"] in new])
             sql.upsert_many(connection, state_t, [r for r in states if r["kpi_id"] not in new])
@@ -575,6 +580,14 @@ class Store(OutboxStore):
             sql.upsert(connection, marks_t, {"kind": kind, "sent_at": sent_at})
 
     # -- internals -----------------------------------------------------------
+
+    @staticmethod
+    def _restate(connection: Connection, observations: Sequence[Observation]) -> None:
+        """Give stored points their new values (a restated period's row); the old value
+        lives on in the ``restated`` event."""
+        if observations:
+            sql.upsert_many(connection, observations_t,
+                            [rows.observation_row(o) for o in observations])  # fmt: skip
 
     @staticmethod
     def _insert_observations(connection: Connection, observations: Iterable[Observation]) -> int:

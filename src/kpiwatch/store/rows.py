@@ -60,6 +60,7 @@ def state_row(state: KpiState) -> dict[str, Any]:
         "reminders_sent": state.reminders_sent,
         "verdict": None if state.verdict is None else state.verdict.value,
         "data_problem": None if state.data_problem is None else problem_json(state.data_problem),
+        "plan": state.plan,
     }
 
 
@@ -110,6 +111,7 @@ def to_state(row: Row) -> KpiState:
         reminders_sent=row["reminders_sent"],
         verdict=None if row["verdict"] is None else Status(row["verdict"]),
         data_problem=to_problem(row["data_problem"]),
+        plan=row["plan"],
     )
 
 

@@ -69,6 +69,7 @@ kpi_state = sa.Table(
     sa.Column("verdict", sa.String(ENUM_LENGTH), nullable=True),
     # since, reason, scope, source, told_at
     sa.Column("data_problem", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("plan", sa.Double(), nullable=True),  # the judged period's plan (SPEC §2a)
 )
 
 status_changes = sa.Table(

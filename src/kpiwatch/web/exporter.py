@@ -128,7 +128,7 @@ def glide_path(kpi: Kpi, tz: ZoneInfo) -> tuple[float, float, float, float] | No
     exports its final target instead (as the status board shows it).
     """
     target = kpi.target
-    if target is None or target.by is None:
+    if target is None or target.by is None or target.value is None:
         return None
     if target.baseline is None or target.baseline_date is None:
         return None
@@ -171,7 +171,9 @@ class _KpiSeries:
             id=kpi.id,
             labels=labels,
             review=kpi.review.nominal_seconds,
-            target=Sample(_TARGET, labels, kpi.target.value) if fixed and kpi.target else None,
+            target=Sample(_TARGET, labels, kpi.target.value)
+            if fixed and kpi.target and kpi.target.value is not None
+            else None,
             glide=glide,
             thresholds=tuple(
                 Sample(_THRESHOLD, {**labels, "severity": severity}, level)

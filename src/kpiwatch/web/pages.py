@@ -471,7 +471,7 @@ def _glide(kpi: Kpi, first: Observation | None, tz: tzinfo) -> Glide | None:
     """Baseline at baseline_date -> target at ``by``, as the evaluation computes it
     (calendar dates are the start of that day in the configured timezone)."""
     target = kpi.target
-    if target is None or target.by is None:
+    if target is None or target.by is None or target.value is None:
         return None
     base_value = target.baseline
     if base_value is None and first is not None:

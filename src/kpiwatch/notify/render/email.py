@@ -189,13 +189,16 @@ def _chart(kpi: Kpi, recent: Sequence[Observation], size: tuple[int, int]) -> by
             thresholds["red"] = kpi.thresholds.red
     target = kpi.target
     glide = None
-    if target is not None and target.by is not None and (recent or target.baseline is not None):
+    dated = target is not None and target.by is not None and target.value is not None
+    if dated and target is not None and (recent or target.baseline is not None):
         start_at = (
             datetime.combine(target.baseline_date, time(), UTC)
             if target.baseline_date
             else recent[0].observed_at
         )
         start_value = target.baseline if target.baseline is not None else recent[0].value
+        assert target.by is not None  # dated
+        assert target.value is not None
         glide = ((start_at, start_value), (datetime.combine(target.by, time(), UTC), target.value))
     return trend_chart(
         [(o.observed_at, o.value) for o in recent],
