@@ -14,7 +14,7 @@ from kpiwatch.model import Status
 
 PACKAGE = Path(kpiwatch.evaluation.__file__).parent
 ALLOWED = {
-    "__future__", "bisect", "collections", "dataclasses", "datetime", "functools", "math",
+    "__future__", "bisect", "collections", "dataclasses", "datetime", "enum", "functools", "math",
     "typing", "zoneinfo", "kpiwatch",
 }  # fmt: skip
 
