@@ -15,7 +15,7 @@ from kpiwatch.model import Status
 PACKAGE = Path(kpiwatch.evaluation.__file__).parent
 ALLOWED = {
     "__future__", "bisect", "collections", "dataclasses", "datetime", "enum", "functools", "math",
-    "typing", "zoneinfo", "kpiwatch",
+    "statistics", "typing", "zoneinfo", "kpiwatch",
 }  # fmt: skip
 
 
