@@ -32,13 +32,15 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
-def local(tz: ZoneInfo, *args: int) -> datetime:
+def local(
+    tz: ZoneInfo, year: int, month: int, day: int, hour: int = 0, minute: int = 0
+) -> datetime:
     """A local wall time in ``tz``, as the UTC instant it is."""
-    return datetime(*args, tzinfo=tz).astimezone(UTC)  # type: ignore[misc]
+    return datetime(year, month, day, hour, minute, tzinfo=tz).astimezone(UTC)
 
 
 def obs(at: datetime, value: float, kpi_id: str = "rides") -> Observation:
@@ -48,7 +50,8 @@ def obs(at: datetime, value: float, kpi_id: str = "rides") -> Observation:
 def hourly(tz: ZoneInfo, first: date, days: int, value: float = 1.0) -> list[Observation]:
     """One row per real hour from local midnight of ``first`` for ``days`` local days."""
     start = local(tz, first.year, first.month, first.day)
-    end = local(tz, *(first + timedelta(days=days)).timetuple()[:3])
+    last = first + timedelta(days=days)
+    end = local(tz, last.year, last.month, last.day)
     rows = []
     at = start
     while at < end:
