@@ -105,3 +105,17 @@ def fmt_age(delta: timedelta) -> str:
                     text += f"{second}{next_name}"
             return text
     return "0s"  # pragma: no cover - the loop always returns
+
+
+def fmt_pct(pct: float) -> str:
+    """A percentage as people say it: whole from 10 up (``36 %``), one decimal below (``9.5 %``).
+
+    A 36.4 % drop reads as 36 %; below 10 the decimal still tells 1.4 % from 1 %.
+    Whole percentages group like other numbers (``1234 %``, ``12,346 %``).
+    """
+    text = f"{pct:.1f}"
+    if abs(float(text)) >= 10:  # 9.96 rounds to "10.0": shown as "10"
+        text = fmt_number(float(round(pct)))
+    elif text == "-0.0":
+        text = "0.0"
+    return f"{text} %"

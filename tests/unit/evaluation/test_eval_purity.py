@@ -14,8 +14,8 @@ from kpiwatch.model import Status
 
 PACKAGE = Path(kpiwatch.evaluation.__file__).parent
 ALLOWED = {
-    "__future__", "bisect", "collections", "dataclasses", "datetime", "functools", "math",
-    "typing", "zoneinfo", "kpiwatch",
+    "__future__", "bisect", "collections", "dataclasses", "datetime", "enum", "functools", "math",
+    "statistics", "typing", "zoneinfo", "kpiwatch",
 }  # fmt: skip
 
 
