@@ -180,8 +180,7 @@ def _sql_queries(docs: list[Doc]) -> list[RuleProblem]:
             if kpi.source in dialects and plan is not None:
                 reason = statement_problem(plan, dialects[kpi.source])
                 if reason is not None:
-                    where = ("kpis", index, "target", "plan_query")
-                    problems.append(doc.problem(where, reason))
+                    problems.append(doc.problem(("kpis", index, "target", "plan_query"), reason))
         for name, source in doc.sources.items():
             if isinstance(source, SqlSource) and source.freshness is not None:
                 reason = statement_problem(source.freshness.query, dialects[name])

@@ -82,10 +82,7 @@ def _unjudged_target(kpi: Kpi) -> str | None:
             f"KPI {kpi.id!r} has a target for {target.by} that nothing judges: "
             "off_track is turned off"
         )
-    return (
-        f"KPI {kpi.id!r} has a target that nothing judges (it is only shown): give it a "
-        "date (target.by) to be judged off track"
-    )
+    return None  # a value alone is shown and exported: that is what it is for (SPEC §2)
 
 
 def _owner_problem(owner: str, shared: dict[str, str]) -> str | None:

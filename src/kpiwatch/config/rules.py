@@ -239,9 +239,12 @@ class Thresholds(_Model):
     def _percents(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        written = {k: data[k] for k in ("yellow", "red") if isinstance(data.get(k), str)}
+        written = {
+            k: data[k] for k in ("yellow", "red")
+            if isinstance(data.get(k), str) and data[k].rstrip().endswith("%")
+        }  # fmt: skip
         if not written:
-            return data
+            return data  # numbers (YAML reads 1e-7 as text: pydantic makes it one)
         parsed = dict(data)
         for key, text in written.items():
             match = _PERCENT.match(text)
@@ -250,6 +253,8 @@ class Thresholds(_Model):
                     f"thresholds.{key} {text!r}: a number, or a percent of the plan like 95%"
                 )
             parsed[key] = float(match.group(1))
+            if parsed[key] <= 0:
+                raise ValueError(f"thresholds.{key} {text!r}: a percent of the plan above 0")
         given = [k for k in ("yellow", "red") if data.get(k) is not None]
         if len(written) != len(given):
             raise ValueError("give both thresholds in % of the plan, or neither")

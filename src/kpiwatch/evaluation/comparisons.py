@@ -13,21 +13,15 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
-from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from kpiwatch.evaluation.format import fmt_number, fmt_pct, fmt_value
-from kpiwatch.evaluation.periods import Period, period_label, period_start, shift
-from kpiwatch.model import Finding, Observation, Status
+from kpiwatch.evaluation.periods import period_label, period_start, shift
+from kpiwatch.model import Finding, Observation, Period, Status, Versus
 
 RULE = "change"
 
 _NOON = time(12, 0)
-
-
-class Versus(StrEnum):
-    PREVIOUS_PERIOD = "previous_period"
-    SAME_PERIOD_LAST_YEAR = "same_period_last_year"
 
 
 def _last_year(first: date, period: Period) -> date:

@@ -21,29 +21,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from enum import StrEnum
 from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from kpiwatch.model import Observation
-
-
-class Period(StrEnum):
-    DAY = "day"
-    WEEK = "week"
-    MONTH = "month"
-    QUARTER = "quarter"
-
-
-class Aggregate(StrEnum):
-    SUM = "sum"
-    AVG = "avg"
-    LAST = "last"
-    MIN = "min"
-    MAX = "max"
-    COUNT = "count"
-
+# the enums are the rules' vocabulary too: they live with the other plain data
+from kpiwatch.model import Aggregate, Observation, Period
 
 # Below this share of the period elapsed, an open period is not judged: a
 # month-to-date total after 20 minutes, projected to the month, is noise.

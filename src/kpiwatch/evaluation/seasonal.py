@@ -19,8 +19,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from kpiwatch.evaluation.format import fmt_pair, fmt_pct, fmt_value, with_unit
-from kpiwatch.evaluation.periods import Period
-from kpiwatch.model import Finding, Observation, Status
+from kpiwatch.model import Finding, Observation, Period, Status
 
 RULE = "seasonal"
 

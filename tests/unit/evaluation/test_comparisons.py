@@ -6,9 +6,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from kpiwatch.evaluation.comparisons import Versus, change_vs, comparison_start
-from kpiwatch.evaluation.periods import Period, parse_plan_key
-from kpiwatch.model import Finding, Observation, Status
+from kpiwatch.evaluation.comparisons import change_vs, comparison_start
+from kpiwatch.evaluation.periods import parse_plan_key
+from kpiwatch.model import Finding, Observation, Period, Status, Versus
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -10,9 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kpiwatch.evaluation.periods import (
-    Aggregate,
     Judged,
-    Period,
     bucket,
     is_closed,
     judged_period,
@@ -23,7 +21,7 @@ from kpiwatch.evaluation.periods import (
     plan_key,
     shift,
 )
-from kpiwatch.model import Observation
+from kpiwatch.model import Aggregate, Observation, Period
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from kpiwatch.evaluation.format import fmt_pct
-from kpiwatch.evaluation.periods import Aggregate, Period, bucket, period_start
+from kpiwatch.evaluation.periods import bucket, period_start
 from kpiwatch.evaluation.seasonal import seasonal, tolerance
-from kpiwatch.model import Finding, Observation, Status
+from kpiwatch.model import Aggregate, Finding, Observation, Period, Status
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC_ZONE = ZoneInfo("UTC")

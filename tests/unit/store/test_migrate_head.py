@@ -54,7 +54,7 @@ def test_states_stored_before_reminders_start_with_none_told(tmp_path: Path) -> 
         migrations.upgrade(store.engine, "0004")
         since = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
         state = KpiState("churn", Status.RED, since, ReviewCadence.MONTHLY, reminders_sent=5)
-        later = {"reminders_sent", "verdict", "data_problem"}
+        later = {"reminders_sent", "verdict", "data_problem", "plan"}
         columns = [c._copy() for c in kpi_state.columns if c.name not in later]
         old = sa.Table("kpi_state", sa.MetaData(), *columns)
         row = {k: v for k, v in rows.state_row(state).items() if k not in later}
@@ -78,7 +78,7 @@ def test_states_stored_before_verdicts_read_their_status_as_the_verdict(tmp_path
     try:
         migrations.upgrade(store.engine, "0005")
         since = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-        later = ("verdict", "data_problem")
+        later = ("verdict", "data_problem", "plan")
         columns = [c._copy() for c in kpi_state.columns if c.name not in later]
         old = sa.Table("kpi_state", sa.MetaData(), *columns)
         with store.engine.begin() as connection:
