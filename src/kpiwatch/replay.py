@@ -21,7 +21,7 @@ from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from kpiwatch.config.rules import Kpi
-from kpiwatch.evaluation import HISTORY_WINDOW, evaluate, review_tick
+from kpiwatch.evaluation import evaluate, history_window, review_tick
 from kpiwatch.model import Delivery, Evaluation, Event, KpiState, Observation
 from kpiwatch.notify.routing import Router
 from kpiwatch.notify.silencing import active_mute
@@ -77,7 +77,7 @@ def replay(
         # the moments only go forward, and so do both ends of the window
         while known < len(observations) and observations[known].observed_at <= now:
             known += 1
-        window = now - HISTORY_WINDOW
+        window = now - history_window(kpi)
         while oldest < known and observations[oldest].observed_at < window:
             oldest += 1
         evaluation = evaluate(

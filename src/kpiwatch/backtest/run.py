@@ -19,7 +19,7 @@ from kpiwatch.backtest import report
 from kpiwatch.backtest.outcome import KpiOutcome, Replayed, replay_kpi
 from kpiwatch.config.rules import BUILTIN_SOURCES, RuleSet
 from kpiwatch.errors import SourceError
-from kpiwatch.evaluation import HISTORY_WINDOW
+from kpiwatch.evaluation import HISTORY_WINDOW, history_window
 from kpiwatch.model import Observation
 from kpiwatch.notify.routing import Router
 from kpiwatch.replay import ALL_CHANNELS
@@ -94,7 +94,10 @@ def replay_part(request: Request, kpi_ids: Sequence[str]) -> Part:
     from kpiwatch.store.history import histories
     from kpiwatch.store.repository import Store
 
-    since = None if request.start is None else request.start - HISTORY_WINDOW
+    # as far back as the longest window of these KPIs (periods compare with last year)
+    longest = max((history_window(request.rules.by_id[k]) for k in kpi_ids
+                   if k in request.rules.by_id), default=HISTORY_WINDOW)  # fmt: skip
+    since = None if request.start is None else request.start - longest
     store = None
     history: History = [(kpi_id, []) for kpi_id in kpi_ids]
     if request.database_url is not None:

@@ -55,6 +55,13 @@ from kpiwatch.model import (
 # how much history an evaluation sees (the daemon's store read, a replay's slice):
 # trend rules look back far less
 HISTORY_WINDOW = timedelta(days=400)
+# a KPI with a period compares periods with last year's (vs, seasonal): two years of them
+PERIOD_HISTORY_WINDOW = timedelta(days=800)
+
+
+def history_window(kpi: Kpi) -> timedelta:
+    """How far back the history of ``kpi`` an evaluation sees reaches."""
+    return HISTORY_WINDOW if kpi.period is None else PERIOD_HISTORY_WINDOW
 _UTC = ZoneInfo("UTC")
 _NINE = time(9, 0)
 _NO_CONTEXT = DataContext()
@@ -152,7 +159,7 @@ def _findings(
     if problem is not None and (kpi.no_data is not NoData.KEEP_LAST or last is None):
         status = Status.RED if kpi.no_data is NoData.RED else Status.UNKNOWN
         return (Finding(problem[0], status, problem[1]),), None, None
-    judged = judging(kpi, history, now, tz, plans)
+    judged = judging(kpi, history, now, tz, plans, history_window(kpi))
     if judged is None:  # a period KPI before its first period closed: nothing to judge yet
         assert kpi.period is not None
         which = "value for the current" if kpi.judge == "current" else "closed"

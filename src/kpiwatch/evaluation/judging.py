@@ -36,13 +36,17 @@ def judging(
     now: datetime,
     tz: ZoneInfo,
     plans: Mapping[str, float] | None = None,
+    window: timedelta = timedelta(days=800),
 ) -> Judging | None:
-    """The point to judge; None for a period KPI with no period to judge yet."""
+    """The point to judge; None for a period KPI with no period to judge yet. ``window``
+    is how far back the history was read: a period starting earlier is left out."""
     if not history:
         return None
     if kpi.period is None:
         return Judging(list(history), history[-1], None, None)
-    periods = bucket(history, kpi.period, tz, kpi.aggregate)
+    # the history read starts mid-period, maybe: its first period is not whole
+    since = now - window
+    periods = [p for p in bucket(history, kpi.period, tz, kpi.aggregate) if p.observed_at >= since]
     current = kpi.judge == "current"
     judged = judged_period(periods, kpi.period, tz, kpi.complete_after, now,
                            current=current, aggregate=kpi.aggregate)  # fmt: skip

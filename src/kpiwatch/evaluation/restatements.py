@@ -36,9 +36,11 @@ def restatements(
     merged: Sequence[Observation],
     now: datetime,
     tz: ZoneInfo,
+    since: datetime,
 ) -> tuple[Event, ...]:
     """One ``restated`` event per closed period whose value differs between the stored
-    history and the history with this poll's points (``merged``)."""
+    history and the history with this poll's points (``merged``). ``since`` is where
+    the stored history was read from: a period starting before it was read in part."""
     period = kpi.period
     if period is None or len(merged) == len(stored) == 0:
         return ()
@@ -46,7 +48,7 @@ def restatements(
     events = []
     for point in bucket(merged, period, tz, kpi.aggregate):
         old = before.get(point.observed_at)
-        if old is None or old == point.value:
+        if old is None or old == point.value or point.observed_at < since:
             continue
         if not is_closed(point.observed_at, period, tz, kpi.complete_after, now):
             continue  # an open period grows: that is no restatement

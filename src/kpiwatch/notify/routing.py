@@ -45,6 +45,9 @@ class Router:
             return self._data_owner(event)
         if event.kind is EventKind.DELIVERY_FAILED or event.kpi_id is None:
             return [Delivery("email", address) for address in self._oncall]
+        if event.kind is EventKind.RESTATED:
+            # recorded and shown; people hear of it when it changes a verdict (SPEC §2a)
+            return [Delivery("log", "")]
         kpi = self._rules.by_id.get(event.kpi_id)
         if kpi is None:  # removed from the rules since the event was made
             return [Delivery("email", address) for address in self._oncall]

@@ -35,9 +35,9 @@ from kpiwatch.errors import (
 )
 from kpiwatch.evaluation import (
     DEFAULT_REMINDERS,
-    HISTORY_WINDOW,
     ReminderPolicy,
     evaluate,
+    history_window,
     reminder_policy,
     reminder_tick,
     review_tick,
@@ -169,9 +169,8 @@ class Runner:
         if persist:
             self._note_fetch(workspace, kpi, fetched, now)
         # state and history through one connection: one checkout instead of two
-        previous, stored = self._store.evaluation_inputs([kpi.id], since=now - HISTORY_WINDOW)[
-            kpi.id
-        ]
+        window = now - history_window(kpi)
+        previous, stored = self._store.evaluation_inputs([kpi.id], since=window)[kpi.id]
         evaluation, restated = self._judge(workspace, kpi, stored, previous, now, fetched)
         if not persist:
             return evaluation
@@ -218,7 +217,7 @@ class Runner:
         )
         if kpi.period is None:
             return evaluation, []
-        restated = restatements(kpi, stored, history, now, self._tz)
+        restated = restatements(kpi, stored, history, now, self._tz, now - history_window(kpi))
         if restated:
             evaluation = evaluation._replace(events=restated + evaluation.events)
         return evaluation, restated_points(kpi, stored, fetched.observations)
@@ -466,7 +465,9 @@ class Runner:
         that fails is None, the others count."""
         kpis = [workspace.rules.by_id[kpi_id] for kpi_id in kpi_ids]
         try:
-            since = min(now for now, _ in fetched) - HISTORY_WINDOW
+            since = min(
+                now - history_window(kpi) for kpi, (now, _) in zip(kpis, fetched, strict=True)
+            )
             inputs = self._store.evaluation_inputs(kpi_ids, since=since)
         except StoreError as exc:
             log.error("could not read states and history", error=str(exc))
@@ -476,7 +477,7 @@ class Runner:
         batch: list[EvaluationToSave] = []
         for kpi, (now, got) in zip(kpis, fetched, strict=True):
             previous, stored = inputs[kpi.id]
-            window = now - HISTORY_WINDOW
+            window = now - history_window(kpi)
             recent = [o for o in stored if o.observed_at >= window]
             try:
                 evaluation, restated = self._judge(workspace, kpi, recent, previous, now, got)

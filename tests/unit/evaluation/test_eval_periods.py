@@ -149,7 +149,9 @@ def test_restatements_of_a_closed_month_and_not_of_the_open_one() -> None:
     late = [Observation("revenue", OCT + 20 * DAY + timedelta(hours=13), 500),
             Observation("revenue", NOV + 10 * DAY + timedelta(hours=12), 1000)]  # fmt: skip
     merged = sorted(stored + late, key=lambda o: o.observed_at)
-    [event] = restatements(kpi, stored, merged, NOV + 11 * DAY, UTC_TZ)
+    [event] = restatements(kpi, stored, merged, NOV + 11 * DAY, UTC_TZ, OCT)
+    # a period that starts before the stored history does was read in part: not restated
+    assert restatements(kpi, stored[5:], merged, NOV + 11 * DAY, UTC_TZ, OCT + 5 * DAY) == ()
     assert event.kind is EventKind.RESTATED
     assert event.data == {"period": "Oct 2026", "period_start": OCT.isoformat(),
                           "old": 31000, "new": 31500, "unit": "$"}  # fmt: skip
