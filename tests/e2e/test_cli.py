@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def test_the_demo_rules_judge_alike_from_any_command(demo_dir: Path) -> None:
 
 def test_demo_shows_green_drifting_red_escalated_and_stale(demo_dir: Path) -> None:
     rows = status_json(demo_dir, _demo_env(demo_dir))
-    assert len(rows) == 10
+    assert len(rows) == 12
     assert {r["team"] for r in rows.values()} == {"growth", "customer-success", "finance"}
     churn = rows["churn_rate"]
     assert churn["status"] == "red"
@@ -180,8 +181,16 @@ def test_demo_shows_green_drifting_red_escalated_and_stale(demo_dir: Path) -> No
         "mrr",
         "marketing_spend",
         "cac",
+        "new_business",
+        "site_visits",
     ):
         assert rows[kpi]["status"] == "green", (kpi, rows[kpi]["reasons"])
+    # SPEC §2a: a whole month against its plan, not the first days of this one
+    business = rows["new_business"]
+    month = r"[A-Z][a-z]{2} \d{4}"
+    assert re.fullmatch(rf"{month}: value [\d,]+ \$ within thresholds \(plan [\d,]+ \$\)",
+                        business["reasons"][0]), business["reasons"]  # fmt: skip
+    assert business["target"] > 0  # the judged month's plan
     for row in rows.values():
         for key in (
             "id",

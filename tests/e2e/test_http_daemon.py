@@ -1,6 +1,6 @@
 """The daemon's HTTP side as people meet it.
 
-The demo daemon (a year of sample data, 10 KPIs, 3 teams) is scraped by a real
+The demo daemon (a year of sample data, 12 KPIs, 3 teams) is scraped by a real
 Prometheus, its pages are read in headless Chromium and its API is used with a
 token. Smaller daemons show systemd readiness and watchdog, a removed KPI
 leaving /metrics, and a taken port.
@@ -96,9 +96,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
 
         def all_evaluated() -> bool:
             rows = _get(base + "/api/v1/kpis").json()
-            return len(rows) == 10 and all(row["last_evaluated"] for row in rows)
+            return len(rows) == 12 and all(row["last_evaluated"] for row in rows)
 
-        wait_until(all_evaluated, 60, "the demo to evaluate its 10 KPIs")
+        wait_until(all_evaluated, 60, "the demo to evaluate its 12 KPIs")
         yield base, workdir
     finally:
         assert daemon.stop() == 0, daemon.output()[-3000:]
@@ -123,7 +123,7 @@ def test_prometheus_scrapes_kpi_values_and_statuses(demo: tuple[str, Path]) -> N
     prom_dir = workdir / "prometheus"
     prom_dir.mkdir()
     with scraping_prometheus(
-        prom_dir, target, job="kpiwatch", ready_query="count(kpiwatch_kpi_status == 1) == 10"
+        prom_dir, target, job="kpiwatch", ready_query="count(kpiwatch_kpi_status == 1) == 12"
     ) as prometheus:
         red_now = query(prometheus, 'kpiwatch_kpi_status{status="red"} == 1')
         assert [r["metric"]["kpi"] for r in red_now] == ["churn_rate"]
@@ -160,7 +160,7 @@ def test_board_and_kpi_page_in_chromium(demo: tuple[str, Path], tmp_path: Path) 
     base, _ = demo
     chromium = chromium_binary()
     board = visible_text(run_chromium(chromium, tmp_path / "p1", "--dump-dom", base + "/"))
-    assert "10 KPIs: 1 red 1 yellow 1 unknown 7 green" in board
+    assert "12 KPIs: 1 red 1 yellow 1 unknown 9 green" in board
     for team in ("growth", "customer-success", "finance"):
         assert team in board
     assert "Rolling 30-day churn rate Red" in board

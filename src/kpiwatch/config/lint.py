@@ -51,12 +51,17 @@ def _kpi_messages(kpi: Kpi, shared: dict[str, str]) -> Iterator[tuple[str, str]]
     has_thresholds = thresholds is not None and (
         thresholds.yellow is not None or thresholds.red is not None
     )
-    if not has_thresholds and kpi.target is None:
+    trend = kpi.trend
+    has_trend = trend is not None and (
+        trend.worsening_streak is not None or trend.change is not None
+        or trend.seasonal is not None
+    )  # fmt: skip
+    if not has_thresholds and kpi.target is None and not has_trend:
         yield (
             "",
             (
-                f"KPI {kpi.id!r} has neither thresholds (yellow/red) nor a target: "
-                "it can never tell anyone it is off"
+                f"KPI {kpi.id!r} has neither thresholds (yellow/red), a target nor a trend "
+                "rule: it can never tell anyone it is off"
             ),
         )
     unjudged = _unjudged_target(kpi)

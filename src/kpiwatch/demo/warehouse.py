@@ -2,6 +2,9 @@
 
 Deterministic (seeded) so tests can rely on each KPI's status: most green,
 conversion drifting behind its glide path, churn red, the invoice feed stale.
+Two show SPEC §2a: monthly new business (daily order totals folded per month,
+judged against a plan per month) and site visits (weekdays busy, weekends quiet,
+judged against the usual same weekday).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ CREATE TABLE nps (week DATE PRIMARY KEY, score REAL);
 CREATE TABLE support (day DATE PRIMARY KEY, first_response_hours REAL);
 CREATE TABLE revenue (day DATE PRIMARY KEY, mrr REAL);
 CREATE TABLE invoices (day DATE PRIMARY KEY, backlog INTEGER);
+CREATE TABLE orders (day DATE, amount REAL);
+CREATE TABLE revenue_plan (month DATE PRIMARY KEY, target REAL);
+CREATE TABLE visits (day DATE PRIMARY KEY, visits INTEGER);
 """
 
 
@@ -78,6 +84,16 @@ def build_warehouse(path: Path, today: date, seed: int = 42) -> None:
             "INSERT INTO invoices VALUES (?, ?)",
             [(d.isoformat(), rng.randint(20, 40)) for d in days[: DAYS - STALE_DAYS]],
         )
+        db.executemany(
+            "INSERT INTO orders VALUES (?, ?)",
+            [(d.isoformat(), round(20_000 + rng.uniform(-2000, 2000), 2)) for d in days],
+        )
+        db.executemany("INSERT INTO revenue_plan VALUES (?, ?)", _plan(days))
+        db.executemany(
+            "INSERT INTO visits VALUES (?, ?)",
+            # weekends are quiet: a fixed threshold would flap every week
+            [(d.isoformat(), round(_usual_visits(d) * rng.uniform(0.96, 1.04))) for d in days],
+        )
 
 
 def _churn(index: int) -> float:
@@ -86,3 +102,19 @@ def _churn(index: int) -> float:
     if index < climb_start:
         return 3.9
     return 3.9 + (index - climb_start + 1) * 0.11
+
+
+def _plan(days: list[date]) -> list[tuple[str, float]]:
+    """A plan for each month of the data and the next: 19,500 $ a day of the month, a
+    little under what the orders bring in (about 20,000 $ a day)."""
+    firsts = sorted({day.replace(day=1) for day in days})
+    firsts.append(_next_month(firsts[-1]))  # the plan is set ahead of the month
+    return [(first.isoformat(), 19_500.0 * (_next_month(first) - first).days) for first in firsts]
+
+
+def _usual_visits(day: date) -> int:
+    return 2400 if day.weekday() >= 5 else 5200
+
+
+def _next_month(first: date) -> date:
+    return (first.replace(day=28) + timedelta(days=4)).replace(day=1)

@@ -82,13 +82,33 @@ def test_lagging_kpi_needs_a_leading_one() -> None:
 
 
 def test_kpi_needs_thresholds_or_target() -> None:
-    message = "has neither thresholds (yellow/red) nor a target: it can never tell anyone it is off"
+    message = (
+        "has neither thresholds (yellow/red), a target nor a trend rule: "
+        "it can never tell anyone it is off"
+    )
     assert lint_text(TEAMS + kpi("a") + kpi("b", "thresholds: {}")) == [
         f"r.yaml:6:5: kpis[0]: KPI 'a' {message}",
         f"r.yaml:12:5: kpis[1]: KPI 'b' {message}",
     ]
     assert lint_text(TEAMS + kpi("a", "thresholds: {red: 5}")) == []
     assert lint_text(TEAMS + kpi("a", "target: {value: 3}")) == []
+    seasonal = "trend: {seasonal: {season: 7d, max_pct: 20}}"
+    assert lint_text(TEAMS + kpi("a", seasonal)) == []
+
+
+def test_a_target_nothing_judges_is_reported() -> None:
+    dated = "target: {value: 3, by: 2027-01-01}"
+    assert lint_text(TEAMS + kpi("a", dated)) == []  # judged off track by default (SPEC §2a)
+    off = kpi("a", dated, "trend: {off_track: false}")
+    assert lint_text(TEAMS + off) == [
+        "r.yaml:6:5: kpis[0].target: KPI 'a' has a target for 2027-01-01 that nothing "
+        "judges: off_track is turned off"
+    ]
+    plan = kpi("m", "period: month", "target: {plan: {2026-11: 100}}", "thresholds: {red: 5}")
+    assert lint_text(TEAMS + plan) == [
+        "r.yaml:6:5: kpis[0].target: KPI 'm' has a plan that nothing judges: give "
+        "thresholds in % of the plan, e.g. thresholds: {yellow: 95%, red: 90%}"
+    ]
 
 
 def test_indices_count_within_each_file(tmp_path: Path) -> None:
