@@ -138,9 +138,14 @@ def _formulas(docs: list[Doc]) -> list[RuleProblem]:
     problems: list[RuleProblem] = []
     graph: dict[str, list[str]] = {}
     query_at: dict[str, tuple[Doc, int]] = {}
+    seen: set[str] = set()
     for doc in docs:
         for index, kpi in doc.kpis.items():
-            if kpi.source != "formula" or kpi.id in query_at:
+            # a duplicate id is refused on its own; its formula, which no one will run,
+            # must not make a cycle of the first definition's (a false "formula cycle")
+            duplicate = kpi.id in seen
+            seen.add(kpi.id)
+            if kpi.source != "formula" or duplicate:
                 continue
             query_at[kpi.id] = (doc, index)
             path = ("kpis", index, "query")

@@ -560,3 +560,24 @@ def test_a_freshness_query_is_checked_like_a_kpis_and_located() -> None:
           wh: {type: sql, url: "sqlite:///wh.db", freshness: {query: SELECT 1}}
         """)
     assert missing == ["r.yaml:2:54: sources.wh.freshness: missing required key 'max_age'"]
+
+
+def test_a_duplicate_id_is_one_problem_not_a_false_formula_cycle(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(textwrap.dedent("""\
+        kpis:
+          - {id: cac, name: CAC, owner: a@x.com, direction: lower_is_better, source: formula,
+             query: spend / customers}
+          - {id: spend, name: Spend, owner: a@x.com, direction: lower_is_better, source: push}
+          - {id: customers, name: Customers, owner: a@x.com, direction: higher_is_better,
+             source: push}
+        """))
+    (tmp_path / "b.yaml").write_text(textwrap.dedent("""\
+        kpis:
+          - {id: spend, name: Spend again, owner: a@x.com, direction: lower_is_better,
+             source: formula, query: cac * customers}
+        """))
+    with pytest.raises(RuleLoadError) as caught:
+        load_rules(tmp_path, env={})
+    found = [str(p) for p in caught.value.problems]
+    assert len(found) == 1, found
+    assert "duplicate KPI id 'spend'" in found[0]
