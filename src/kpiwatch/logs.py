@@ -96,6 +96,8 @@ def configure_logging(fmt: Literal["console", "json"], level: str = "info") -> N
     logging.getLogger("kpiwatch").setLevel(numeric)
     logging.getLogger("apscheduler").setLevel(max(numeric, _LIBRARY_FLOOR))
     logging.getLogger("apscheduler.scheduler").addFilter(_busy_outbox_tick)
+    logging.getLogger("apscheduler.executors.default").addFilter(_kpi_run_skipped)
+    logging.getLogger("apscheduler.scheduler").addFilter(_kpi_run_skipped)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         # with log_config=None uvicorn adds no handlers; make sure none print around us
         uvicorn_logger = logging.getLogger(name)
@@ -111,6 +113,14 @@ def _busy_outbox_tick(record: logging.LogRecord) -> bool:
     outbox job: it ticks every 0.25 s, and a pass still sending is doing that work."""
     message = record.getMessage()
     return not (message.startswith('Execution of job "outbox ') and "skipped" in message)
+
+
+def _kpi_run_skipped(record: logging.LogRecord) -> bool:
+    """Drop APScheduler's line for each KPI run it skipped or missed: the daemon counts
+    them and says so once a minute (:mod:`kpiwatch.runtime.schedule_health`)."""
+    message = record.getMessage()
+    kpi_job = 'job "evaluate ' in message or 'job "catch up ' in message
+    return not (kpi_job and ("skipped: maximum number" in message or "was missed by" in message))
 
 
 def _log_uncaught(

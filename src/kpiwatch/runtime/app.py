@@ -208,6 +208,7 @@ class App:
             max_workers=self.settings.max_workers,
             misfire_grace=self.settings.misfire_grace,
             tz=self.settings.tz,
+            on_skipped=self.metrics.schedule.skipped,
         )
         now = self.clock.now()
         scheduler.sync_kpis(self.runner.workspace.rules, self.store.states(), now, self._run_kpi)
@@ -288,6 +289,7 @@ class App:
 
     def _beat(self) -> None:
         self._heartbeat = _time.monotonic()
+        self.metrics.schedule.report(self.clock.now())  # a line a minute while falling behind
 
     def _run_kpi(self, kpi_id: str, slot: datetime | None = None) -> None:
         """A KPI's scheduled evaluation, done by the one replica that claims its due time."""
@@ -296,7 +298,9 @@ class App:
             if kpi is None:
                 return
             if slot is None:
-                slot = due_slot(kpi, self.clock.now(), self.settings.tz)
+                now = self.clock.now()
+                slot = due_slot(kpi, now, self.settings.tz)
+                self.metrics.schedule.started(now - slot)
             with self.leases.hold(KPI_LEASE + kpi_id, slot=slot, ttl=self._kpi_ttl(kpi)) as claim:
                 if claim is None:
                     log.debug("evaluation skipped: done or claimed elsewhere", kpi=kpi_id,

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -103,8 +104,16 @@ def first_run(kpi: Kpi, state: KpiState | None, now: datetime, tz: ZoneInfo) -> 
 
 
 class Scheduler:
-    def __init__(self, *, max_workers: int, misfire_grace: int, tz: ZoneInfo) -> None:
+    def __init__(
+        self,
+        *,
+        max_workers: int,
+        misfire_grace: int,
+        tz: ZoneInfo,
+        on_skipped: Callable[[str], None] | None = None,  # "busy" | "missed", KPI runs only
+    ) -> None:
         self._tz = tz
+        self._on_skipped = on_skipped
         self._scheduler = BackgroundScheduler(
             executors={
                 "default": ThreadPoolExecutor(max_workers),
@@ -118,6 +127,16 @@ class Scheduler:
             },
             timezone=tz,
         )
+        self._scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+
+    def _skipped(self, event: JobEvent) -> None:
+        """A KPI run APScheduler skipped: counted (and logged once a minute), not one
+        log line each (the log filter drops APScheduler's own)."""
+        if self._on_skipped is None:
+            return
+        if not event.job_id.startswith((KPI_JOB_PREFIX, CATCH_UP_PREFIX)):
+            return
+        self._on_skipped("busy" if event.code == EVENT_JOB_MAX_INSTANCES else "missed")
 
     def sync_kpis(
         self,

@@ -99,6 +99,12 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "counter", "Reminders of unacknowledged episodes, by the episode's status (those "
                    "that fell in a silence or mute window too: the outbox suppressed them)"),
     "kpiwatch_outbox_pending": ("gauge", "Notifications waiting in the outbox, per channel"),
+    "kpiwatch_schedule_lag_seconds": (
+        "gauge", "The latest start of a scheduled KPI evaluation after its due time, over the "
+                 "last whole minute: a daemon that cannot keep up shows it here"),
+    "kpiwatch_evaluations_skipped_total": (
+        "counter", "Scheduled KPI evaluations skipped: busy (its last run was still going) "
+                   "or missed (later than KPIWATCH_MISFIRE_GRACE)"),
     "kpiwatch_build_info": ("gauge", "kpiwatch version; always 1"),
 }  # fmt: skip
 
@@ -508,6 +514,11 @@ class KpiCollector(Collector):
         for channel in sorted({*self._metrics.channels, *pending}):
             _sample(waiting, {"channel": channel}, pending.get(channel, 0))
         yield waiting
+        lag = _family("kpiwatch_schedule_lag_seconds", [])
+        _sample(lag, {}, self._metrics.schedule.lag_seconds())
+        yield lag
+        skipped = [((reason,), n) for reason, n in self._metrics.schedule.skipped_counts().items()]
+        yield _counter("kpiwatch_evaluations_skipped_total", ["reason"], skipped)
         build = _family("kpiwatch_build_info", ["version"])
         _sample(build, {"version": __version__}, 1.0)
         yield build

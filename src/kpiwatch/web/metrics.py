@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterable
 
 from kpiwatch.model import Evaluation, Event, Status
+from kpiwatch.runtime.schedule_health import ScheduleHealth
 
 EVALUATION_RESULTS = (*(s.value for s in Status), "error")  # error: the evaluation raised
 BASELINE_RESULTS = ("sent", "dead")  # alert rules use increase(): they need a 0 to start from
@@ -28,6 +29,7 @@ class Metrics:
         self._query_seconds: dict[str, float] = {}
         # red from the start: alert rules use increase(), which needs a 0 to start from
         self._reminders = {Status.RED.value: 0}
+        self.schedule = ScheduleHealth()  # start lags and skipped runs of the KPI jobs
 
     def evaluated(self, evaluation: Evaluation) -> None:
         """Count one evaluation under its effective status (runner.on_evaluated)."""

@@ -96,6 +96,37 @@ kpis:
         scheduler.shutdown(wait=False)
 
 
+def test_a_kpi_run_still_going_when_it_falls_due_again_is_counted_as_skipped() -> None:
+    import threading
+
+    from kpiwatch.config.loader import load_rule_text
+    from kpiwatch.runtime.scheduler import Scheduler
+
+    rules = load_rule_text(
+        """
+sources: {wh: {type: sql, url: "sqlite://"}}
+kpis:
+  - {id: slow, name: S, owner: o@example.com, direction: lower_is_better, source: wh,
+     query: SELECT 1, every: 1s}
+"""
+    ).rules
+    skipped: list[str] = []
+    release = threading.Event()
+    scheduler = Scheduler(max_workers=2, misfire_grace=60, tz=UTC_ZONE,
+                          on_skipped=skipped.append)  # fmt: skip
+    scheduler.sync_kpis(rules, {}, datetime.now(UTC), lambda _: release.wait(10))
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not skipped and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert skipped
+        assert set(skipped) == {"busy"}
+    finally:
+        release.set()
+        scheduler.shutdown(wait=False)
+
+
 # -- due slots: every replica must name the same due time -----------------------
 
 

@@ -122,6 +122,8 @@ SPEC_FAMILIES = {
     "kpiwatch_notifications",
     "kpiwatch_reminders",
     "kpiwatch_outbox_pending",
+    "kpiwatch_schedule_lag_seconds",
+    "kpiwatch_evaluations_skipped",
     "kpiwatch_build_info",
 }
 
