@@ -30,7 +30,8 @@ END = datetime(2026, 11, 30, tzinfo=UTC)
 DAYS = 60
 TABLES = {  # table -> its date column
     "daily_growth": "day", "marketing": "day", "churn": "day", "nps": "week",
-    "support": "day", "revenue": "day", "invoices": "day",
+    "support": "day", "revenue": "day", "invoices": "day", "orders": "day",
+    "revenue_plan": "month", "visits": "day",
 }  # fmt: skip
 
 
@@ -59,7 +60,7 @@ def _live_the_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
             clock.set(now)
             runner.tick_reviews()
             stats = runner.evaluate_all()
-            assert stats.evaluated == 10
+            assert stats.evaluated == 12
     return environment(tmp_path, KPIWATCH_DATABASE_URL=state, **env)
 
 
@@ -90,7 +91,7 @@ def test_replaying_the_whole_history_ends_in_the_state_status_shows(
     report = json.loads(replayed.stdout)
     finals = {kpi["id"]: kpi["final"] for kpi in report["kpis"]}
     assert set(finals) == set(shown)
-    assert len(finals) == 10
+    assert len(finals) == 12
     for kpi_id, final in finals.items():
         row = shown[kpi_id]
         assert (final["status"], final["since"], final["escalated"], final["review"]) == (
