@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from kpiwatch.config.rules import Kpi
 from kpiwatch.config.settings import Settings
 from kpiwatch.model import EventKind, Observation
+from kpiwatch.overview import overview
 from kpiwatch.runtime.runner import Runner
 from kpiwatch.sources.base import FetchResult
 from kpiwatch.store.repository import Store
@@ -426,3 +427,21 @@ def test_a_period_kpi_before_any_data(tmp_path: Path, site: Site) -> None:
         assert "(last 0 months)" in page
     finally:
         empty.close()
+
+
+def test_the_overview_gives_percent_thresholds_as_levels_of_the_judged_plan(site: Site) -> None:
+    # what status --json and the API's KPI objects show: numbers in the KPI's unit
+    rules = site.ctx.rules()
+    rows = {row.id: row for row in overview(rules, site.store.states())}
+    assert (rows["revenue"].target, rows["revenue"].thresholds) == (
+        33000.0, {"yellow": 31350.0, "red": 29700.0},
+    )  # fmt: skip
+    assert (rows["tickets"].target, rows["tickets"].thresholds) == (
+        320.0, {"yellow": 256.0, "red": 160.0},
+    )  # fmt: skip
+    assert rows["visits"].thresholds == {"yellow": 900.0, "red": 500.0}  # as written
+    never = overview(rules, {})
+    assert {r.id: r.thresholds for r in never if r.id in ("revenue", "visits")} == {
+        "revenue": {},  # no plan known: nothing in $ to give
+        "visits": {"yellow": 900.0, "red": 500.0},
+    }
