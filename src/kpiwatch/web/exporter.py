@@ -76,8 +76,8 @@ _PER_KPI = (
 FAMILIES: dict[str, tuple[str, str]] = {
     _VALUE: ("gauge", f"Latest KPI value kpiwatch evaluated {_CACHED}"),
     _TARGET: ("gauge", "KPI target in force now, from the rules: the glide-path value "
-                       "when baseline, baseline_date and by are given, else the target; "
-                       "for a plan per period the judged period's plan (none while unknown)"),
+                       "when baseline, baseline_date and by are given, else the target; for "
+                       "a plan per period the judged period's plan, absent while none is known"),
     _THRESHOLD: ("gauge", "KPI threshold per severity, from the rules; thresholds in % of "
                           "the plan as they come to against the judged period's plan"),
     _STATUS: ("gauge", "KPI status kpiwatch last evaluated: 1 for the current, "

@@ -422,6 +422,7 @@ def _kpi_html(ctx: WebContext, kpi: Kpi) -> str:
         observed=_when(row.observed_at, tz),
         # a plan per period is on the value line
         target=None if planned(kpi) else target_text(kpi, None),
+        planned=planned(kpi),
         thresholds=list(threshold_texts(kpi, state.plan if state else None).items()),
         # the levels drawn: in the KPI's unit (thresholds in % of a plan are not)
         drawn=list(_drawn_levels(kpi, row).items()),

@@ -424,6 +424,7 @@ def test_a_period_kpi_before_any_data(tmp_path: Path, site: Site) -> None:
         assert [t.text for t in wide.iter(f"{SVG}text")] == ["no observations yet"]
         assert wide.get("aria-label") == "no months yet"
         assert "<dt>Period judged</dt><dd>—</dd>" in page
+        assert '<span class="muted">plan per month</span>' in page
         assert "(last 0 months)" in page
     finally:
         empty.close()
