@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from kpiwatch.config.rules import RuleSet
+from kpiwatch.evaluation.judging import resolved_thresholds
 from kpiwatch.model import Ack, DataProblem, KpiState, Status
 
 
@@ -69,13 +70,10 @@ def overview(
     rows = []
     for kpi in rules.kpis:
         state = states.get(kpi.id)
-        thresholds = {}
-        if kpi.thresholds is not None:
-            thresholds = {
-                k: v
-                for k, v in (("yellow", kpi.thresholds.yellow), ("red", kpi.thresholds.red))
-                if v is not None
-            }
+        # in the KPI's unit: thresholds in % of the plan as they come to against the
+        # judged period's plan (none while no plan is known), never the bare percents
+        yellow, red = resolved_thresholds(kpi.thresholds, state.plan if state else None)
+        thresholds = {k: v for k, v in (("yellow", yellow), ("red", red)) if v is not None}
         rows.append(
             KpiOverview(
                 id=kpi.id,

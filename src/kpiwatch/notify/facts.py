@@ -103,6 +103,17 @@ def since_then(notice: Notice, unit: str) -> list[str]:
     return lines
 
 
+def plan_of(notice: Notice) -> float | None:
+    """The plan of the period the event judged (a KPI with a plan per period): the
+    event's own when its data carries one, else the state's (``KpiState.plan``: the
+    judged period's; None without a plan, or for a period the plan has no entry for)."""
+    data = notice.event.data
+    if "plan" in data:
+        raw = data["plan"]
+        return float(raw) if isinstance(raw, int | float) else None
+    return notice.state.plan if notice.state is not None else None
+
+
 def state_now(notice: Notice) -> KpiState | None:
     """The state when it is still the event's episode (its review, next review); else None."""
     told, state = facts(notice), notice.state

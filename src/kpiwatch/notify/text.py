@@ -7,8 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from kpiwatch.config.rules import Kpi
-from kpiwatch.evaluation.format import fmt_age, fmt_value
-from kpiwatch.model import Event, EventKind
+from kpiwatch.evaluation.format import fmt_age, fmt_number, fmt_value
+from kpiwatch.evaluation.judging import resolved_thresholds
+from kpiwatch.model import Event, EventKind, Period
 
 _EMOJI = {"green": "✅", "yellow": "⚠️", "red": "🔴", "unknown": "❔"}
 
@@ -18,6 +19,65 @@ def format_value(value: Any, unit: str) -> str:
     if value is None:
         return "no value"
     return fmt_value(float(value), unit)
+
+
+_ADJECTIVES = {
+    Period.DAY: "daily",
+    Period.WEEK: "weekly",
+    Period.MONTH: "monthly",
+    Period.QUARTER: "quarterly",
+}
+
+
+def planned(kpi: Kpi) -> bool:
+    """Whether the KPI's target is a plan per period (``plan`` or ``plan_query``)."""
+    target = kpi.target
+    return (
+        kpi.period is not None
+        and target is not None
+        and (target.plan is not None or target.plan_query is not None)
+    )
+
+
+def target_text(kpi: Kpi, plan: float | None) -> str | None:
+    """The target as people read it: ``150 by 2026-12-31``; for a plan per period the
+    judged period's plan, ``33,000 $ (monthly plan)`` (``plan`` is ``KpiState.plan``),
+    or ``no monthly plan for the month judged``. None without a target."""
+    target = kpi.target
+    if target is None:
+        return None
+    if planned(kpi):
+        assert kpi.period is not None  # planned
+        kind = f"{_ADJECTIVES[kpi.period]} plan"
+        if plan is None:
+            return f"no {kind} for the {kpi.period.value} judged"
+        return f"{format_value(plan, kpi.unit)} ({kind})"
+    text = format_value(target.value, kpi.unit)
+    return f"{text} by {target.by.isoformat()}" if target.by else text
+
+
+def threshold_texts(kpi: Kpi, plan: float | None) -> dict[str, str]:
+    """``{"yellow": ..., "red": ...}`` (those set, yellow first), worded for people.
+
+    As written in the KPI's unit (``1,500 $``), or, for thresholds in % of the plan,
+    the percent and what it comes to against ``plan`` (the judged period's):
+    ``95 % of plan (31,350 $)``, or ``95 % of plan`` while no plan is known. Never the
+    bare percent, which would read as a level in the KPI's unit.
+    """
+    levels = kpi.thresholds
+    if levels is None:
+        return {}
+    yellow, red = resolved_thresholds(levels, plan)
+    worded = {}
+    for name, written, level in (("yellow", levels.yellow, yellow), ("red", levels.red, red)):
+        if written is None:
+            continue
+        if not levels.percent:
+            worded[name] = format_value(written, kpi.unit)
+            continue
+        share = f"{fmt_number(written)} % of plan"
+        worded[name] = share if level is None else f"{share} ({format_value(level, kpi.unit)})"
+    return worded
 
 
 def headline(event: Event, kpi: Kpi | None) -> str:
@@ -45,6 +105,9 @@ def headline(event: Event, kpi: Kpi | None) -> str:
             return f"🙋 {name} acknowledged by {data.get('author', '?')}: {data.get('text', '')}"
         case EventKind.ANNOTATED:
             return f"📝 {name}: {data.get('text', '')} ({data.get('author', '?')})"
+        case EventKind.RESTATED:  # late data for a closed period (recorded, shown, not sent)
+            old, new = format_value(data.get("old"), unit), format_value(data.get("new"), unit)
+            return f"✏️ {name}: {data.get('period', '?')} restated, {old} → {new}"
         case _:
             return f"{event.kind.value}: {name}"
 

@@ -2,9 +2,9 @@
 
 ``Store.states()`` builds a whole ``KpiState`` per row (sixteen columns, JSON
 reasons, five datetimes parsed): about 25 µs a row, 250 ms at 10,000 KPIs. A
-scrape needs six columns (of the JSON ``data_problem`` only whether there is
+scrape needs seven columns (of the JSON ``data_problem`` only whether there is
 one), and for most rows only to know that they did not change since the
-previous scrape. :class:`StateSnapshots` reads those six columns in one query
+previous scrape. :class:`StateSnapshots` reads those seven columns in one query
 as the driver returns them and converts only the rows that differ from its
 previous read; an unchanged row comes back as the very same
 :class:`ShownState` object, so a caller can keep what it derived from it, keyed
@@ -29,7 +29,7 @@ from kpiwatch.model import ReviewCadence, Status
 from kpiwatch.store.repository import Store
 from kpiwatch.store.schema import kpi_state as state_t
 
-# (kpi_id, status, value, review, escalated_since, last_evaluated, has a data problem)
+# (kpi_id, status, value, review, escalated_since, last_evaluated, has a data problem, plan)
 # as the driver returns them
 _Row = tuple[Any, ...]
 
@@ -43,6 +43,7 @@ class ShownState(NamedTuple):
     escalated: bool
     last_evaluated: datetime | None
     blind: bool  # unknown for want of data (KpiState.blind): its value is the last one kept
+    plan: float | None = None  # the judged period's plan (KpiState.plan)
 
 
 class StateSnapshots:
@@ -65,6 +66,7 @@ class StateSnapshots:
             state_t.c.last_evaluated,
             # a flag, not the JSON: 0/1 or false/true as the driver returns it, compared in C
             state_t.c.data_problem.is_not(None).label("has_data_problem"),
+            state_t.c.plan,
         )
         self._sql = str(query.compile(dialect=dialect))
         # the conversion a typed SELECT would apply (parsing on SQLite, UTC everywhere)
@@ -109,7 +111,7 @@ class StateSnapshots:
             raise StoreError(f"read states: {redact(text[0] if text else repr(exc))}") from exc
 
     def _convert(self, row: _Row) -> ShownState:
-        _, status, value, review, escalated_since, last_evaluated, has_problem = row
+        _, status, value, review, escalated_since, last_evaluated, has_problem, plan = row
         shown = Status(status)
         return ShownState(
             status=shown,
@@ -118,4 +120,5 @@ class StateSnapshots:
             escalated=escalated_since is not None,
             last_evaluated=self._datetime(last_evaluated),
             blind=shown is Status.UNKNOWN and bool(has_problem),
+            plan=None if plan is None else float(plan),
         )

@@ -15,9 +15,11 @@ prometheus_client would, and keeps them between scrapes: what only the rules
 decide, per KPI definition (a reload rebuilds only the KPIs it changed), and
 per KPI the lines of the state it last rendered, keyed by the
 :class:`~kpiwatch.store.snapshot.ShownState` object that the lean state read
-returns unchanged until the row changes. Headers and the small families still
-go through the negotiated encoder; an encoder that writes sample lines otherwise
-(checked at every scrape) gets the registry path.
+returns unchanged until the row changes (a KPI with a plan per period takes its
+target and its thresholds in % of the plan from its state: the judged period's
+plan). Headers and the small families still go through the negotiated encoder; an
+encoder that writes sample lines otherwise (checked at every scrape) gets the
+registry path.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ from prometheus_client.samples import Sample
 
 from kpiwatch import __version__
 from kpiwatch.clock import Clock, SystemClock
-from kpiwatch.config.rules import BUILTIN_SOURCES, Kpi, RuleSet
+from kpiwatch.config.rules import BUILTIN_SOURCES, Kpi, RuleSet, Thresholds
 from kpiwatch.errors import StoreError
+from kpiwatch.evaluation.judging import resolved_thresholds
 from kpiwatch.evaluation.target import day_start, glide_expected
 from kpiwatch.model import Status
+from kpiwatch.notify.text import planned
 from kpiwatch.store.repository import Store
 from kpiwatch.store.snapshot import ShownState, StateSnapshots
 from kpiwatch.web.exposition import line_end, line_prefix, sample_line
@@ -72,8 +76,10 @@ _PER_KPI = (
 FAMILIES: dict[str, tuple[str, str]] = {
     _VALUE: ("gauge", f"Latest KPI value kpiwatch evaluated {_CACHED}"),
     _TARGET: ("gauge", "KPI target in force now, from the rules: the glide-path value "
-                       "when baseline, baseline_date and by are given, else the target"),
-    _THRESHOLD: ("gauge", "KPI threshold per severity, from the rules"),
+                       "when baseline, baseline_date and by are given, else the target; for "
+                       "a plan per period the judged period's plan, absent while none is known"),
+    _THRESHOLD: ("gauge", "KPI threshold per severity, from the rules; thresholds in % of "
+                          "the plan as they come to against the judged period's plan"),
     _STATUS: ("gauge", "KPI status kpiwatch last evaluated: 1 for the current, "
                        f"0 for the others {_CACHED}"),
     _ESCALATED: ("gauge", f"1 while the KPI is escalated, else 0 {_CACHED}"),
@@ -146,14 +152,19 @@ def glide_path(kpi: Kpi, tz: ZoneInfo) -> tuple[float, float, float, float] | No
 class _KpiSeries:
     """A KPI's labels and the samples that only its rules decide, built once per KPI
     definition (so the hot loop of a scrape only appends; the status, escalated and blind
-    samples for every possible state are here too, a scrape picks the current ones)."""
+    samples for every possible state are here too, a scrape picks the current ones).
+
+    A plan per period makes the target the judged period's plan (``ShownState.plan``),
+    and thresholds in % of the plan what they come to against it: from the state."""
 
     id: str
     labels: dict[str, str]  # shared by the KPI's samples; never mutated
     review: int  # seconds of the configured cadence, shown until the first evaluation
-    target: Sample | None  # a target not on a glide path
+    target: Sample | None  # a target not on a glide path, nor a plan
     glide: tuple[float, float, float, float] | None
-    thresholds: tuple[Sample, ...]
+    planned: bool  # the target is a plan per period: the state's plan
+    thresholds: tuple[Sample, ...]  # thresholds in the KPI's unit
+    percent: Thresholds | None  # thresholds in % of the plan: resolved per state
     status: dict[Status, tuple[Sample, ...]]
     escalated: tuple[Sample, Sample]  # indexed by the bool
     blind: tuple[Sample, Sample]  # indexed by the bool
@@ -163,9 +174,11 @@ class _KpiSeries:
     def of(cls, kpi: Kpi, tz: ZoneInfo) -> _KpiSeries:  # reads only what _shown() returns
         team = kpi.team or ""
         labels = {"kpi": kpi.id, "team": team}
-        glide = glide_path(kpi, tz)
-        fixed = kpi.target is not None and glide is None
+        plan = planned(kpi)
+        glide = None if plan else glide_path(kpi, tz)
+        fixed = kpi.target is not None and glide is None and not plan
         levels = kpi.thresholds
+        percent = levels if levels is not None and levels.percent else None
         by_status = [{**labels, "status": s.value} for s in STATUSES]
         one_hot = {
             s: (Sample(_STATUS, lb, 0.0), Sample(_STATUS, lb, 1.0))
@@ -181,7 +194,10 @@ class _KpiSeries:
             if fixed and kpi.target and kpi.target.value is not None
             else None,
             glide=glide,
-            thresholds=tuple(
+            planned=plan,
+            thresholds=()
+            if percent is not None
+            else tuple(
                 Sample(_THRESHOLD, {**labels, "severity": severity}, level)
                 for severity, level in (
                     ("yellow", levels.yellow if levels else None),
@@ -189,6 +205,7 @@ class _KpiSeries:
                 )
                 if level is not None
             ),
+            percent=percent,
             status={
                 current: tuple(one_hot[s][s is current] for s in STATUSES) for current in STATUSES
             },
@@ -196,6 +213,12 @@ class _KpiSeries:
             blind=(Sample(_BLIND, labels, 0.0), Sample(_BLIND, labels, 1.0)),
             info=Sample(_INFO, info, 1.0),
         )
+
+
+def _plan_levels(levels: Thresholds, plan: float | None) -> tuple[tuple[str, float], ...]:
+    """(severity, level) of thresholds in % of the plan against ``plan``: none without one."""
+    yellow, red = resolved_thresholds(levels, plan)
+    return tuple((s, level) for s, level in (("yellow", yellow), ("red", red)) if level is not None)
 
 
 def _exported_value(state: ShownState) -> float | None:
@@ -208,8 +231,10 @@ def _exported_value(state: ShownState) -> float | None:
 
 
 # a KPI's lines of the families its state decides: value, status, escalated, blind, interval,
-# evaluated
-_Lines = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
+# evaluated, target, thresholds (the last two are the rules' own unless there is a plan; a
+# glide path's target is written per scrape, its line here is b"")
+_Lines = tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes]
+_COLUMNS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,9 +242,12 @@ class _KpiText:
     """A KPI's sample lines for render(): whole where only a reload changes them, else
     the line up to its value."""
 
-    target: bytes  # a fixed target's line, the line up to a glide path's value, or b""
+    target: bytes  # a fixed target's line, the line up to a glide path's value or plan, or b""
     glide: tuple[float, float, float, float] | None
-    thresholds: bytes
+    planned: bool
+    thresholds: bytes  # the lines of thresholds in the KPI's unit
+    percent: Thresholds | None
+    levels: dict[str, bytes]  # severity -> the line up to its value (thresholds in %)
     info: bytes
     value: bytes
     interval: bytes
@@ -228,6 +256,7 @@ class _KpiText:
     escalated: tuple[bytes, bytes]
     blind: tuple[bytes, bytes]
     never: _Lines  # never evaluated: unknown, not escalated, not blind, the configured cadence
+    fixed_target: bytes  # the target's line that needs no state: a fixed target's, else b""
 
     @classmethod
     def of(cls, kpi: _KpiSeries) -> _KpiText:
@@ -235,17 +264,25 @@ class _KpiText:
         escalated = (sample_line(kpi.escalated[0]), sample_line(kpi.escalated[1]))
         blind = (sample_line(kpi.blind[0]), sample_line(kpi.blind[1]))
         interval = line_prefix(_INTERVAL, kpi.labels)
-        unknown = (b"", status[Status.UNKNOWN], escalated[False], blind[False],
-                   interval + line_end(kpi.review))  # fmt: skip
-        target = b""
+        target = fixed = b""
         if kpi.target is not None:
-            target = sample_line(kpi.target)
-        elif kpi.glide is not None:
+            target = fixed = sample_line(kpi.target)
+        elif kpi.glide is not None or kpi.planned:
             target = line_prefix(_TARGET, kpi.labels)
+        thresholds = b"".join(map(sample_line, kpi.thresholds))
+        levels = {}
+        if kpi.percent is not None:
+            levels = {s: line_prefix(_THRESHOLD, {**kpi.labels, "severity": s})
+                      for s in ("yellow", "red")}  # fmt: skip
+        unknown = (b"", status[Status.UNKNOWN], escalated[False], blind[False],
+                   interval + line_end(kpi.review), b"", fixed, thresholds)  # fmt: skip
         return cls(
             target=target,
             glide=kpi.glide,
-            thresholds=b"".join(map(sample_line, kpi.thresholds)),
+            planned=kpi.planned,
+            thresholds=thresholds,
+            percent=kpi.percent,
+            levels=levels,
             info=sample_line(kpi.info),
             value=line_prefix(_VALUE, kpi.labels),
             interval=interval,
@@ -253,11 +290,20 @@ class _KpiText:
             status=status,
             escalated=escalated,
             blind=blind,
-            never=(*unknown, b""),
+            never=unknown,
+            fixed_target=fixed,
         )
 
     def lines(self, state: ShownState) -> _Lines:
-        when, value = state.last_evaluated, _exported_value(state)
+        when, value, plan = state.last_evaluated, _exported_value(state), state.plan
+        target = self.fixed_target
+        if self.planned and plan is not None:
+            target = self.target + line_end(plan)
+        thresholds = self.thresholds
+        if self.percent is not None:
+            thresholds = b"".join(
+                self.levels[s] + line_end(level) for s, level in _plan_levels(self.percent, plan)
+            )
         return (
             b"" if value is None else self.value + line_end(value),
             self.status[state.status],
@@ -265,6 +311,8 @@ class _KpiText:
             self.blind[state.blind],
             self.interval + line_end(state.review.nominal_seconds),
             b"" if when is None else self.evaluated + line_end(when.timestamp()),
+            target,
+            thresholds,
         )
 
 
@@ -282,10 +330,8 @@ class _RuleSetText:
     ) -> None:
         self._ids = ids
         self._texts = texts
-        targeted = [t for t in texts if t.target]
-        self._targets = [t.target for t in targeted]  # a glide path's value is added per scrape
-        self._glides = [(i, t.target, t.glide) for i, t in enumerate(targeted) if t.glide]
-        self._thresholds = b"".join(map(attrgetter("thresholds"), texts))
+        # a glide path's value is written per scrape, into its row of the target column
+        self._glides = [(i, t.target, t.glide) for i, t in enumerate(texts) if t.glide]
         self._info = b"".join(map(attrgetter("info"), texts))
         self._lock = threading.Lock()  # concurrent scrapes update and join one at a time
         self._shown, self._columns = self._start(previous)
@@ -316,7 +362,7 @@ class _RuleSetText:
             return shown, columns
 
     def _never(self) -> tuple[list[ShownState | None], tuple[list[bytes], ...]]:
-        columns = tuple([t.never[c] for t in self._texts] for c in range(6))  # see _Lines
+        columns = tuple([t.never[c] for t in self._texts] for c in range(_COLUMNS))  # see _Lines
         return [None] * len(self._ids), columns
 
     def bodies(self, states: Mapping[str, ShownState], now: float) -> list[tuple[str, bytes]]:
@@ -324,17 +370,18 @@ class _RuleSetText:
         current = list(map(states.get, self._ids))
         with self._lock:
             shown, texts = self._shown, self._texts
-            value, status, escalated, blind, interval, evaluated = columns = self._columns
+            columns = self._columns
             for i in compress(range(len(current)), map(is_not, current, shown)):
                 state = shown[i] = current[i]
                 lines = texts[i].never if state is None else texts[i].lines(state)
-                value[i], status[i], escalated[i], blind[i], interval[i], evaluated[i] = lines
-            joined = [b"".join(column) for column in columns]
-        targets = self._targets.copy()
+                for column, line in zip(columns, lines, strict=True):
+                    column[i] = line
+            targets = columns[6].copy()
+            joined = [b"".join(column) for column in columns[:6]] + [b"".join(columns[7])]
         for i, prefix, glide in self._glides:
             targets[i] = prefix + line_end(glide_expected(now, *glide))
         return [
-            (_VALUE, joined[0]), (_TARGET, b"".join(targets)), (_THRESHOLD, self._thresholds),
+            (_VALUE, joined[0]), (_TARGET, b"".join(targets)), (_THRESHOLD, joined[6]),
             (_STATUS, joined[1]), (_ESCALATED, joined[2]), (_BLIND, joined[3]),
             (_INTERVAL, joined[4]), (_EVALUATED, joined[5]), (_INFO, self._info),
         ]  # fmt: skip
@@ -346,8 +393,9 @@ def _shown(kpi: Kpi) -> tuple[object, ...]:
     levels, target = kpi.thresholds, kpi.target
     return (
         kpi.id, kpi.team, kpi.name, kpi.owner, kpi.unit, kpi.direction, kpi.review,
-        levels and (levels.yellow, levels.red),
+        levels and (levels.yellow, levels.red, levels.percent),
         target and (target.value, target.by, target.baseline, target.baseline_date),
+        planned(kpi),
     )  # fmt: skip
 
 
@@ -529,14 +577,19 @@ class KpiCollector(Collector):
         value, target, threshold, status, escalated, blind, interval, evaluated, info = (
             family.samples.append for family in families
         )
-        for kpi in scrape.view.series:  # plain appends, no helper calls
+        for kpi in scrape.view.series:  # plain appends, helper calls only for plans
             state = states.get(kpi.id)
             if kpi.target is not None:
                 target(kpi.target)
             elif kpi.glide is not None:
                 target(Sample(_TARGET, kpi.labels, glide_expected(now, *kpi.glide)))
+            elif kpi.planned and state is not None and state.plan is not None:
+                target(Sample(_TARGET, kpi.labels, state.plan))
             for sample in kpi.thresholds:
                 threshold(sample)
+            if kpi.percent is not None and state is not None:
+                for severity, level in _plan_levels(kpi.percent, state.plan):
+                    threshold(Sample(_THRESHOLD, {**kpi.labels, "severity": severity}, level))
             info(kpi.info)
             if state is None:  # never evaluated: unknown, not escalated, configured cadence
                 for sample in kpi.status[Status.UNKNOWN]:

@@ -1,4 +1,5 @@
-"""Inline SVG for the status pages: a sparkline per KPI and a history chart.
+"""Inline SVG for the status pages: a sparkline per KPI, a history chart, and for a
+KPI judged per period (SPEC §2a) a bar per period with its plan.
 
 Pure functions returning markup, so the pages need no JavaScript, images or
 fonts from anywhere (the board must work on a closed network). Only numbers
@@ -12,6 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from html import escape
+from typing import NamedTuple
 
 from kpiwatch.evaluation.format import fmt_value
 
@@ -24,6 +26,10 @@ _TARGET = "#1e8e3e"
 _GLIDE = "#5f6368"
 _AXIS = "#dadce0"
 _TEXT = "#5f6368"
+_PLAN = "#202124"  # a plan's tick: dark, on the blue bars and beside them
+_OPEN = "#d2e3fc"  # an open period's hatching, between the blue stripes
+_RESTATED = "#b06000"  # the board's dark yellow: noticed, not alarming
+_FONT = 'font-family="system-ui,-apple-system,Segoe UI,Roboto,Arial,sans-serif" font-size="11"'
 
 Glide = tuple[tuple[datetime, float], tuple[datetime, float]]
 
@@ -202,3 +208,186 @@ def _hline(at_y: float, x0: float, x1: float, colour: str, *, dashed: bool, labe
 
 def _date(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+
+
+class Bar(NamedTuple):
+    """One period of a KPI judged per period, as :func:`bars_svg` draws it."""
+
+    label: str  # short, under the bar: "Nov", "W45", "3 Nov", "Q4"
+    name: str  # in full, for the tooltip and screen readers: "Nov 2026"
+    year: str  # the axis' second row, written where it changes: "2026"
+    value: float  # the period's value (so far, while open)
+    plan: float | None = None  # the period's plan: a tick across the bar
+    open: bool = False  # not closed yet (still running, or within complete_after): hatched
+    restated: float | None = None  # its value before a restatement: marked above the bar
+
+
+def bars_svg(
+    bars: Sequence[Bar],
+    *,
+    thresholds: Mapping[str, float],
+    target: float | None,
+    period: str = "period",
+    width: int = 720,
+    height: int = 260,
+    unit: str = "",
+) -> str:
+    """A bar per period (oldest first): the plan as a short dark tick across its bar,
+    an open period hatched, a restated one marked with a diamond above it.
+
+    ``thresholds`` and ``target`` are levels in the KPI's unit, the same for every
+    period (dashed and solid lines as in :func:`chart_svg`); thresholds in % of a
+    plan are not levels and must not be passed. Bars start at zero. Labels under
+    the bars are thinned to fit (the newest always labelled), the year written
+    under the first bar and wherever it changes. Every bar has a tooltip, and the
+    drawing a text alternative that names the periods, the open and restated ones.
+    """
+    shown = [b for b in bars if math.isfinite(b.value)]
+    left, right, top, bottom = 64.0, 12.0, 18.0, 40.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+    words = f"{period}s" if len(shown) != 1 else period
+    summary = _bars_summary(shown, words)
+    head = (
+        f'<svg class="chart bars" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{_attr(summary)}" {_FONT}><title>{escape(summary)}</title>'
+    )
+    if not shown:
+        return (
+            f'{head}<text x="{_n(width / 2)}" y="{_n(height / 2)}" text-anchor="middle" '
+            f'fill="{_TEXT}">no observations yet</text></svg>'
+        )
+    levels = [0.0, *(b.value for b in shown)]
+    levels += [b.plan for b in shown if b.plan is not None and math.isfinite(b.plan)]
+    levels += [v for v in thresholds.values() if math.isfinite(v)]
+    if target is not None and math.isfinite(target):
+        levels.append(target)
+    low, high = min(levels), max(levels)
+    if low == high:  # every value zero
+        high = low + 1
+    margin = (high - low) * 0.06
+    high += margin
+    if low < 0:
+        low -= margin
+
+    def y(v: float) -> float:
+        return top + (high - v) / (high - low) * plot_h
+
+    slot = plot_w / len(shown)
+    bar_w = max(slot * 0.64, 1.0)
+    tick = min(slot * 0.46, bar_w / 2 + 4)  # half the plan tick: a little wider than the bar
+    # one id per drawing: the page holds a wide and a narrow one, one of them not displayed
+    hatch = f"open-{width}x{height}"
+    parts = [
+        head,
+        f'<desc>{escape(_bars_desc(shown, unit))}</desc>',
+        f'<defs><pattern id="{hatch}" patternUnits="userSpaceOnUse" width="6" height="6" '
+        f'patternTransform="rotate(45)"><rect width="6" height="6" fill="{_OPEN}"/>'
+        f'<rect width="2.5" height="6" fill="{_LINE}"/></pattern></defs>',
+        f'<rect x="{_n(left)}" y="{_n(top)}" width="{_n(plot_w)}" height="{_n(plot_h)}" '
+        f'fill="#ffffff" stroke="{_AXIS}"/>',
+    ]
+    for value in (high, low):
+        parts.append(
+            f'<text x="{_n(left - 6)}" y="{_n(y(value) + 4)}" text-anchor="end" '
+            f'fill="{_TEXT}">{escape(fmt_value(value, unit))}</text>'
+        )
+    if low < 0:
+        parts.append(f'<line x1="{_n(left)}" y1="{_n(y(0))}" x2="{_n(width - right)}" '
+                     f'y2="{_n(y(0))}" stroke="{_TEXT}" stroke-width="1"/>')  # fmt: skip
+    for i, bar in enumerate(shown):
+        centre = left + (i + 0.5) * slot
+        top_y, bottom_y = y(max(bar.value, 0.0)), y(min(bar.value, 0.0))
+        fill = f"url(#{hatch})" if bar.open else _LINE
+        parts.append(
+            f'<g class="bar{" open" if bar.open else ""}"><title>'
+            f"{escape(_bar_title(bar, unit))}</title>"
+            f'<rect x="{_n(centre - bar_w / 2)}" y="{_n(top_y)}" width="{_n(bar_w)}" '
+            f'height="{_n(max(bottom_y - top_y, 1.0))}" fill="{fill}" stroke="{_LINE}" '
+            f'stroke-width="1"/>'
+        )
+        if bar.plan is not None and math.isfinite(bar.plan):
+            parts.append(
+                f'<line class="plan" x1="{_n(centre - tick)}" y1="{_n(y(bar.plan))}" '
+                f'x2="{_n(centre + tick)}" y2="{_n(y(bar.plan))}" stroke="{_PLAN}" '
+                f'stroke-width="2.5"/>'
+            )
+        if bar.restated is not None:
+            d = 4.0
+            parts.append(
+                f'<path class="restated" d="M{_n(centre)} {_n(top / 2 - d)}l{_n(d)} {_n(d)}'
+                f'l{_n(-d)} {_n(d)}l{_n(-d)} {_n(-d)}z" fill="{_RESTATED}"/>'
+            )
+        parts.append("</g>")
+    # thresholds and target over the bars: a level must stay visible where a bar reaches it
+    for name in ("yellow", "red"):
+        level = thresholds.get(name)
+        if level is None or not math.isfinite(level):
+            continue
+        parts.append(_hline(y(level), left, width - right, COLOURS[name], dashed=True,
+                            label=f"{name} {fmt_value(level, unit)}"))  # fmt: skip
+    if target is not None and math.isfinite(target):
+        parts.append(_hline(y(target), left, width - right, _TARGET, dashed=False,
+                            label=f"target {fmt_value(target, unit)}"))  # fmt: skip
+    parts += _bar_labels(shown, left, slot, height)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _bar_labels(bars: Sequence[Bar], left: float, slot: float, height: int) -> list[str]:
+    """The short labels under the bars, every ``step``-th counting back from the newest so
+    that none overlap (11 px text, about 6.5 px a character), and below them the year
+    where it starts (the first bar's only when the next year starts far enough away)."""
+    widest = max(len(b.label) for b in bars) * 6.5 + 6
+    step = max(1, math.ceil(widest / slot))
+    last = len(bars) - 1
+    starts = [i for i, bar in enumerate(bars) if i == 0 or bar.year != bars[i - 1].year]
+    years = [
+        i for i, after in zip(starts, [*starts[1:], None], strict=True)
+        if after is None or (after - i) * slot >= len(bars[i].year) * 6.5 + 6
+    ]  # fmt: skip
+    parts = []
+    for i, bar in enumerate(bars):
+        if (last - i) % step == 0:
+            parts.append(
+                f'<text x="{_n(left + (i + 0.5) * slot)}" y="{height - 24}" '
+                f'text-anchor="middle" fill="{_TEXT}">{escape(bar.label)}</text>'
+            )
+        if i in years:
+            parts.append(
+                f'<text x="{_n(left + i * slot + 1)}" y="{height - 8}" text-anchor="start" '
+                f'fill="{_TEXT}">{escape(bar.year)}</text>'
+            )
+    return parts
+
+
+def _bar_title(bar: Bar, unit: str) -> str:
+    """``Oct 2026: 26,000 $, plan 31,000 $, restated (was 31,000 $)``."""
+    text = f"{bar.name}: {fmt_value(bar.value, unit)}"
+    if bar.open:
+        text += " so far (open: not final yet)"
+    if bar.plan is not None:
+        text += f", plan {fmt_value(bar.plan, unit)}"
+    if bar.restated is not None:
+        text += f", restated (was {fmt_value(bar.restated, unit)})"
+    return text
+
+
+def _bars_summary(bars: Sequence[Bar], words: str) -> str:
+    """The drawing's text alternative in one sentence."""
+    if not bars:
+        return f"no {words} yet"
+    text = f"bar chart of {len(bars)} {words}, {bars[0].name} to {bars[-1].name}"
+    if any(b.plan is not None for b in bars):
+        text += ", each with its plan as a tick"
+    opened = [b.name for b in bars if b.open]
+    if opened:
+        text += f"; open (not final): {', '.join(opened)}"
+    restated = [b.name for b in bars if b.restated is not None]
+    if restated:
+        text += f"; restated: {', '.join(restated)}"
+    return text
+
+
+def _bars_desc(bars: Sequence[Bar], unit: str) -> str:
+    return "; ".join(_bar_title(b, unit) for b in bars)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes, policy
@@ -276,3 +277,47 @@ def test_preview_inlines_the_charts() -> None:
     html = preview_html(notice_email(make_notice(), sender="kpiwatch@example.com"))
     assert "cid:" not in html
     assert "data:image/png;base64," in html
+
+
+# ---------------------------------------------------------------- a plan per period
+
+
+def planned_kpi() -> Kpi:
+    return Kpi.model_validate({
+        "id": "revenue", "name": "Monthly revenue", "owner": "sam@example.com", "unit": "$",
+        "direction": "higher_is_better", "source": "push", "period": "month",
+        "aggregate": "sum", "target": {"plan": {"2024-05": 33000}},
+        "thresholds": {"yellow": "95%", "red": "90%"},
+    })  # fmt: skip
+
+
+def test_a_plan_is_the_target_and_percent_thresholds_are_no_lines_on_the_chart() -> None:
+    kpi = planned_kpi()
+    base = make_notice(kpi)
+    assert base.state is not None
+    notice = dataclasses.replace(base, state=base.state._replace(plan=33000.0))
+    text, html, [image] = parts(notice_email(notice, sender="kpiwatch@example.com"))
+    assert "target 33,000 $ (monthly plan)" in text
+    assert "thresholds yellow 95 % of plan (31,350 $), red 90 % of plan (29,700 $)" in text
+    assert "yellow 95 % of plan (31,350 $), red 90 % of plan (29,700 $)" in html
+    # the chart: the values alone; 95 and 90 are no levels in $
+    values = [(o.observed_at, o.value) for o in notice.recent]
+    plain = trend_chart(values, thresholds={}, target=None, width=560, height=180)
+    assert image.get_content() == plain
+    drawn = trend_chart(values, thresholds={"yellow": 95.0, "red": 90.0}, target=None,
+                        width=560, height=180)  # fmt: skip
+    assert drawn != plain
+
+
+def test_a_digest_words_the_plan_of_each_kpis_judged_period() -> None:
+    item = digest_kpi(planned_kpi(), Status.YELLOW, 31000.0)
+    assert item.state is not None
+    item = dataclasses.replace(item, state=item.state._replace(plan=33000.0))
+    unplanned = digest_kpi(planned_kpi(), Status.GREEN, 5.0)  # no plan for its month
+    digest = ReviewDigest(owner="sam@example.com", due=(item, unplanned), until=NOW,
+                          url="https://k/")  # fmt: skip
+    text, _, _ = parts(review_email(digest, sender="kpiwatch@example.com"))
+    assert "target 33,000 $ (monthly plan)" in text
+    assert "thresholds yellow 95 % of plan (31,350 $), red 90 % of plan (29,700 $)" in text
+    assert "target no monthly plan for the month judged" in text
+    assert "thresholds yellow 95 % of plan, red 90 % of plan (higher is better)" in text

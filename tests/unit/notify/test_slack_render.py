@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -264,3 +265,46 @@ def test_a_reminder_says_what_it_is_and_how_to_stop_it() -> None:
         "Acknowledge to stop the reminders: `kpiwatch ack wau --comment '…'`"
     ) in body
     assert "*Red since*\n2024-05-29 10:00 UTC" in body
+
+
+# -- a KPI judged per period with a plan (SPEC §2a) ------------------------------------------
+
+
+def _planned_notice(*, plan: float | None, data_plan: object = "absent") -> Notice:
+    """Monthly revenue, thresholds in % of the plan, red for May 2024 at 26,000 $."""
+    kpi = make_kpi(
+        id="revenue", name="Monthly revenue", unit="$", period="month", aggregate="sum",
+        target={"plan": {"2024-05": 33000}}, thresholds={"yellow": "95%", "red": "90%"},
+    )  # fmt: skip
+    data: dict[str, Any] = {"from": "green", "to": "red", "value": 26000.0, "unit": "$",
+                            "reasons": ["May 2024: value 26,000 $ < red 29,700 $"]}  # fmt: skip
+    if data_plan != "absent":
+        data["plan"] = data_plan
+    notice = make_notice(data=data, kpi=kpi)
+    assert notice.state is not None
+    return dataclasses.replace(notice, state=notice.state._replace(value=26000.0, plan=plan))
+
+
+def test_a_plan_is_the_target_and_percent_thresholds_say_what_they_come_to() -> None:
+    body = "\n".join(texts(slack_message(_planned_notice(plan=33000.0))))
+    assert "*Target*\n33,000 $ (monthly plan)" in body
+    assert "*Thresholds*\nred &lt; 90 % of plan (29,700 $) · yellow &lt; 95 % of plan (31,350 $)" \
+        in body  # fmt: skip
+    assert "• May 2024: value 26,000 $ &lt; red 29,700 $" in body
+
+
+def test_the_events_own_plan_wins_over_the_states() -> None:
+    # the state moved on to a later month (its plan 40,000 $); the event judged May
+    body = "\n".join(texts(slack_message(_planned_notice(plan=40000.0, data_plan=33000))))
+    assert "*Target*\n33,000 $ (monthly plan)" in body
+    assert "yellow &lt; 95 % of plan (31,350 $)" in body
+    body = "\n".join(texts(slack_message(_planned_notice(plan=40000.0, data_plan=None))))
+    assert "*Target*\nno monthly plan for the month judged" in body
+
+
+def test_without_a_plan_for_the_period_percent_thresholds_stay_percents() -> None:
+    body = "\n".join(texts(slack_message(_planned_notice(plan=None))))
+    assert "*Target*\nno monthly plan for the month judged" in body
+    assert "*Thresholds*\nred &lt; 90 % of plan · yellow &lt; 95 % of plan" in body
+    assert "&lt; 95\n" not in body
+    assert "&lt; 90 " not in body.replace("&lt; 90 % of plan", "")

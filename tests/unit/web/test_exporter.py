@@ -29,13 +29,14 @@ from structlog.testing import capture_logs
 
 from kpiwatch import __version__
 from kpiwatch.config.loader import load_rule_text
-from kpiwatch.config.rules import RuleSet
+from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.errors import DeliveryError, SourceError, SourceUnavailable, StoreError
-from kpiwatch.model import DataProblem, KpiState, ReviewCadence, Status
+from kpiwatch.model import DataProblem, KpiState, Observation, ReviewCadence, Status
 from kpiwatch.notify.notices import NoticeBuilder
 from kpiwatch.notify.outbox import Outbox
 from kpiwatch.runtime.runner import Runner
 from kpiwatch.runtime.workspace import Workspace
+from kpiwatch.sources.base import FetchResult
 from kpiwatch.store.repository import Store
 from kpiwatch.store.snapshot import ShownState, StateSnapshots
 from kpiwatch.testing import FakeSource, FixedClock, RecordingChannel, fake_workspace
@@ -900,3 +901,217 @@ def test_blind_and_incident_end_when_the_data_returns(daemon: Daemon) -> None:
     assert m["kpiwatch_kpi_status"][kpi("uptime", "", status="green")] == 1.0
     assert m["kpiwatch_source_incident"][(("source", "crm"),)] == 0.0
     assert m["kpiwatch_source_up"][(("source", "crm"),)] == 1.0
+
+
+# -- plans per period (SPEC §2a): the judged period's plan, thresholds in % of it -------------
+
+PLAN_SQL = "SELECT month, plan FROM plans"
+PLAN_RULES = f"""
+sources:
+  wh: {{type: sql, url: "sqlite://"}}
+teams:
+  sales: {{}}
+kpis:
+  - id: revenue
+    name: Monthly revenue
+    owner: sam@example.com
+    team: sales
+    unit: $
+    direction: higher_is_better
+    source: wh
+    query: SELECT ordered_at, amount FROM orders
+    period: month
+    aggregate: sum
+    target:
+      plan: {{2026-01: 30000, 2026-02: 33000}}
+    thresholds: {{yellow: 95%, red: 90%}}
+  - id: tickets
+    name: Tickets closed
+    owner: tia@example.com
+    team: sales
+    direction: higher_is_better
+    source: wh
+    query: SELECT day, closed FROM tickets
+    period: month
+    aggregate: sum
+    target: {{plan_query: "{PLAN_SQL}"}}
+    thresholds: {{yellow: 80%, red: 50%}}
+  - id: margin
+    name: Margin
+    owner: sam@example.com
+    team: sales
+    unit: "%"
+    direction: higher_is_better
+    source: wh
+    query: SELECT month, margin FROM margins
+    period: month
+    thresholds: {{yellow: 30, red: 20}}
+    target: {{plan: {{2026-01: 40, 2026-02: 50}}}}
+  - id: churn
+    name: Churn
+    owner: ben@example.com
+    team: sales
+    direction: lower_is_better
+    source: wh
+    query: SELECT 1
+    thresholds: {{yellow: 3, red: 5}}
+    target: {{value: 2}}
+  - id: signups
+    name: Signups
+    owner: ava@example.com
+    team: sales
+    direction: higher_is_better
+    source: wh
+    query: SELECT 1
+    target: {{value: 150, by: 2026-12-31, baseline: 100, baseline_date: 2026-01-01}}
+"""
+
+
+class PlanSource(FakeSource):
+    """A FakeSource that answers a KPI's ``plan_query`` with the plan rows a test sets."""
+
+    def __init__(self, name: str = "wh") -> None:
+        super().__init__(name)
+        self.plans: list[tuple[datetime, float]] = []
+
+    def fetch(self, kpi: Kpi, now: datetime) -> FetchResult:
+        if kpi.query == PLAN_SQL:
+            return FetchResult(tuple(Observation(kpi.id, at, v) for at, v in self.plans), 0.0)
+        return super().fetch(kpi, now)
+
+
+@dataclass
+class Planned:
+    store: Store
+    runner: Runner
+    registry: CollectorRegistry
+    clock: FixedClock
+    source: PlanSource
+    rules: list[RuleSet]  # [the rules running now]; a test swaps them like a reload
+
+    def scrape(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        """What /metrics answers (the fast path), byte-equal to the registry path."""
+        for accept in ("", ACCEPTS["Prometheus 2: OpenMetrics 1.0.0"]):
+            encoder = choose_encoder(accept)[0]
+            assert render(self.registry, encoder) == encoder(self.registry)
+        return _parse(render(self.registry, generate_latest).decode())
+
+
+def _days(month_start: datetime, days: int, value: float) -> list[tuple[datetime, float]]:
+    return [(month_start + timedelta(days=d, hours=12), value) for d in range(days)]
+
+
+@pytest.fixture
+def planned_daemon(tmp_path: Path) -> Iterator[Planned]:
+    """On 2 March 2026 February is judged: revenue 28 x 1,100 $ = 30,800 $ against its
+    plan of 33,000 $ (yellow: below 95 %, 31,350 $); tickets 28 x 10 = 280 against the
+    queried plan of 300; margin 25 % against a plan of 50 % and absolute thresholds.
+    churn (a fixed target) and signups (a glide path) have no period."""
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    clock = FixedClock(NOW)
+    source = PlanSource()
+    workspace = fake_workspace(PLAN_RULES, store.latest, {"wh": source})
+    runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=time(9, 0))
+    jan, feb, mar = (datetime(2026, m, 1, tzinfo=UTC) for m in (1, 2, 3))
+    source.set("revenue", _days(jan, 31, 1000.0) + _days(feb, 28, 1100.0) + _days(mar, 1, 5.0))
+    source.set("tickets", _days(jan, 31, 10.0) + _days(feb, 28, 10.0))
+    source.set("margin", [(jan, 35.0), (feb, 25.0)])
+    source.plans = [(jan, 310.0), (feb, 300.0)]
+    source.set("churn", 2.5)
+    source.set("signups", 120.0)
+    rules = [workspace.rules]
+    registry = build_registry(store, lambda: rules[0], Metrics([]), clock=clock,
+                              tz=ZoneInfo("UTC"))  # fmt: skip
+    yield Planned(store, runner, registry, clock, source, rules)
+    store.close()
+
+
+def test_a_plan_is_the_target_and_percent_thresholds_come_to_levels_of_it(
+    planned_daemon: Planned,
+) -> None:
+    daemon = planned_daemon
+    m = daemon.scrape()
+    glide = 100 + 50 * (NOW - datetime(2026, 1, 1, tzinfo=UTC)) / timedelta(days=364)
+    # never evaluated: no plan is known, so neither a plan nor % thresholds are exported
+    assert m["kpiwatch_kpi_target"] == {
+        kpi("churn", "sales"): 2.0, kpi("signups", "sales"): pytest.approx(glide),
+    }  # fmt: skip
+    assert m["kpiwatch_kpi_threshold"] == {
+        kpi("margin", "sales", severity="yellow"): 30.0,
+        kpi("margin", "sales", severity="red"): 20.0,
+        kpi("churn", "sales", severity="yellow"): 3.0,
+        kpi("churn", "sales", severity="red"): 5.0,
+    }
+    for kpi_id in ("revenue", "tickets", "margin", "churn", "signups"):
+        daemon.runner.evaluate_kpi(kpi_id)
+    revenue = daemon.store.get_state("revenue")
+    assert revenue is not None
+    assert (revenue.value, revenue.plan, revenue.status) == (30800.0, 33000.0, Status.YELLOW)
+    m = daemon.scrape()
+    assert m["kpiwatch_kpi_target"] == {
+        kpi("revenue", "sales"): 33000.0,  # February's plan, not a number from the rules
+        kpi("tickets", "sales"): 300.0,  # from the plan query
+        kpi("margin", "sales"): 50.0,
+        kpi("churn", "sales"): 2.0,
+        kpi("signups", "sales"): pytest.approx(glide),
+    }
+    assert m["kpiwatch_kpi_threshold"] == {
+        kpi("revenue", "sales", severity="yellow"): 31350.0,  # 95 % of 33,000, never 95
+        kpi("revenue", "sales", severity="red"): 29700.0,
+        kpi("tickets", "sales", severity="yellow"): 240.0,
+        kpi("tickets", "sales", severity="red"): 150.0,
+        kpi("margin", "sales", severity="yellow"): 30.0,  # absolute: as written
+        kpi("margin", "sales", severity="red"): 20.0,
+        kpi("churn", "sales", severity="yellow"): 3.0,
+        kpi("churn", "sales", severity="red"): 5.0,
+    }
+    assert m["kpiwatch_kpi_value"][kpi("revenue", "sales")] == 30800.0
+
+
+def test_the_plan_follows_the_judged_period_and_is_absent_without_one(
+    planned_daemon: Planned,
+) -> None:
+    daemon = planned_daemon
+    daemon.runner.evaluate_kpi("revenue")
+    assert daemon.scrape()["kpiwatch_kpi_target"][kpi("revenue", "sales")] == 33000.0
+    # April: March is judged and has no plan; nothing to export against
+    daemon.clock.set(datetime(2026, 4, 2, 8, 0, tzinfo=UTC))
+    daemon.source.set("revenue", _days(datetime(2026, 3, 1, tzinfo=UTC), 31, 1000.0))
+    daemon.runner.evaluate_kpi("revenue")
+    state = daemon.store.get_state("revenue")
+    assert state is not None
+    assert (state.observed_at, state.plan) == (datetime(2026, 3, 1, tzinfo=UTC), None)
+    m = daemon.scrape()
+    assert kpi("revenue", "sales") not in m["kpiwatch_kpi_target"]
+    assert not any(dict(k)["kpi"] == "revenue" for k in m["kpiwatch_kpi_threshold"])
+    # a plan written behind the exporter's back (another replica) shows at the next scrape
+    daemon.store.save_state(state._replace(plan=40000.0))
+    m = daemon.scrape()
+    assert m["kpiwatch_kpi_target"][kpi("revenue", "sales")] == 40000.0
+    assert m["kpiwatch_kpi_threshold"][kpi("revenue", "sales", severity="yellow")] == 38000.0
+    assert m["kpiwatch_kpi_threshold"][kpi("revenue", "sales", severity="red")] == 36000.0
+
+
+def test_a_reload_that_makes_thresholds_percent_rewrites_them(planned_daemon: Planned) -> None:
+    daemon = planned_daemon
+    daemon.runner.evaluate_kpi("margin")
+    before = daemon.scrape()["kpiwatch_kpi_threshold"]
+    assert before[kpi("margin", "sales", severity="yellow")] == 30.0
+    # the same numbers, now percents of the plan: 30 % and 20 % of February's 50 %
+    text = PLAN_RULES.replace("{yellow: 30, red: 20}", "{yellow: 30%, red: 20%}")
+    daemon.rules[0] = load_rule_text(text, "rules.yaml").rules
+    after = daemon.scrape()["kpiwatch_kpi_threshold"]
+    assert after[kpi("margin", "sales", severity="yellow")] == 15.0
+    assert after[kpi("margin", "sales", severity="red")] == 10.0
+
+
+def test_state_snapshots_read_the_plan(tmp_path: Path) -> None:
+    with Store.open(f"sqlite:///{tmp_path}/plan.db") as store:
+        state = KpiState("revenue", Status.GREEN, NOW, ReviewCadence.MONTHLY, value=1.0,
+                         plan=33000.0)  # fmt: skip
+        store.save_state(state)
+        snapshots = StateSnapshots(store)
+        first = snapshots.read()["revenue"]
+        assert first.plan == 33000.0
+        store.save_state(state._replace(plan=None))  # only the plan changes
+        assert snapshots.read()["revenue"].plan is None

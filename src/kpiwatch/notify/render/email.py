@@ -33,10 +33,10 @@ from kpiwatch.model import (
     Status,
 )
 from kpiwatch.notify.digest_model import DigestKpi, OncallDigest, ReviewDigest
-from kpiwatch.notify.facts import facts, since_then, state_now
+from kpiwatch.notify.facts import facts, plan_of, since_then, state_now
 from kpiwatch.notify.notice import Notice
 from kpiwatch.notify.render.chart import trend_chart
-from kpiwatch.notify.text import ack_hint, format_value, headline
+from kpiwatch.notify.text import ack_hint, format_value, headline, target_text, threshold_texts
 
 if TYPE_CHECKING:
     import jinja2
@@ -135,20 +135,16 @@ def _kpi_view(
     value: float | None = None,
     reasons: Sequence[str] = (),
     since: datetime | None = None,
+    plan: float | None = None,
 ) -> KpiView:
+    """``plan`` is the judged period's, for a KPI with a plan per period: its target,
+    and what thresholds in % of it come to."""
     status = status or (state.status.value if state else Status.UNKNOWN.value)
     value = value if value is not None else (state.value if state else None)
     reasons = tuple(reasons) or (state.reasons if state else ())
     since = since or (state.since if state else None)
-    t = kpi.thresholds
-    parts = [f"{name} {format_value(level, kpi.unit)}" for name, level in
-             (("yellow", t.yellow if t else None), ("red", t.red if t else None))
-             if level is not None]  # fmt: skip
-    target = None
-    if kpi.target is not None:
-        target = format_value(kpi.target.value, kpi.unit)
-        if kpi.target.by:
-            target += f" by {kpi.target.by.isoformat()}"
+    parts = [f"{name} {level}" for name, level in threshold_texts(kpi, plan).items()]
+    target = target_text(kpi, plan)
     chart = None
     if chart_size is not None:
         chart = Chart(
@@ -181,8 +177,10 @@ def _kpi_view(
 
 
 def _chart(kpi: Kpi, recent: Sequence[Observation], size: tuple[int, int]) -> bytes:
+    """The recent values against the thresholds and target; thresholds in % of a plan
+    are left out (they are no level in the KPI's unit: each period has its own)."""
     thresholds: dict[str, float] = {}
-    if kpi.thresholds is not None:
+    if kpi.thresholds is not None and not kpi.thresholds.percent:
         if kpi.thresholds.yellow is not None:
             thresholds["yellow"] = kpi.thresholds.yellow
         if kpi.thresholds.red is not None:
@@ -211,8 +209,9 @@ def _chart(kpi: Kpi, recent: Sequence[Observation], size: tuple[int, int]) -> by
 
 
 def _digest_view(item: DigestKpi, index: int, size: tuple[int, int]) -> KpiView:
+    plan = item.state.plan if item.state is not None else None
     return _kpi_view(item.kpi, item.state, item.recent, item.annotations, item.ack, item.url,
-                     chart_size=size, index=index)  # fmt: skip
+                     chart_size=size, index=index, plan=plan)  # fmt: skip
 
 
 # ---------------------------------------------------------------- assembling
@@ -279,7 +278,7 @@ def notice_email(notice: Notice, *, sender: str) -> EmailMessage:
         view = _kpi_view(
             notice.kpi, state_now(notice), notice.recent, notice.annotations, notice.ack,
             notice.url, chart_size=(560, 180), index=0, status=told.status, value=told.value,
-            reasons=told.reasons, since=told.episode,
+            reasons=told.reasons, since=told.episode, plan=plan_of(notice),
         )  # fmt: skip
         later = since_then(notice, notice.kpi.unit)
     context = {

@@ -20,10 +20,17 @@ from typing import Any
 from kpiwatch.config.rules import Kpi
 from kpiwatch.evaluation.format import fmt_age
 from kpiwatch.model import Direction, EventKind, Status
-from kpiwatch.notify.facts import episode_since, facts, since_then, state_now
+from kpiwatch.notify.facts import episode_since, facts, plan_of, since_then, state_now
 from kpiwatch.notify.notice import Notice
 from kpiwatch.notify.render.sparkline import sparkline
-from kpiwatch.notify.text import ack_hint, data_line, format_value, headline
+from kpiwatch.notify.text import (
+    ack_hint,
+    data_line,
+    format_value,
+    headline,
+    target_text,
+    threshold_texts,
+)
 
 # Block Kit limits (https://api.slack.com/reference/block-kit/blocks)
 MAX_BLOCKS = 50
@@ -235,12 +242,12 @@ def _fields(notice: Notice) -> list[Block]:
     fields: list[tuple[str, str]] = []
     if notice.event.kind is not EventKind.DE_ESCALATED or value is not None:
         fields.append(("Value", escape(format_value(value, unit))))
-    if kpi is not None and kpi.target is not None:
-        target = escape(format_value(kpi.target.value, unit))
-        by = f" by {kpi.target.by.isoformat()}" if kpi.target.by else ""
-        fields.append(("Target", target + by))
+    plan = plan_of(notice)  # the judged period's, for a plan per period
+    target = target_text(kpi, plan) if kpi is not None else None
+    if target is not None:
+        fields.append(("Target", escape(target)))
     if kpi is not None:
-        thresholds = _thresholds(kpi)
+        thresholds = _thresholds(kpi, plan)
         if thresholds:
             fields.append(("Thresholds", thresholds))
         fields.append(("Owner", escape(kpi.owner) + (f" ({escape(kpi.team)})" if kpi.team else "")))
@@ -258,16 +265,15 @@ def _fields(notice: Notice) -> list[Block]:
     return [_mrkdwn(clip(f"*{title}*\n{text}", MAX_FIELD)) for title, text in fields][:MAX_FIELDS]
 
 
-def _thresholds(kpi: Kpi) -> str:
-    """``red < 1,000 $ · yellow < 1,500 $``: the side that is bad, as in the reasons."""
-    t = kpi.thresholds
-    if t is None:
-        return ""
+def _thresholds(kpi: Kpi, plan: float | None) -> str:
+    """``red < 1,000 $ · yellow < 1,500 $``: the side that is bad, as in the reasons;
+    in % of the plan ``red < 90 % of plan (29,700 $)`` against the judged period's."""
+    levels = threshold_texts(kpi, plan)
     sign = ">" if kpi.direction is Direction.LOWER_IS_BETTER else "<"
     parts = [
-        f"{colour} {escape(sign)} {escape(format_value(level, kpi.unit))}"
-        for colour, level in (("red", t.red), ("yellow", t.yellow))
-        if level is not None
+        f"{colour} {escape(sign)} {escape(levels[colour])}"
+        for colour in ("red", "yellow")
+        if colour in levels
     ]
     return " · ".join(parts)
 
