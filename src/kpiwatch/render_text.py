@@ -8,7 +8,7 @@ from typing import Any
 
 from kpiwatch.config.rules import Kpi
 from kpiwatch.model import Evaluation, Event, KpiState, Observation, StatusChange
-from kpiwatch.notify.text import format_value
+from kpiwatch.notify.text import format_value, target_text
 from kpiwatch.overview import KpiOverview
 
 _MARK = {"green": "●", "yellow": "▲", "red": "■", "unknown": "?"}
@@ -60,11 +60,9 @@ def evaluation_text(
         )
         + (f"  (stored: {previous.status.value})" if previous else "  (never evaluated)"),
     ]
-    if kpi.target is not None:
-        lines.append(
-            f"  target    {format_value(kpi.target.value, kpi.unit)}"
-            + (f" by {kpi.target.by}" if kpi.target.by else "")
-        )
+    target = target_text(kpi, evaluation.state.plan)
+    if target is not None:
+        lines.append(f"  target    {target}")
     lines.append(
         f"  review    {evaluation.state.review.value}"
         + (" (escalated)" if evaluation.state.escalated else "")

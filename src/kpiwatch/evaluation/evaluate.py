@@ -287,6 +287,7 @@ def _events(
             "to": status.value,
             "value": value,
             "unit": kpi.unit,
+            **_plan(state),
             "reasons": list(reasons),
             "first": basis is None,
             # the episode this change closes: a recovery replies in that episode's Slack thread
@@ -300,6 +301,7 @@ def _events(
             "status": status.value,
             "value": value,
             "unit": kpi.unit,
+            **_plan(state),
             "reasons": list(reasons),
         }))  # fmt: skip
     if de_escalated:
@@ -317,9 +319,16 @@ def _events(
             "status": status.value,
             "value": value,
             "unit": kpi.unit,
+            **_plan(state),
             "reasons": list(reasons),
         }))  # fmt: skip
     return tuple(events)
+
+
+def _plan(state: KpiState) -> dict[str, object]:
+    """The judged period's plan, for a KPI with one: a message tells its own event's plan,
+    not the plan of a later period judged by delivery time."""
+    return {} if state.plan is None else {"plan": state.plan}
 
 
 def _event(kind: EventKind, kpi_id: str, now: datetime, data: dict[str, object]) -> Event:
