@@ -16,6 +16,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from kpiwatch.evaluation.format import fmt_number, fmt_pct, fmt_value
+from kpiwatch.evaluation.limits import worse_beyond
 from kpiwatch.evaluation.periods import period_label, period_start, shift
 from kpiwatch.model import Finding, Observation, Period, Status, Versus
 
@@ -95,25 +96,15 @@ def change_vs(
     if old_row is None:
         return None
     old = old_row.value
-    delta = judged_value - old
-    worse_by = delta if lower_is_better else -delta
-    if worse_by <= 0:
+    beyond = worse_beyond(judged_value, old, lower_is_better, max_pct, max_abs)
+    if beyond is None:
         return None
-    if max_pct is not None:
-        if old == 0:
-            return None
-        pct = worse_by / abs(old) * 100.0
-        if pct <= max_pct:
-            return None
-        amount = fmt_pct(pct)
-        limit = f"{fmt_number(max_pct)} %"
-    else:
-        if max_abs is None or worse_by <= max_abs:
-            return None
-        amount = fmt_value(worse_by, unit)
-        limit = fmt_value(max_abs, unit)
     # worded only when it fires
-    word = "up" if delta > 0 else "down"
+    if max_pct is not None:
+        amount, limit = fmt_pct(beyond), f"{fmt_number(max_pct)} %"
+    else:
+        amount, limit = fmt_value(beyond, unit), fmt_value(max_abs or 0.0, unit)
+    word = "up" if judged_value > old else "down"
     label = period_label(start, period, tz)
     return Finding(
         RULE, severity, f"{word} {amount} vs {label} ({fmt_value(old, unit)}), more than {limit}"

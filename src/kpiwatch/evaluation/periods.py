@@ -43,8 +43,9 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 # ---------------------------------------------------------------- calendar arithmetic
 
 
-def _first_day(day: date, period: Period) -> date:
-    """The local date on which the period containing ``day`` starts."""
+def first_day(day: date, period: Period) -> date:
+    """The local date on which the period containing ``day`` starts (reviews fall due on
+    the same calendar: :mod:`kpiwatch.evaluation.review`)."""
     if period is Period.DAY:
         return day
     if period is Period.WEEK:
@@ -54,7 +55,7 @@ def _first_day(day: date, period: Period) -> date:
     return date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
 
 
-def _add_periods(first: date, period: Period, n: int) -> date:
+def add_periods(first: date, period: Period, n: int) -> date:
     """The first day of the period ``n`` periods after the one starting on ``first``."""
     if period is Period.DAY:
         return first + timedelta(days=n)
@@ -70,8 +71,8 @@ def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, _MIDNIGHT, tzinfo=tz).astimezone(UTC)
 
 
-def _local_first_day(moment: datetime, period: Period, tz: ZoneInfo) -> date:
-    return _first_day(moment.astimezone(tz).date(), period)
+def _localfirst_day(moment: datetime, period: Period, tz: ZoneInfo) -> date:
+    return first_day(moment.astimezone(tz).date(), period)
 
 
 def period_start(moment: datetime, period: Period, tz: ZoneInfo) -> datetime:
@@ -80,7 +81,7 @@ def period_start(moment: datetime, period: Period, tz: ZoneInfo) -> datetime:
     That is local midnight of the day, of its Monday, of the 1st of its month, or
     of the 1st of January, April, July or October, as an aware UTC datetime.
     """
-    return _local_midnight(_local_first_day(moment, period, tz), tz)
+    return _local_midnight(_localfirst_day(moment, period, tz), tz)
 
 
 def shift(start: datetime, period: Period, tz: ZoneInfo, n: int) -> datetime:
@@ -90,7 +91,7 @@ def shift(start: datetime, period: Period, tz: ZoneInfo, n: int) -> datetime:
     be 23 or 25 hours and a month 28 to 31 days, and "the next day" must still
     begin at midnight.
     """
-    return _local_midnight(_add_periods(_local_first_day(start, period, tz), period, n), tz)
+    return _local_midnight(add_periods(_localfirst_day(start, period, tz), period, n), tz)
 
 
 def period_end(start: datetime, period: Period, tz: ZoneInfo) -> datetime:
@@ -241,7 +242,7 @@ def period_label(start: datetime, period: Period, tz: ZoneInfo, *, short: bool =
     ISO week, zero-padded like "W05"); month "Nov 2026" (short "Nov"); quarter
     "Q4 2026" (short "Q4"). Short labels are for charts, where the year is on the axis.
     """
-    first = _local_first_day(start, period, tz)
+    first = _localfirst_day(start, period, tz)
     if period is Period.DAY:
         return f"{first.day} {_MONTHS[first.month - 1]}" if short else first.isoformat()
     if period is Period.WEEK:
@@ -259,7 +260,7 @@ def plan_key(start: datetime, period: Period, tz: ZoneInfo) -> str:
     day "2026-11-03", week "2026-W45" (ISO year and week: the week of Monday
     2024-12-30 is "2025-W01"), month "2026-11", quarter "2026-Q4".
     """
-    first = _local_first_day(start, period, tz)
+    first = _localfirst_day(start, period, tz)
     if period is Period.DAY:
         return first.isoformat()
     if period is Period.WEEK:

@@ -15,33 +15,20 @@ exist on a spring-forward day is shifted forward by the gap (zoneinfo's
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
 from kpiwatch.config.rules import Kpi
-from kpiwatch.model import Event, EventKind, KpiState, ReviewCadence
+from kpiwatch.evaluation.periods import add_periods, first_day
+from kpiwatch.model import Event, EventKind, KpiState, Period, ReviewCadence
 
-
-def _period_start(cadence: ReviewCadence, day: date) -> date:
-    """The review day of the period containing ``day``."""
-    if cadence is ReviewCadence.DAILY:
-        return day
-    if cadence is ReviewCadence.WEEKLY:
-        return day - timedelta(days=day.weekday())
-    if cadence is ReviewCadence.MONTHLY:
-        return day.replace(day=1)
-    return date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
-
-
-def _next_period(cadence: ReviewCadence, start: date) -> date:
-    """The review day of the period after the one starting on ``start``."""
-    if cadence is ReviewCadence.DAILY:
-        return start + timedelta(days=1)
-    if cadence is ReviewCadence.WEEKLY:
-        return start + timedelta(days=7)
-    months = 1 if cadence is ReviewCadence.MONTHLY else 3
-    month0 = start.month - 1 + months
-    return date(start.year + month0 // 12, month0 % 12 + 1, 1)
+# a review cadence is a calendar period: the same first days as the periods KPIs judge
+_PERIOD = {
+    ReviewCadence.DAILY: Period.DAY,
+    ReviewCadence.WEEKLY: Period.WEEK,
+    ReviewCadence.MONTHLY: Period.MONTH,
+    ReviewCadence.QUARTERLY: Period.QUARTER,
+}
 
 
 def next_review(
@@ -49,12 +36,13 @@ def next_review(
 ) -> datetime:
     """The first review moment strictly after ``after`` (aware), as an aware UTC datetime."""
     wall = review_time.replace(tzinfo=None, fold=0)
-    day = _period_start(cadence, after.astimezone(tz).date())
+    period = _PERIOD[cadence]
+    day = first_day(after.astimezone(tz).date(), period)
     while True:
         moment = datetime.combine(day, wall, tzinfo=tz).astimezone(UTC)
         if moment > after:
             return moment
-        day = _next_period(cadence, day)
+        day = add_periods(day, period, 1)
 
 
 def scheduled_review(

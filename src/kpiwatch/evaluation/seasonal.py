@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from kpiwatch.evaluation.format import fmt_pair, fmt_pct, fmt_value, with_unit
+from kpiwatch.evaluation.limits import worse_beyond
 from kpiwatch.model import Finding, Observation, Period, Status
 
 RULE = "seasonal"
@@ -131,24 +132,13 @@ def seasonal(
             RULE, Status.GREEN, f"seasonal: not enough history ({len(found)} of {seasons} {plural})"
         )
     median = statistics.median(found)
-    delta = judged.value - median
-    worse_by = delta if lower_is_better else -delta
-    if worse_by <= 0:
+    beyond = worse_beyond(judged.value, median, lower_is_better, max_pct, max_abs)
+    if beyond is None:
         return None
-    if max_pct is not None:
-        if median == 0:
-            return None
-        pct = worse_by / abs(median) * 100.0
-        if pct <= max_pct:
-            return None
-        amount = fmt_pct(pct)
-    else:
-        if max_abs is None or worse_by <= max_abs:
-            return None
-        amount = fmt_value(worse_by, unit)
     # worded only when it fires
+    amount = fmt_pct(beyond) if max_pct is not None else fmt_value(beyond, unit)
     shown, usual = fmt_pair(judged.value, median)
-    word = "above" if delta > 0 else "below"
+    word = "above" if judged.value > median else "below"
     basis = f"median of {len(found)}" if len(found) > 1 else f"1 {noun} back"
     baseline = _baseline(judged.observed_at, season, tz, period)
     return Finding(

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from kpiwatch.evaluation.format import fmt_number, fmt_series, fmt_span, fmt_value, with_unit
+from kpiwatch.evaluation.limits import worse_beyond
 from kpiwatch.model import Finding, Observation, Status
 
 
@@ -75,25 +76,15 @@ def change(
     old = value_at_or_before(history, cutoff)
     if old is None:
         return None
-    delta = current.value - old.value
-    worse_by = delta if lower_is_better else -delta
-    if worse_by <= 0:
+    beyond = worse_beyond(current.value, old.value, lower_is_better, max_pct, max_abs)
+    if beyond is None:
         return None
-    if max_pct is not None:
-        if old.value == 0:
-            return None
-        pct = worse_by / abs(old.value) * 100.0
-        if pct <= max_pct:
-            return None
-        amount = f"{pct:.1f} %"
-        limit = f"{fmt_number(max_pct)} %"
-    else:
-        if max_abs is None or worse_by <= max_abs:
-            return None
-        amount = fmt_value(worse_by, unit)
-        limit = fmt_value(max_abs, unit)
     # worded only when it fires: most evaluations never need the text
-    word = "up" if delta > 0 else "down"
+    if max_pct is not None:
+        amount, limit = f"{beyond:.1f} %", f"{fmt_number(max_pct)} %"
+    else:
+        amount, limit = fmt_value(beyond, unit), fmt_value(max_abs or 0.0, unit)
+    word = "up" if current.value > old.value else "down"
     old_text, new_text = fmt_series([old.value, current.value])
     return Finding(
         "change",

@@ -10,7 +10,7 @@ attribute or element it sits in.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from html import escape
 from typing import NamedTuple
@@ -159,15 +159,7 @@ def chart_svg(
         f"{_date(t1)}</text>"
     )
     # thresholds, target and glide under the series, so the data stays on top
-    for name in ("yellow", "red"):
-        level = thresholds.get(name)
-        if level is None or not math.isfinite(level):
-            continue
-        parts.append(_hline(y(level), left, width - right, COLOURS[name], dashed=True,
-                            label=f"{name} {fmt_value(level, unit)}"))  # fmt: skip
-    if target is not None and math.isfinite(target):
-        parts.append(_hline(y(target), left, width - right, _TARGET, dashed=False,
-                            label=f"target {fmt_value(target, unit)}"))  # fmt: skip
+    parts += _levels(thresholds, target, y, left, width - right, unit)
     if glide is not None:
         (g0, v0), (g1, v1) = glide
         a, b = g0.timestamp(), g1.timestamp()
@@ -191,6 +183,24 @@ def chart_svg(
         f'fill="{_LINE}"/></svg>'
     )
     return "".join(parts)
+
+
+def _levels(
+    thresholds: Mapping[str, float], target: float | None, y: Callable[[float], float],
+    x0: float, x1: float, unit: str,
+) -> list[str]:  # fmt: skip
+    """The threshold lines (dashed) and the target line of a chart, labelled."""
+    lines = []
+    for name in ("yellow", "red"):
+        level = thresholds.get(name)
+        if level is None or not math.isfinite(level):
+            continue
+        lines.append(_hline(y(level), x0, x1, COLOURS[name], dashed=True,
+                            label=f"{name} {fmt_value(level, unit)}"))  # fmt: skip
+    if target is not None and math.isfinite(target):
+        lines.append(_hline(y(target), x0, x1, _TARGET, dashed=False,
+                            label=f"target {fmt_value(target, unit)}"))  # fmt: skip
+    return lines
 
 
 def _hline(at_y: float, x0: float, x1: float, colour: str, *, dashed: bool, label: str) -> str:
@@ -320,15 +330,7 @@ def bars_svg(
             )
         parts.append("</g>")
     # thresholds and target over the bars: a level must stay visible where a bar reaches it
-    for name in ("yellow", "red"):
-        level = thresholds.get(name)
-        if level is None or not math.isfinite(level):
-            continue
-        parts.append(_hline(y(level), left, width - right, COLOURS[name], dashed=True,
-                            label=f"{name} {fmt_value(level, unit)}"))  # fmt: skip
-    if target is not None and math.isfinite(target):
-        parts.append(_hline(y(target), left, width - right, _TARGET, dashed=False,
-                            label=f"target {fmt_value(target, unit)}"))  # fmt: skip
+    parts += _levels(thresholds, target, y, left, width - right, unit)
     parts += _bar_labels(shown, left, slot, height)
     parts.append("</svg>")
     return "".join(parts)
