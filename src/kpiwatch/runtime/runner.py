@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time as _time
-import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from functools import partial
-from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -29,8 +25,6 @@ from kpiwatch.config.rules import Kpi, SqlSource
 from kpiwatch.errors import (
     EvaluationSuperseded,
     SourceError,
-    SourceTimeout,
-    SourceUnavailable,
     StoreError,
 )
 from kpiwatch.evaluation import (
@@ -43,14 +37,12 @@ from kpiwatch.evaluation import (
     review_tick,
 )
 from kpiwatch.evaluation.incidents import KpiOutcome, SourceHealth, freshness_problem
-from kpiwatch.evaluation.periods import period_start, plan_key
 from kpiwatch.evaluation.restatements import restated_points, restatements
 from kpiwatch.model import Evaluation, Event, EventKind, KpiState, Observation, Status
 from kpiwatch.notify.silencing import active_mute
-from kpiwatch.runtime.fetching import PoolSlots, fetch_in_pool
+from kpiwatch.runtime.fetcher import Fetched, Fetcher, over_blind_inputs
 from kpiwatch.runtime.source_watch import HealthChange, SourceWatch
 from kpiwatch.runtime.workspace import Workspace
-from kpiwatch.sources.base import FetchResult, Source
 from kpiwatch.store.fencing import Basis
 from kpiwatch.store.repository import EvaluationToSave, Store
 
@@ -59,16 +51,6 @@ log = structlog.get_logger("kpiwatch.runner")
 # KPIs a worker of evaluate_all fetches, then reads, evaluates and saves together:
 # one transaction per batch instead of three per KPI
 BATCH = 100
-
-
-class Fetched(NamedTuple):
-    """What one fetch gave a KPI: observations, or the error it shows."""
-
-    observations: tuple[Observation, ...]
-    error: str | None = None
-    source_wide: bool = False  # the error is the source's (cannot connect, timeout ...)
-    via: str | None = None  # a formula's: the source of the blind input it is blind through
-    plans: Mapping[str, float] | None = None  # the rows of the KPI's plan_query, by plan key
 
 
 @dataclass
@@ -101,13 +83,9 @@ class Runner:
         self._review_time = review_time
         self._reminders = reminders
         self._max_workers = max_workers
-        self._fetch_grace = fetch_grace
+        self._fetcher = Fetcher(clock, tz, fetch_grace, self._fetched)
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
-        # per fetch pool (a reload brings new ones): how many of its threads no run holds
-        self._slots: weakref.WeakKeyDictionary[ThreadPoolExecutor, PoolSlots] = (
-            weakref.WeakKeyDictionary()
-        )
         self._watch = SourceWatch(
             {name: SourceHealth(up, since, error)
              for name, (up, since, error) in store.source_health().items()},
@@ -117,6 +95,10 @@ class Runner:
         self.on_fetched: Callable[[str, float], None] | None = None  # (source, seconds)
         self.on_failed: Callable[[str], None] | None = None  # an evaluation that raised
         self.on_reminded: Callable[[Event], None] | None = None  # a reminder stored
+
+    def _fetched(self, source: str, seconds: float) -> None:
+        if self.on_fetched is not None:
+            self.on_fetched(source, seconds)
 
     @property
     def workspace(self) -> Workspace:
@@ -162,10 +144,10 @@ class Runner:
 
     def _evaluate_locked(self, workspace: Workspace, kpi: Kpi, persist: bool) -> Evaluation:
         now = self._clock.now()
-        fetched = self._fetch(workspace, kpi, now)
+        fetched = self._fetcher.fetch(workspace, kpi, now)
         inputs = workspace.rules.formula_inputs.get(kpi.id)
         if inputs:
-            fetched = _over_blind_inputs(workspace, kpi, fetched, self._store.states_of(inputs))
+            fetched = over_blind_inputs(workspace, kpi, fetched, self._store.states_of(inputs))
         if persist:
             self._note_fetch(workspace, kpi, fetched, now)
         # state and history through one connection: one checkout instead of two
@@ -241,116 +223,6 @@ class Runner:
         if self.on_evaluated is not None:
             self.on_evaluated(evaluation)
 
-    def _fetch(self, workspace: Workspace, kpi: Kpi, now: datetime) -> Fetched:
-        source = workspace.sources.get(kpi.source)
-        if source is None:  # the loader rejects this; a guard, not a path
-            return Fetched((), f"source {kpi.source!r} is not configured")
-        started = _time.perf_counter()
-        try:
-            return self._with_plan(workspace, kpi, self._fetch_timed(workspace, kpi, source,
-                                                                     now, started), now)
-        finally:
-            if self.on_fetched is not None and kpi.source in workspace.rules.sources:
-                self.on_fetched(kpi.source, _time.perf_counter() - started)
-
-    def _fetch_timed(
-        self, workspace: Workspace, kpi: Kpi, source: Source, now: datetime, started: float
-    ) -> Fetched:
-        try:
-            result: FetchResult | Exception = self._call_source(workspace, kpi, source, now)
-        except Exception as exc:
-            result = exc
-        return _outcome(kpi, result, _time.perf_counter() - started)
-
-    def _fetch_many(
-        self, workspace: Workspace, kpis: Sequence[Kpi]
-    ) -> list[tuple[datetime, Fetched]]:
-        """Fetch KPIs for a batch: each source's KPIs in one run in its pool.
-
-        One hand-off per source and batch instead of one per KPI, with the same
-        backstop per fetch (see :mod:`kpiwatch.runtime.fetching`).
-        """
-        fetched: dict[str, tuple[datetime, Fetched]] = {}
-        by_source: dict[str, list[Kpi]] = defaultdict(list)
-        for kpi in kpis:
-            by_source[kpi.source].append(kpi)
-        for name, group in by_source.items():
-            pool = workspace.fetch_pools.get(name)
-            config = workspace.rules.sources.get(name)
-            source = workspace.sources.get(name)
-            if pool is None or config is None or source is None:  # formula, push
-                for kpi in group:
-                    now = self._clock.now()
-                    fetched[kpi.id] = (now, self._fetch(workspace, kpi, now))
-                continue
-            timeout = config.timeout.total_seconds()
-            try:
-                runs = fetch_in_pool(
-                    pool, source, group, self._clock,
-                    slots=self._slots_for(pool, config.max_concurrency),
-                    limit=timeout + self._fetch_grace, timeout=timeout,
-                )  # fmt: skip
-            except Exception as exc:  # e.g. the pool shut down by a reload meanwhile
-                now = self._clock.now()
-                runs = [(now, exc, 0.0)] * len(group)
-            for kpi, (now, result, seconds) in zip(group, runs, strict=True):
-                if self.on_fetched is not None:
-                    self.on_fetched(name, seconds)
-                fetched[kpi.id] = (now, self._with_plan(workspace, kpi,
-                                                        _outcome(kpi, result, seconds), now))
-        return [fetched[kpi.id] for kpi in kpis]
-
-    def _with_plan(
-        self, workspace: Workspace, kpi: Kpi, fetched: Fetched, now: datetime
-    ) -> Fetched:
-        """A fetch with the KPI's ``plan_query`` rows, asked of the same source (SPEC §2a).
-
-        Its rows are ``(period_start, target)``; without them the percent thresholds
-        cannot judge, so a failing plan query is this KPI's data problem.
-        """
-        target = kpi.target
-        if target is None or target.plan_query is None or kpi.period is None:
-            return fetched
-        if fetched.error is not None:
-            return fetched
-        source = workspace.sources.get(kpi.source)
-        if source is None:
-            return fetched
-        asked = kpi.model_copy(update={"query": target.plan_query, "aggregate": None})
-        try:
-            rows = self._call_source(workspace, asked, source, now).observations
-        except SourceError as exc:
-            return fetched._replace(observations=(), error=f"plan_query failed: {exc.reason}")
-        plans = {plan_key(period_start(row.observed_at, kpi.period, self._tz), kpi.period,
-                          self._tz): row.value for row in rows}  # fmt: skip
-        return fetched._replace(plans=plans)
-
-    def _call_source(
-        self, workspace: Workspace, kpi: Kpi, source: Source, now: datetime
-    ) -> FetchResult:
-        """Fetch in the source's own pool, waiting at most its timeout plus a grace.
-
-        The source enforces its timeout itself; this is the backstop for one that
-        hangs anyway (a driver stuck in a syscall): the evaluation worker is freed
-        and the KPI shows unknown, while the stuck thread stays in that source's pool.
-        """
-        pool = workspace.fetch_pools.get(kpi.source)
-        config = workspace.rules.sources.get(kpi.source)
-        if pool is None or config is None:  # formula, push: in-process and quick
-            return source.fetch(kpi, now)
-        limit = config.timeout.total_seconds() + self._fetch_grace
-        future = pool.submit(source.fetch, kpi, now)
-        try:
-            return future.result(timeout=limit)
-        except FutureTimeout:
-            future.cancel()
-            raise SourceTimeout(
-                f"no answer within {limit:g}s (timeout {config.timeout.total_seconds():g}s); "
-                "the fetch is abandoned",
-                source=kpi.source,
-                kpi=kpi.id,
-            ) from None
-
     def _save_health(self, workspace: Workspace, change: HealthChange | None) -> None:
         """Persist a source's incident opening or closing, with its event."""
         if change is None:
@@ -416,7 +288,7 @@ class Runner:
                 with ExitStack() as held:
                     for kpi_id in sorted(level):  # one order everywhere: no lock cycles
                         held.enter_context(self._lock_for(kpi_id))
-                    fetch = partial(self._fetch_many, workspace)
+                    fetch = partial(self._fetcher.fetch_many, workspace)
                     fetched = list(pool.map(fetch, [[by_id[k] for k in b] for b in batches]))
                     fetched = self._check_formula_inputs(workspace, batches, fetched)
                     for batch, got in zip(batches, fetched, strict=True):
@@ -450,7 +322,7 @@ class Runner:
         states = self._store.states_of(wanted)
         by_id = workspace.rules.by_id
         return [
-            [(now, _over_blind_inputs(workspace, by_id[kpi_id], one, states))
+            [(now, over_blind_inputs(workspace, by_id[kpi_id], one, states))
              for kpi_id, (now, one) in zip(batch, got, strict=True)]
             for batch, got in zip(batches, fetched, strict=True)
         ]  # fmt: skip
@@ -640,14 +512,6 @@ class Runner:
                         break
         return notified
 
-    def _slots_for(self, pool: ThreadPoolExecutor, threads: int) -> PoolSlots:
-        """The threads of a source's fetch pool, as runs take them (one count per pool)."""
-        with self._locks_guard:
-            slots = self._slots.get(pool)
-            if slots is None:
-                slots = self._slots[pool] = PoolSlots(threads)
-            return slots
-
     def _lock_for(self, kpi_id: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks[kpi_id]
@@ -664,40 +528,6 @@ def _levels(workspace: Workspace, wanted: set[str]) -> list[list[str]]:
         if kpi_id in wanted:
             levels[depth[kpi_id]].append(kpi_id)
     return [levels[d] for d in sorted(levels)]
-
-
-def _outcome(kpi: Kpi, result: FetchResult | Exception, seconds: float) -> Fetched:
-    """A fetch's observations, or the error the KPI shows (logged here)."""
-    if isinstance(result, SourceError):
-        log.warning(
-            "fetch failed",
-            kpi=kpi.id,
-            source=kpi.source,
-            error=str(result),
-            seconds=round(seconds, 3),
-        )
-        return Fetched((), str(result), isinstance(result, SourceUnavailable))
-    if isinstance(result, Exception):  # a source bug is a data problem for this KPI only
-        log.error("fetch crashed", kpi=kpi.id, source=kpi.source, exc_info=result)
-        return Fetched((), f"source {kpi.source!r} failed unexpectedly: {result!r}")
-    return Fetched(result.observations)
-
-
-def _over_blind_inputs(
-    workspace: Workspace, kpi: Kpi, fetched: Fetched, states: Mapping[str, KpiState]
-) -> Fetched:
-    """A formula over a blind input is blind itself: its value would be computed from
-    data known to be missing or stale (SPEC §5a). The problem is its inputs' sources',
-    not its owner's; the value computed from the old inputs is not kept."""
-    inputs = workspace.rules.formula_inputs.get(kpi.id, ())
-    blind = sorted(name for name in inputs if name in states and states[name].blind)
-    if not blind or fetched.error is not None:
-        return fetched
-    problem = states[blind[0]].data_problem
-    reason = problem.reason if problem is not None else "no usable value"
-    more = f" (and {len(blind) - 1} more)" if len(blind) > 1 else ""
-    via = problem.source if problem is not None else None
-    return Fetched((), f"input {blind[0]!r}{more} has no fresh data: {reason}", True, via)
 
 
 def _batches(level: Sequence[str], workers: int) -> list[list[str]]:
