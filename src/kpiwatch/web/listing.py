@@ -358,7 +358,7 @@ def api_page(
     (a reload may have moved it), else at the position it had (it was removed)."""
     index = rule_index(rules)
     start = 0
-    if cursor is not None:
+    if cursor:  # an empty one: the first page
         position, kpi_id = decode_cursor(cursor)
         now_at = index.positions.get(kpi_id)
         # gone: the KPI that followed it has moved up to its position

@@ -383,15 +383,18 @@ def _whole(text: str | None, name: str, default: int, top: int, notices: list[st
     """A whole number from 1 to ``top`` (cut to it, with a notice), else ``default``."""
     if text is None or not text.strip():
         return default
+    text = text.strip()
     try:
-        number = int(text) if len(text) <= 20 else None
+        # a long run of digits is a large number, not one to convert
+        number = int(text) if len(text) <= 20 else (top + 1 if text.isdecimal() else None)
     except ValueError:
         number = None
     if number is None or number < 1:
         notices.append(f"{name} {text[:20]!r} is ignored: not a whole number from 1")
         return default
     if number > top:
-        notices.append(f"{name} is at most {top}")
+        if name != "page":  # a page past the last shows the last
+            notices.append(f"{name} is at most {top}")
         return top
     return number
 

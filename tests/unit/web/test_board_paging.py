@@ -299,8 +299,15 @@ def test_board_links_keep_the_filters(board: Board) -> None:
         ("size=0", "size '0' is ignored: not a whole number from 1"),
         ("size=-3", "size '-3' is ignored: not a whole number from 1"),
         ("page=x", "page 'x' is ignored: not a whole number from 1"),
-        ("page=" + "9" * 5000, "page '99999999999999999999' is ignored: not a whole number from 1"),
         ("page=1e3", "page '1e3' is ignored: not a whole number from 1"),
+        ("page=%00", "page '\\x00' is ignored: not a whole number from 1"),
+        ("size=" + "9" * 30, "size is at most 200"),
+        ("page=--1", "page '--1' is ignored: not a whole number from 1"),
+        (
+            "status=%ff",
+            "status '\ufffd' is ignored: it is one of red, yellow, unknown, green, blind, "
+            "escalated, overdue",
+        ),
         (
             "status=purple",
             "status 'purple' is ignored: it is one of red, yellow, unknown, green, blind, "
@@ -325,6 +332,10 @@ def test_board_size_is_bounded(board: Board) -> None:
     assert "size is at most 200" in notices(page)
     assert len(ids_on(board.client.get("/?size=3").text)) == 3
     assert len(ids_on(board.client.get("/?size=abc").text)) == 50  # the default
+    for page in ("9" * 5000, "9" * 15):  # past the last page: the last page
+        last = board.client.get(f"/?size=25&page={page}").text
+        assert ids_on(last) == expected_order(60)[50:]
+        assert notices(last) == []
 
 
 def test_board_escapes_what_it_echoes(board: Board) -> None:
@@ -373,6 +384,8 @@ def test_api_pages_walk_every_kpi_once_in_rule_order(board: Board) -> None:
     # a cursor alone: pages of 100
     page = board.client.get(f"/api/v1/kpis?cursor={encode_cursor(9, kpi_id(9))}").json()
     assert [k["id"] for k in page] == [kpi_id(i) for i in range(10, 60)]
+    # an empty cursor: the first page
+    assert board.client.get("/api/v1/kpis?cursor=&limit=7").json() == everything[:7]
     # a page that ends exactly at the last KPI has no Link
     assert "Link" not in board.client.get("/api/v1/kpis?limit=60").headers
 
