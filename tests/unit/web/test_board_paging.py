@@ -153,6 +153,14 @@ def board(tmp_path: Path) -> Iterator[Board]:
     made.store.close()
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
+    """One board for the tests that only read (the parametrized ones)."""
+    made = make_board(tmp_path_factory.mktemp("shared"), 60)
+    yield made
+    made.store.close()
+
+
 def ids_on(page: str) -> list[str]:
     return re.findall(r'<a class="name" href="/kpis/(\w+)">', page)
 
@@ -258,8 +266,8 @@ def test_board_groups_and_summary(board: Board) -> None:
         ("team=beta&status=red&q=signups", lambda i: i % 4 == 1 and kind(i) == "red"),
     ],
 )
-def test_board_filters_and_search(board: Board, query: str, wanted: Callable[[int], bool]) -> None:
-    response = board.client.get(f"/?size=200&{query}")
+def test_board_filters_and_search(shared: Board, query: str, wanted: Callable[[int], bool]) -> None:
+    response = shared.client.get(f"/?size=200&{query}")
     assert response.status_code == 200
     assert ids_on(response.text) == [k for k in expected_order(60) if wanted(int(k[1:]))]
     assert notices(response.text) == []
@@ -319,8 +327,8 @@ def test_board_links_keep_the_filters(board: Board) -> None:
         ("&".join(f"label=k{i}" for i in range(21)), "only the first 20 label filters are used"),
     ],
 )
-def test_board_bounds_its_inputs_and_says_so(board: Board, query: str, said: str) -> None:
-    response = board.client.get(f"/?{query}")
+def test_board_bounds_its_inputs_and_says_so(shared: Board, query: str, said: str) -> None:
+    response = shared.client.get(f"/?{query}")
     assert response.status_code == 200
     assert said in notices(response.text)
     assert "<script" not in response.text
@@ -402,11 +410,11 @@ def test_api_pages_walk_every_kpi_once_in_rule_order(board: Board) -> None:
         "team=alpha&team=gamma&status=green&q=kpi",
     ],
 )
-def test_api_filters_paged_and_whole(board: Board, query: str) -> None:
-    whole = board.client.get(f"/api/v1/kpis?{query}")
+def test_api_filters_paged_and_whole(shared: Board, query: str) -> None:
+    whole = shared.client.get(f"/api/v1/kpis?{query}")
     assert whole.status_code == 200
     assert whole.json()  # each of these matches some
-    paged, urls = api_walk(board, f"{query}&limit=3")
+    paged, urls = api_walk(shared, f"{query}&limit=3")
     assert paged == whole.json()
     assert len(urls) == -(-len(paged) // 3)
 
@@ -440,8 +448,8 @@ def test_api_filters_match_what_they_say(board: Board) -> None:
         "team=alhpa&limit=5",
     ],
 )
-def test_api_refuses_what_it_cannot_use(board: Board, query: str) -> None:
-    response = board.client.get(f"/api/v1/kpis?{query}")
+def test_api_refuses_what_it_cannot_use(shared: Board, query: str) -> None:
+    response = shared.client.get(f"/api/v1/kpis?{query}")
     assert response.status_code == 422, response.text
 
 
