@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kpiwatch.config.rules import RuleSet
+from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.evaluation.judging import resolved_thresholds
 from kpiwatch.model import Ack, DataProblem, KpiState, Status
 
@@ -67,8 +67,15 @@ def overview(
     rules: RuleSet, states: Mapping[str, KpiState], acks: Mapping[str, Ack] | None = None
 ) -> list[KpiOverview]:
     """One row per KPI of the rules, in rule order; never-evaluated KPIs show unknown."""
+    return overview_of(rules.kpis, states, acks)
+
+
+def overview_of(
+    kpis: Iterable[Kpi], states: Mapping[str, KpiState], acks: Mapping[str, Ack] | None = None
+) -> list[KpiOverview]:
+    """:func:`overview` of some KPIs (a page of them), in the order given."""
     rows = []
-    for kpi in rules.kpis:
+    for kpi in kpis:
         state = states.get(kpi.id)
         # in the KPI's unit: thresholds in % of the plan as they come to against the
         # judged period's plan (none while no plan is known), never the bare percents

@@ -120,6 +120,20 @@ def test_ack_once_per_episode_and_acking_again_replaces(store: Store) -> None:
     assert store.ack_for("revenue", at(0)) == again
 
 
+def test_current_acks_of_many_kpis_in_one_read(store: Store) -> None:
+    for kpi in ("revenue", "churn", "signups"):
+        store.save_state(KpiState(kpi, Status.RED, since=at(10), review=ReviewCadence.WEEKLY))
+    current = store.ack("revenue", at(10), "sam", "on it", at(11))
+    store.ack("churn", at(0), "kim", "an earlier episode", at(5))
+    store.ack("orphan", at(10), "lee", "no state", at(11))
+    assert store.current_acks() == {"revenue": current}
+    assert store.current_acks(["revenue", "churn"]) == {"revenue": current}
+    assert store.current_acks(["churn", "signups", "nothing"]) == {}
+    assert store.current_acks([]) == {}
+    ids = [f"kpi_{i}" for i in range(1200)] + ["revenue"]  # more than one IN list
+    assert store.current_acks(ids) == {"revenue": current}
+
+
 # -- annotations ---------------------------------------------------------------------------
 
 
@@ -248,3 +262,8 @@ def test_notice_context_reads_many_kpis_at_once(store: Store) -> None:
     assert churn.ack is None  # acked an earlier episode, not the current one
     assert unknown == (None, (), (), None)
     assert store.notice_context([], points=30, annotations_since=at(0)) == {}
+    # without annotations (the status board's cards)
+    lean = store.notice_context(["revenue"], points=5, annotations_since=None)["revenue"]
+    assert (lean.state, lean.recent, lean.annotations, lean.ack) == (
+        revenue.state, revenue.recent[-5:], (), revenue.ack
+    )

@@ -2,7 +2,8 @@
 
 Serves the pages with uvicorn on a free port, fills a real SQLite store through
 the real runner (6 KPIs over 2 teams, one red and escalated, one blind as its
-source refuses connections, annotations), then asks Chromium for the rendered DOM and PNGs.
+source refuses connections, annotations), then asks Chromium for the rendered DOM
+(the board, filtered and paged by plain links) and PNGs.
 The README's screenshots come from the demo daemon (tests/e2e/test_http_daemon.py).
 """
 
@@ -137,30 +138,60 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store.close()
 
 
-def test_board_renders_teams_values_and_problems(
+def test_board_renders_attention_first_values_and_problems(
     chromium: str, base_url: str, tmp_path: Path
 ) -> None:
     dom = run_chromium(chromium, tmp_path / "profile", "--dump-dom", base_url + "/")
     text = visible_text(dom)
     assert "6 KPIs: 1 red 1 yellow 1 unknown 3 green" in text
+    # no review tick ran since the first evaluations (a day ago): the monthly reviews
+    # of signups and uptime, due yesterday at 09:00, are overdue
+    assert "1 escalated · 2 reviews overdue · 1 blind (no fresh data)" in text
     assert "1 data source has an open data incident" in text
     assert "billing since 2026-03-02 08:00 UTC" in text
-    growth = text[text.index("growth") : text.index("platform 1 yellow")]
-    platform = text[text.index("platform 1 yellow") : text.index("Unassigned")]
-    assert "Monthly churn Red 4.6 %" in growth
-    assert "escalated" in growth
-    assert "Acknowledged ben: investigating with billing" in growth
-    assert "Weekly signups Green" in growth
-    assert "Monthly recurring revenue Green" in growth
-    assert "API latency p95 Yellow 342 ms" in platform
-    assert "Uptime Green 99.9" in platform  # the last verdict and value, greyed
+    # what needs attention first: red, yellow, blind, overdue, then green
+    red = text[text.index("Red 1 KPI") : text.index("Yellow 1 KPI")]
+    yellow = text[text.index("Yellow 1 KPI") : text.index("Unknown: no fresh data 1 KPI")]
+    blind = text[
+        text.index("Unknown: no fresh data 1 KPI") : text.index("Green, review overdue 1 KPI")
+    ]
+    overdue = text[text.index("Green, review overdue 1 KPI") : text.index("Green 2 KPIs")]
+    green = text[text.index("Green 2 KPIs") :]
+    assert "Monthly churn Red 4.6 %" in red
+    assert "team growth" in red
+    assert "escalated" in red
+    assert "Acknowledged ben: investigating with billing" in red
+    assert "API latency p95 Yellow 342 ms" in yellow
+    assert "Uptime Green 99.9" in blind  # the last verdict and value, greyed
     assert (
         "No fresh data since 2026-03-02 08:00 UTC (just now): source 'billing': connection "
         "refused (billing-db:5432) data owner on-call told: billing data incident open since "
         "2026-03-02 08:00 UTC"
-    ) in platform
-    assert "Net promoter score" in text[text.index("Unassigned") :]
+    ) in blind
+    assert "Weekly signups Green" in overdue
+    assert "Monthly recurring revenue Green" in green
+    assert "Net promoter score" in green
     assert dom.count('<svg class="spark"') == 6
+    assert "<script" not in dom
+
+
+def test_board_filters_and_pages_without_script(
+    chromium: str, base_url: str, tmp_path: Path
+) -> None:
+    url = base_url + "/?team=growth&size=2"
+    text = visible_text(run_chromium(chromium, tmp_path / "p1", "--dump-dom", url))
+    assert "KPIs 1–2 of 3 · page 1 of 2" in text
+    assert "Monthly churn Red" in text
+    assert "Weekly signups Green" in text
+    assert "API latency p95" not in text  # platform's
+    url = base_url + "/?team=growth&size=2&page=2"
+    text = visible_text(run_chromium(chromium, tmp_path / "p2", "--dump-dom", url))
+    assert "KPIs 3–3 of 3 · page 2 of 2" in text
+    assert "Monthly recurring revenue Green" in text
+    url = base_url + "/?q=LATENCY"
+    text = visible_text(run_chromium(chromium, tmp_path / "p3", "--dump-dom", url))
+    assert "API latency p95 Yellow" in text
+    assert "Monthly churn" not in text
 
 
 def test_kpi_page_renders_chart_and_history(chromium: str, base_url: str, tmp_path: Path) -> None:

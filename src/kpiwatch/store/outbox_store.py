@@ -259,11 +259,11 @@ class OutboxStore(StoreBase):
         kpi_ids: Collection[str],
         *,
         points: int,
-        annotations_since: datetime,
+        annotations_since: datetime | None,
     ) -> dict[str, NoticeContext]:
         """Per KPI: its state, its last ``points`` observations (oldest first), its
-        annotations at or after ``annotations_since`` (by ``at``) and the ack of its
-        current episode. Four queries for any number of KPIs; KPIs without a
+        annotations at or after ``annotations_since`` (by ``at``; None: none read) and
+        the ack of its current episode. Four queries per 200 KPIs; KPIs without a
         state are present too (all empty).
         """
         ids = sorted(set(kpi_ids))
@@ -280,14 +280,15 @@ class OutboxStore(StoreBase):
                     states[row["kpi_id"]] = rows.to_state(row)
                 for row in connection.execute(_recent_observations(chunk, points)).mappings():
                     recent[row["kpi_id"]].append(rows.to_observation(row))
-                query = (
-                    sa.select(annotations_t)
-                    .where(annotations_t.c.kpi_id.in_(chunk))
-                    .where(annotations_t.c.at >= annotations_since)
-                    .order_by(annotations_t.c.at, annotations_t.c.id)
-                )
-                for row in connection.execute(query).mappings():
-                    notes[row["kpi_id"]].append(rows.to_annotation(row))
+                if annotations_since is not None:
+                    query = (
+                        sa.select(annotations_t)
+                        .where(annotations_t.c.kpi_id.in_(chunk))
+                        .where(annotations_t.c.at >= annotations_since)
+                        .order_by(annotations_t.c.at, annotations_t.c.id)
+                    )
+                    for row in connection.execute(query).mappings():
+                        notes[row["kpi_id"]].append(rows.to_annotation(row))
                 query = (
                     sa.select(acks_t)
                     .join_from(acks_t, state_t, sa.and_(

@@ -499,6 +499,28 @@ class Store(OutboxStore):
         with self._read("read ack") as connection:
             return self._ack(connection, kpi_id, episode_since)
 
+    def current_acks(self, kpi_ids: Collection[str] | None = None) -> dict[str, Ack]:
+        """KPI id -> the ack of its current episode (its stored state's ``since``), for
+        the KPIs acknowledged now among ``kpi_ids`` (None: every KPI); one query per
+        few hundred KPIs, not one per KPI."""
+        current = sa.select(acks_t).join_from(acks_t, state_t, sa.and_(
+            acks_t.c.kpi_id == state_t.c.kpi_id, acks_t.c.episode_since == state_t.c.since,
+        ))  # fmt: skip
+        found: dict[str, Ack] = {}
+        with self._read("read acks") as connection:
+            if kpi_ids is None:
+                queries = [current]
+            else:
+                dialect = connection.dialect.name
+                queries = [
+                    current.where(sql.one_of(acks_t.c.kpi_id, dialect, chunk))
+                    for chunk in chunks(kpi_ids)
+                ]
+            for query in queries:
+                for row in connection.execute(query).mappings():
+                    found[row["kpi_id"]] = rows.to_ack(row)
+        return found
+
     @staticmethod
     def _ack(connection: Connection, kpi_id: str, episode_since: datetime) -> Ack | None:
         query = sa.select(acks_t).where(

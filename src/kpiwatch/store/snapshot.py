@@ -1,10 +1,11 @@
-"""A lean bulk read of what ``/metrics`` shows of every KPI's state.
+"""A lean bulk read of what ``/metrics`` and the board's order show of every KPI's state.
 
 ``Store.states()`` builds a whole ``KpiState`` per row (sixteen columns, JSON
 reasons, five datetimes parsed): about 25 µs a row, 250 ms at 10,000 KPIs. A
 scrape needs seven columns (of the JSON ``data_problem`` only whether there is
-one), and for most rows only to know that they did not change since the
-previous scrape. :class:`StateSnapshots` reads those seven columns in one query
+one), the status board's order and summary one more (``next_review``: is a
+review overdue), and for most rows only to know that they did not change since
+the previous read. :class:`StateSnapshots` reads those seven columns in one query
 as the driver returns them and converts only the rows that differ from its
 previous read; an unchanged row comes back as the very same
 :class:`ShownState` object, so a caller can keep what it derived from it, keyed
@@ -29,13 +30,13 @@ from kpiwatch.model import ReviewCadence, Status
 from kpiwatch.store.repository import Store
 from kpiwatch.store.schema import kpi_state as state_t
 
-# (kpi_id, status, value, review, escalated_since, last_evaluated, has a data problem, plan)
-# as the driver returns them
+# (kpi_id, status, value, review, escalated_since, last_evaluated, has a data problem, plan,
+# next_review) as the driver returns them
 _Row = tuple[Any, ...]
 
 
 class ShownState(NamedTuple):
-    """What the exporter shows of a KPI's stored state."""
+    """What the exporter shows of a KPI's stored state (and the status board's order)."""
 
     status: Status
     value: float | None
@@ -44,6 +45,7 @@ class ShownState(NamedTuple):
     last_evaluated: datetime | None
     blind: bool  # unknown for want of data (KpiState.blind): its value is the last one kept
     plan: float | None = None  # the judged period's plan (KpiState.plan)
+    next_review: datetime | None = None  # when the review is due (KpiState.next_review)
 
 
 class StateSnapshots:
@@ -67,6 +69,7 @@ class StateSnapshots:
             # a flag, not the JSON: 0/1 or false/true as the driver returns it, compared in C
             state_t.c.data_problem.is_not(None).label("has_data_problem"),
             state_t.c.plan,
+            state_t.c.next_review,
         )
         self._sql = str(query.compile(dialect=dialect))
         # the conversion a typed SELECT would apply (parsing on SQLite, UTC everywhere)
@@ -111,7 +114,7 @@ class StateSnapshots:
             raise StoreError(f"read states: {redact(text[0] if text else repr(exc))}") from exc
 
     def _convert(self, row: _Row) -> ShownState:
-        _, status, value, review, escalated_since, last_evaluated, has_problem, plan = row
+        _, status, value, review, escalated_since, last_evaluated, has_problem, plan, due = row
         shown = Status(status)
         return ShownState(
             status=shown,
@@ -121,4 +124,5 @@ class StateSnapshots:
             last_evaluated=self._datetime(last_evaluated),
             blind=shown is Status.UNKNOWN and bool(has_problem),
             plan=None if plan is None else float(plan),
+            next_review=self._datetime(due),
         )

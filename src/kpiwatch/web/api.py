@@ -8,24 +8,33 @@ Handlers call what the CLI calls (``overview``, ``record_push``, the store), so
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from pydantic import StringConstraints
 
 from kpiwatch.config.durations import parse_duration
 from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.errors import StoreError
-from kpiwatch.model import Ack, Annotation, KpiState, MatcherKind, Silence, Status
+from kpiwatch.model import Ack, Annotation, MatcherKind, Silence, Status
 from kpiwatch.notify import follow_ups
-from kpiwatch.overview import overview
+from kpiwatch.overview import overview, overview_of
 from kpiwatch.pushes import PushRejected, record_push
 from kpiwatch.render_text import evaluation_json
-from kpiwatch.store.repository import Store
 from kpiwatch.web.auth import WRITER_RESPONSES, require_writer
 from kpiwatch.web.context import WebContext
+from kpiwatch.web.listing import (
+    MAX_SEARCH,
+    MAX_VALUE,
+    MAX_VALUES,
+    Filters,
+    LazySnapshots,
+    api_page,
+    did_you_mean,
+    rule_index,
+)
 from kpiwatch.web.schemas import (
     AckIn,
     AckOut,
@@ -46,7 +55,9 @@ from kpiwatch.web.schemas import (
 )
 
 PREFIX = "/api/v1"
-MAX_ID_GUESS = 255  # longer ids are not KPI ids: skip the did-you-mean work
+PAGE_LIMIT = 100  # KPIs on a page of /kpis when a cursor comes without a limit
+MAX_PAGE_LIMIT = 1000
+MAX_CURSOR = 200  # characters: a cursor this API gives is far shorter
 
 Limit = Annotated[int, Query(ge=1, le=5000, description="newest N items of each list")]
 Since = Annotated[
@@ -55,6 +66,27 @@ Since = Annotated[
 ]
 KpiId = Annotated[str, Path(description="the KPI's id in the rules")]
 
+Value = Annotated[str, StringConstraints(max_length=MAX_VALUE)]
+Values = Annotated[
+    list[Value] | None,
+    Query(max_length=MAX_VALUES, description="repeat for several: any of them"),
+]
+_KPI_PAGES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The KPIs, in rule order. A page with more KPIs after it has these "
+        "headers; the last page has neither.",
+        "headers": {
+            "Link": {
+                "description": 'The next page: `<http://…/api/v1/kpis?…&cursor=…>; rel="next"`',
+                "schema": {"type": "string"},
+            },
+            "X-Next-Cursor": {
+                "description": "The next page's `cursor`",
+                "schema": {"type": "string"},
+            },
+        },
+    }
+}
 _404: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such KPI"}}
 _415: dict[int | str, dict[str, Any]] = {
     415: {"model": Problem, "description": "The body is not JSON"}
@@ -82,23 +114,80 @@ def api_router(ctx: WebContext) -> APIRouter:
     )
     writer = [Depends(require_writer(ctx.settings))]
     write_responses = {**WRITER_RESPONSES, **_415}
+    snapshots = LazySnapshots(ctx.store)
 
     # -- reads ------------------------------------------------------------------------
 
-    @router.get("/kpis", tags=["kpis"], summary="Every KPI, as `kpiwatch status --json`")
+    @router.get(
+        "/kpis", tags=["kpis"], responses=_KPI_PAGES,
+        summary="Every KPI, or a page of them, as `kpiwatch status --json`",
+        description="Without `limit` and `cursor`: every KPI that passes the filters. "
+        "With either: a page of at most `limit` (default 100); while more follow, the "
+        '`Link: <…>; rel="next"` header (and `X-Next-Cursor`) gives the next page, with '
+        "the same filters. Filters: any of the values of one, and all of them together.",
+    )  # fmt: skip
     def list_kpis(
-        team: Annotated[str | None, Query(max_length=512)] = None,
-        status: Annotated[list[Status] | None, Query(description="repeat for several")] = None,
-    ) -> list[KpiSummary]:
+        request: Request,
+        response: Response,
+        team: Values = None,
+        status: Annotated[
+            list[Status] | None, Query(max_length=MAX_VALUES, description="repeat for several")
+        ] = None,
+        owner: Values = None,
+        label: Annotated[
+            list[Value] | None,
+            Query(max_length=MAX_VALUES, description="`key=value`, or `key`: has that label"),
+        ] = None,
+        q: Annotated[
+            str | None,
+            Query(max_length=MAX_SEARCH, description="a part of the id or name, any case"),
+        ] = None,
+        limit: Annotated[
+            int | None,
+            Query(ge=1, le=MAX_PAGE_LIMIT, description=f"a page of at most this many (default "
+                                                       f"{PAGE_LIMIT} with a cursor)"),
+        ] = None,
+        cursor: Annotated[
+            str | None,
+            Query(max_length=MAX_CURSOR, description="where the page starts: a previous "
+                                                     "page's X-Next-Cursor"),
+        ] = None,
+    ) -> list[KpiSummary]:  # fmt: skip
         rules = ctx.rules()
-        if team is not None and team not in rules.teams:
-            raise HTTPException(422, f"no team {team!r} in the rules{_hint(team, rules.teams)}")
-        states = ctx.store.states()
-        rows = overview(rules, states, _current_acks(ctx.store, states))
+        for name in team or ():
+            if name not in rules.teams:
+                raise HTTPException(422, f"no team {name!r} in the rules{_hint(name, rules.teams)}")
+        filters = Filters(
+            statuses=tuple(s.value for s in status or ()), teams=tuple(team or ()),
+            owners=tuple(owner or ()), labels=tuple(label or ()), q=q or "",
+        )  # fmt: skip
+        if limit is None and cursor is None:  # every KPI, as before pages
+            kpis = [e.kpi for e in rule_index(rules).entries if filters.matches(e)]
+            rows = overview_of(kpis, ctx.store.states(), ctx.store.current_acks())
+            return [
+                KpiSummary.model_validate(row.as_json())
+                for row in rows
+                if not status or row.status in status
+            ]
+        shown = snapshots.read() if status else None
+        try:
+            kpis, after = api_page(
+                rules, filters, shown, limit=limit or PAGE_LIMIT, cursor=cursor
+            )
+        except ValueError as exc:
+            raise HTTPException(422, f"cursor: {exc}") from exc
+        ids = [kpi.id for kpi in kpis]
+        states = ctx.store.states_of(ids)
+        rows = overview_of(kpis, states, ctx.store.current_acks(ids) if states else {})
+        if after is not None:
+            following = str(request.url.include_query_params(cursor=after))
+            response.headers["Link"] = f'<{following}>; rel="next"'
+            response.headers["X-Next-Cursor"] = after
         return [
             KpiSummary.model_validate(row.as_json())
             for row in rows
-            if (team is None or row.team == team) and (not status or row.status in status)
+            # the page's states are newer than the snapshot it was chosen by
+            if not status or row.status in status
         ]
 
     @router.get("/kpis/{kpi_id}", tags=["kpis"], responses=_404, summary="One KPI with history")
@@ -246,12 +335,7 @@ def api_router(ctx: WebContext) -> APIRouter:
 
 
 def _hint(name: str, known: Iterable[str]) -> str:
-    if len(name) > MAX_ID_GUESS:
-        return ""
-    close = difflib.get_close_matches(name, sorted(known), n=3)
-    if not close:
-        return ""
-    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return did_you_mean(name, known)
 
 
 def _kpi(rules: RuleSet, kpi_id: str) -> Kpi:
@@ -284,11 +368,6 @@ def _query_time(ctx: WebContext, moment: datetime | None) -> datetime | None:
         return moment.astimezone(UTC)
     except OverflowError as exc:
         raise HTTPException(422, f"since: {moment.isoformat()} is out of range") from exc
-
-
-def _current_acks(store: Store, states: Mapping[str, KpiState]) -> dict[str, Ack]:
-    return {kpi_id: ack for kpi_id, state in states.items()
-            if (ack := store.ack_for(kpi_id, state.since)) is not None}  # fmt: skip
 
 
 def _silence_state(s: Silence, now: datetime) -> Literal["active", "expired", "pending", "ended"]:

@@ -14,21 +14,28 @@ A KPI judged per period (SPEC §2a) shows the judged period with its value and
 plan (``Nov: 4.1 % (plan 4.0 %)``), thresholds in % of the plan as such (never
 as bare numbers in the KPI's unit), and on its page a bar per period: the plan
 as a tick across each bar, the open period hatched, restated periods marked.
+
+The board lists what needs attention first, a page at a time, filtered and
+searched by plain links and a GET form (:mod:`kpiwatch.web.listing`): the order
+and the summary come from a lean snapshot of every KPI's state; full states,
+sparklines and acks are read only for the KPIs on the page.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
+from starlette.datastructures import QueryParams
 
 from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.evaluation.judging import plan_for
@@ -43,18 +50,33 @@ from kpiwatch.evaluation.periods import (
 from kpiwatch.evaluation.target import day_start
 from kpiwatch.model import Ack, DataProblem, EventKind, KpiState, Observation, Period, Status
 from kpiwatch.notify.text import format_value, headline, planned, target_text, threshold_texts
-from kpiwatch.overview import KpiOverview, overview
+from kpiwatch.overview import KpiOverview, overview, overview_of
 from kpiwatch.web.auth import reads_protected
 from kpiwatch.web.context import WebContext
+from kpiwatch.web.listing import (
+    BOARD_STATUSES,
+    GROUP_KEYS,
+    GROUP_TITLES,
+    MAX_SEARCH,
+    MAX_VALUE,
+    MAX_VALUES,
+    BoardPage,
+    Filters,
+    LazySnapshots,
+    board_page,
+    did_you_mean,
+)
 from kpiwatch.web.svg import COLOURS, MUTED, Bar, Glide, bars_svg, chart_svg, sparkline_svg
 
 if TYPE_CHECKING:
     import jinja2
 
-UNASSIGNED = "Unassigned"
 # source -> (up, since, last error): Store.source_health(); up is False during an incident
 Health = Mapping[str, tuple[bool, datetime, str | None]]
 SPARK_POINTS = 30  # a month of daily values: enough to see a trend at a glance
+PAGE_SIZE = 50  # KPIs on a page of the board, unless ?size= says otherwise
+MAX_PAGE_SIZE = 200
+MAX_PAGE = 10**9  # beyond any board; keeps page * size a small number
 CHART_POINTS = 365
 # periods drawn as bars: two years of months on a wide screen, 13 (a year and the same
 # month a year ago) on a phone, where 24 bars would be 12 px wide
@@ -63,8 +85,6 @@ BARS_SMALL = 13
 RESTATED_EVENTS = 500  # the newest restatements read to mark the bars (a few per period)
 TABLE_ROWS = 50  # status changes, annotations, events on a KPI page (newest)
 REFRESH_SECONDS = 60
-# Worst first, so a glance down a team's list meets the problems before the fine ones.
-_ORDER = {Status.RED: 0, Status.YELLOW: 1, Status.UNKNOWN: 2, Status.GREEN: 3}
 _WORDS = {
     Status.RED: "Red",
     Status.YELLOW: "Yellow",
@@ -112,6 +132,7 @@ class Card:
     value: str
     target: str  # the line under the value: "target 150 by 2026-12-31", "no target", ...
     owner: str
+    team: str | None
     review: str
     escalated: bool
     since: str | None
@@ -139,10 +160,37 @@ class Card:
 
 
 @dataclass(frozen=True)
-class Group:
-    team: str
-    cards: tuple[Card, ...]
-    counts: dict[str, int]
+class Section:
+    """The cards of one group on a page of the board (listing.GROUP_TITLES)."""
+
+    key: str  # red, yellow, blind, unknown, escalated, overdue, green
+    title: str
+    total: int  # the group's KPIs that pass the filters, on every page
+    colour: str  # the status colour of its dot
+    cards: list[Card] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BoardQuery:
+    """A board request's parameters, bounded; what was refused is in ``notices``."""
+
+    filters: Filters
+    page: int
+    size: int
+    notices: tuple[str, ...]
+
+    def href(self, page: int = 1) -> str:
+        """A link to a page of the board with these filters (and size)."""
+        items = self.filters.query()
+        if self.size != PAGE_SIZE:
+            items.append(("size", str(self.size)))
+        if page != 1:
+            items.append(("page", str(page)))
+        return "?" + urlencode(items) if items else "/"
+
+    def only(self, **filters: Any) -> str:
+        """A link to the first page of the board filtered by these alone."""
+        return BoardQuery(Filters(**filters), 1, self.size, ()).href()
 
 
 @dataclass(frozen=True)
@@ -158,12 +206,14 @@ class SourceProblem:
 def pages_router(ctx: WebContext) -> APIRouter:
     """The HTML pages: ``GET /`` (the board) and ``GET /kpis/{kpi_id}``."""
     router = APIRouter()
+    snapshots = LazySnapshots(ctx.store)
 
     # Plain ``def`` handlers: the store is synchronous, so FastAPI runs them in its
     # thread pool instead of blocking the event loop.
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def board() -> HTMLResponse:
-        return HTMLResponse(_board_html(ctx))
+    def board(request: Request) -> HTMLResponse:
+        query = board_query(request.query_params, ctx.rules())
+        return HTMLResponse(_board_html(ctx, snapshots, query))
 
     @router.get("/kpis/{kpi_id}", response_class=HTMLResponse, include_in_schema=False)
     def kpi_page(kpi_id: str) -> HTMLResponse:
@@ -286,57 +336,157 @@ def _acks(ctx: WebContext, states: Mapping[str, KpiState]) -> dict[str, Ack]:
 # ---------------------------------------------------------------- the board
 
 
-def _board_html(ctx: WebContext) -> str:
+def board_query(params: QueryParams, rules: RuleSet) -> BoardQuery:
+    """The board's filters, page and size from a request's query, bounded: a value out
+    of bounds is cut or ignored and said so in a notice, never an error."""
+    notices: list[str] = []
+
+    def values(name: str) -> list[str]:
+        given = [v.strip() for v in params.getlist(name) if v.strip()]
+        if len(given) > MAX_VALUES:
+            notices.append(f"only the first {MAX_VALUES} {name} filters are used")
+            given = given[:MAX_VALUES]
+        kept = []
+        for value in given:
+            if len(value) > MAX_VALUE:
+                notices.append(f"a {name} over {MAX_VALUE} characters is ignored")
+            elif value not in kept:
+                kept.append(value)
+        return kept
+
+    statuses = []
+    for value in values("status"):
+        if value.lower() in BOARD_STATUSES:
+            statuses.append(value.lower())
+        else:
+            notices.append(f"status {value!r} is ignored: it is one of {', '.join(BOARD_STATUSES)}")
+    teams = values("team")
+    notices += [
+        f"no team {team!r} in the rules{did_you_mean(team, rules.teams)}"
+        for team in teams
+        if team not in rules.teams
+    ]
+    q = " ".join(params.get("q", "").split())
+    if len(q) > MAX_SEARCH:
+        notices.append(f"the search is cut to its first {MAX_SEARCH} characters")
+        q = q[:MAX_SEARCH]
+    filters = Filters(
+        statuses=tuple(dict.fromkeys(statuses)), teams=tuple(teams),
+        owners=tuple(values("owner")), labels=tuple(values("label")), q=q,
+    )  # fmt: skip
+    page = _whole(params.get("page"), "page", 1, MAX_PAGE, notices)
+    size = _whole(params.get("size"), "size", PAGE_SIZE, MAX_PAGE_SIZE, notices)
+    return BoardQuery(filters, page, size, tuple(notices))
+
+
+def _whole(text: str | None, name: str, default: int, top: int, notices: list[str]) -> int:
+    """A whole number from 1 to ``top`` (cut to it, with a notice), else ``default``."""
+    if text is None or not text.strip():
+        return default
+    text = text.strip()
+    try:
+        # a long run of digits is a large number, not one to convert
+        number = int(text) if len(text) <= 20 else (top + 1 if text.isdecimal() else None)
+    except ValueError:
+        number = None
+    if number is None or number < 1:
+        notices.append(f"{name} {text[:20]!r} is ignored: not a whole number from 1")
+        return default
+    if number > top:
+        if name != "page":  # a page past the last shows the last
+            notices.append(f"{name} is at most {top}")
+        return top
+    return number
+
+
+_GROUP_COLOURS = ("red", "yellow", "unknown", "unknown", "green", "green", "green")
+
+
+def _board_html(ctx: WebContext, snapshots: LazySnapshots, query: BoardQuery) -> str:
     rules = ctx.rules()
     tz = _tz(ctx)
     now = ctx.clock.now()
-    states = ctx.store.states()
+    listing = board_page(
+        rules, snapshots.read(), now, query.filters, page=query.page, size=query.size
+    )
+    # only the KPIs on the page, in a few queries whatever their number
+    kpis = [kpi for _, kpi in listing.kpis]
+    read = ctx.store.notice_context(
+        [kpi.id for kpi in kpis], points=SPARK_POINTS, annotations_since=None
+    )
+    states = {kpi_id: c.state for kpi_id, c in read.items() if c.state is not None}
+    acks = {kpi_id: c.ack for kpi_id, c in read.items() if c.ack is not None}
     health = ctx.store.source_health()
-    rows = overview(rules, states, _acks(ctx, states))
-    cards: dict[str, list[Card]] = {}
-    for row in rows:
-        kpi = rules.by_id[row.id]
-        recent = ctx.store.history(row.id, limit=SPARK_POINTS)
+    sections: list[Section] = []
+    for (group, kpi), row in zip(listing.kpis, overview_of(kpis, states, acks), strict=True):
+        if not sections or sections[-1].key != GROUP_KEYS[group]:
+            colour = COLOURS[_GROUP_COLOURS[group]]
+            total = listing.group_totals[group]
+            sections.append(Section(GROUP_KEYS[group], GROUP_TITLES[group], total, colour))
         blind = _blindness(row, rules, health, tz, now)
-        card = _card(row, kpi, recent, tz, now, blind, states.get(row.id))
-        cards.setdefault(row.team or UNASSIGNED, []).append(card)
-    groups = [
-        Group(team, tuple(sorted(found, key=lambda c: _ORDER[Status(c.status)])), _count(found))
-        for team, found in sorted(cards.items(), key=lambda item: _team_key(rules, item[0]))
-    ]
+        recent = read[kpi.id].recent
+        sections[-1].cards.append(_card(row, kpi, recent, tz, now, blind, states.get(kpi.id)))
     down = [
         SourceProblem(name, _when(since, tz) or "", error, _data_owner(rules, name))
         for name, (up, since, error) in sorted(health.items())
         if not up
     ]
+    filters = query.filters
     return render(
         "board.html.j2",
         title="KPI status board",
         logout=reads_protected(ctx.settings),
-        groups=groups,
-        counts=_count([c for found in cards.values() for c in found]),
-        total=len(rows),
+        summary=listing.summary,
+        counts=listing.summary.counts(),
+        total=listing.summary.total,
+        sections=sections,
+        listing=listing,
+        pager=_pager(query, listing),
+        query=query,
+        filters=filters,
+        filtered=bool(filters.on_rules or filters.statuses),
+        statuses=BOARD_STATUSES,
+        teams=list(rules.teams),
+        # the summary and a card's owner and team link to them alone
+        status_href={s: query.only(statuses=(s,)) for s in BOARD_STATUSES},
+        team_href=lambda team: query.only(teams=(team,)),
+        owner_href=lambda owner: query.only(owners=(owner,)),
+        clear_href=query.only(),
+        page_size=PAGE_SIZE,
+        max_search=MAX_SEARCH,
+        max_value=MAX_VALUE,
         sources_checked=len(health),
         down=down,
         updated=_when(now, tz),
     )
 
 
-def _team_key(rules: RuleSet, team: str) -> tuple[int, int, str]:
-    """Teams in the order the rules declare them, then the rest by name, Unassigned last."""
-    declared = list(rules.teams)
-    if team == UNASSIGNED:
-        return (2, 0, team)
-    if team in declared:
-        return (0, declared.index(team), team)
-    return (1, 0, team.casefold())
+@dataclass(frozen=True)
+class Pager:
+    first: str | None  # links to pages; None where there is none to go to
+    previous: str | None
+    next: str | None
+    last: str | None
+    shown: str  # "KPIs 51–100 of 1,234 · page 2 of 25"
 
 
-def _count(cards: Sequence[Card]) -> dict[str, int]:
-    counts = {"red": 0, "yellow": 0, "unknown": 0, "green": 0}
-    for card in cards:
-        counts[card.status] += 1
-    return counts
+def _pager(query: BoardQuery, listing: BoardPage) -> Pager:
+    page, pages = listing.page, listing.pages
+    count = len(listing.kpis)
+    shown = (
+        f"KPIs {listing.first + 1:,}–{listing.first + count:,} of {listing.matched:,}"
+        if count
+        else f"none of {listing.summary.total:,} KPIs"
+    )
+    if pages > 1:
+        shown += f" · page {page:,} of {pages:,}"
+    return Pager(
+        first=query.href(1) if page > 2 else None,
+        previous=query.href(page - 1) if page > 1 else None,
+        next=query.href(page + 1) if page < pages else None,
+        last=query.href(pages) if page < pages - 1 else None,
+        shown=shown,
+    )
 
 
 def _card(
@@ -365,6 +515,7 @@ def _card(
         value=value,
         target=_target_line(kpi),
         owner=row.owner,
+        team=row.team,
         review=row.review,
         escalated=row.escalated,
         since=_when(row.since, tz),

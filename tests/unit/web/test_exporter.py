@@ -759,7 +759,8 @@ def any_store(request: pytest.FixtureRequest) -> Iterator[Store]:
 def test_state_snapshots_convert_as_the_store_does(any_store: Store) -> None:
     shown = StateSnapshots(any_store).read()
     assert shown == {
-        kpi_id: ShownState(s.status, s.value, s.review, s.escalated, s.last_evaluated, s.blind)
+        kpi_id: ShownState(s.status, s.value, s.review, s.escalated, s.last_evaluated, s.blind,
+                           next_review=s.next_review)
         for kpi_id, s in any_store.states().items()
     }
     assert shown["quotes"].last_evaluated == EVALUATED  # microseconds and UTC kept
@@ -1115,3 +1116,6 @@ def test_state_snapshots_read_the_plan(tmp_path: Path) -> None:
         assert first.plan == 33000.0
         store.save_state(state._replace(plan=None))  # only the plan changes
         assert snapshots.read()["revenue"].plan is None
+        due = NOW + timedelta(days=3, microseconds=7)  # what the board's "overdue" reads
+        store.save_state(state._replace(next_review=due))
+        assert snapshots.read()["revenue"].next_review == due

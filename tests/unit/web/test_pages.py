@@ -133,54 +133,59 @@ def client(ctx: WebContext) -> TestClient:
     return TestClient(app)
 
 
-def _section(html: str, team: str) -> str:
-    match = re.search(
-        rf'<section class="team" aria-label="team {team}">(.*?)</section>', html, re.S
-    )
-    assert match, f"no section for {team}"
+def _section(html: str, group: str) -> str:
+    match = re.search(rf'<section class="group" aria-label="{group}">(.*?)</section>', html, re.S)
+    assert match, f"no section {group}"
     return match.group(1)
 
 
-def test_board_groups_kpis_by_team_with_unassigned_last(client: TestClient) -> None:
+def test_board_lists_what_needs_attention_first(client: TestClient) -> None:
     response = client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     html = response.text
-    teams = re.findall(r'aria-label="team ([^"]+)"', html)
-    assert teams == ["growth", "platform", "Unassigned"]
-    growth, platform = _section(html, "growth"), _section(html, "platform")
-    assert "Weekly signups" in growth
-    assert "Churn rate" in growth
-    assert "API latency p95" in platform
-    assert "Uptime" in platform
-    assert "Churn rate" not in platform
-    # worst first inside a team: red churn before green signups
-    assert growth.index("Churn rate") < growth.index("Weekly signups")
+    # red, yellow, unknown (blind first), then green; each card names its team
+    groups = re.findall(r'<section class="group" aria-label="([^"]+)">', html)
+    assert groups == ["red", "yellow", "blind", "green"]
+    assert re.findall(r'<a class="name" href="/kpis/(\w+)">', html) == [
+        "churn", "latency", "uptime", "signups", "xss",
+    ]  # fmt: skip
+    assert "<h2>" in _section(html, "red")
+    assert "Unknown: no fresh data</h2>" in _section(html, "blind")
+    green = _section(html, "green")
+    assert 'team <a href="?team=growth">growth</a>' in green  # signups
+    assert 'Owner <a href="?owner=eve%40example.com">eve@example.com</a> · reviewed' in green
+    assert "KPIs 1–5 of 5" not in html  # one page, no filter: no pager
 
 
 def test_board_shows_status_colours_values_and_summary(client: TestClient) -> None:
     html = client.get("/").text
-    growth = _section(html, "growth")
-    churn = growth[growth.index('class="card status-red"') :]
+    churn = _section(html, "red")
     assert "border-left-color:#d93025" in churn
     assert "6.2 %" in churn
     assert 'class="badge escalated"' in churn
     assert "reviewed weekly" in churn
     assert '<svg class="spark"' in churn
     assert 'stroke="#d93025"' in churn
-    platform = _section(html, "platform")
-    assert "border-left-color:#f9ab00" in platform  # latency is yellow
+    assert "border-left-color:#f9ab00" in _section(html, "yellow")  # latency is yellow
     # uptime is unknown: blind, its green verdict greyed (the muted green), not "red" grey
-    uptime = platform[platform.index('class="card status-unknown blind"') :]
+    uptime = _section(html, "blind")
+    assert 'class="card status-unknown blind"' in uptime
     assert "border-left-color:#8ec69e" in uptime
     assert "No fresh data since" in uptime
     assert "connection refused" in uptime
-    assert "target 150 by 2026-12-31" in growth
+    assert "target 150 by 2026-12-31" in _section(html, "green")
     summary = re.search(r'<div class="summary"[^>]*>(.*?)</div>', html, re.S)
     assert summary is not None
     assert re.sub(r"<[^>]+>", "", summary.group(1)).split() == [
         "5", "KPIs:", "1", "red", "1", "yellow", "1", "unknown", "2", "green",
     ]  # fmt: skip
+    assert '<a class="pill" href="?status=red">' in summary.group(1)
+    flags = re.search(r'<div class="flags small"[^>]*>(.*?)</div>', html, re.S)
+    assert flags is not None
+    assert " ".join(re.sub(r"<[^>]+>", "", flags.group(1)).split()) == (
+        "1 escalated · 0 reviews overdue · 1 blind (no fresh data)"
+    )
 
 
 def test_board_names_the_source_that_is_down(client: TestClient) -> None:
