@@ -36,7 +36,7 @@ from kpiwatch.web.auth import (
     reads_protected,
     session_cookie,
 )
-from kpiwatch.web.pages import render
+from kpiwatch.web.views import render
 
 PROBES = ("/metrics", "/healthz", "/readyz")
 OPEN = ("/login", "/logout")
