@@ -7,6 +7,7 @@ import time as _time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -42,11 +43,12 @@ from kpiwatch.runtime.workspace import Workspace, build_workspace
 from kpiwatch.store.leases import LeaseBook
 from kpiwatch.store.lock import InstanceLock
 from kpiwatch.store.repository import Store
-from kpiwatch.web.app import create_app
 from kpiwatch.web.context import WebContext
 from kpiwatch.web.exporter import Metrics, build_registry
 from kpiwatch.web.pushgateway import push_metrics
-from kpiwatch.web.server import WebServer
+
+if TYPE_CHECKING:
+    from kpiwatch.web.server import WebServer
 
 log = structlog.get_logger("kpiwatch.app")
 
@@ -206,6 +208,11 @@ class App:
 
     def start(self) -> None:
         """Schedule every KPI, reviews and outbox delivery; start the scheduler and HTTP."""
+        # imported here: `run --once` and the CLI serve nothing, and FastAPI, Starlette
+        # and uvicorn are a third of the CLI's import time (issue 15)
+        from kpiwatch.web.app import create_app
+        from kpiwatch.web.server import WebServer
+
         # bind first: a taken port fails the start before any work is done
         web = WebServer(create_app(self.web_context()), self.settings.http_host,
                         self.settings.http_port)  # fmt: skip

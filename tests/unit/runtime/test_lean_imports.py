@@ -65,3 +65,35 @@ def test_a_push_only_daemon_starts_without_the_on_demand_libraries(tmp_path: Pat
     loaded = {name.split(".")[0] for name in report["modules"]}
     assert {"kpiwatch", "sqlalchemy", "fastapi"} <= loaded  # the probe itself works
     assert sorted(loaded & {*ON_DEMAND, *NEVER}) == []
+
+
+# `kpiwatch run --once` (cron): the CLI, App(), one cycle; it serves nothing
+RUN_ONCE = """
+import json, sys
+import kpiwatch.cli, kpiwatch.runtime.daemon
+from kpiwatch.config.settings import Settings
+from kpiwatch.runtime.app import App
+app = App(Settings(http_port=0))
+result = app.run_once()
+app.close()
+print(json.dumps({"modules": sorted(sys.modules), "evaluated": result.stats.evaluated}))
+"""
+WEB_ONLY = ("fastapi", "starlette", "uvicorn")
+
+
+def test_run_once_imports_no_web_framework(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    Store.open(url).close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KPIWATCH_")}
+    env |= {"KPIWATCH_DATABASE_URL": url, "KPIWATCH_RULES_DIR": str(_rules(tmp_path)),
+            "KPIWATCH_LOG_LEVEL": "error"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_ONCE], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["evaluated"] == 1
+    loaded = {name.split(".")[0] for name in report["modules"]}
+    assert "kpiwatch" in loaded
+    assert sorted(loaded & set(WEB_ONLY)) == []
