@@ -1,14 +1,19 @@
-"""What every part of the state store shares: the engine and error-wrapped transactions."""
+"""What every part of the state store shares: the engine, error-wrapped transactions,
+and recording events with their outbox rows."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from kpiwatch.model import Delivery, DeliveryState, Event
+from kpiwatch.store import rows, sql
+from kpiwatch.store.schema import events as events_t
+from kpiwatch.store.schema import outbox as outbox_t
 from kpiwatch.store.transactions import reading, writing
 
 # KPI ids per IN (...) list: far below every backend's limit on bound parameters
@@ -54,3 +59,45 @@ class StoreBase:
         with self._read(action) as connection:
             found = list(connection.execute(query).mappings())
         return found if limit is None else found[::-1]
+
+    def _insert_events(
+        self,
+        connection: Connection,
+        events: Iterable[Event],
+        deliveries: Mapping[str, Sequence[Delivery]],
+    ) -> None:
+        """Record events (a known key: once) and, for each new one, its outbox rows: in
+        the caller's transaction, with the change that caused them."""
+        outbox_rows: list[dict[str, Any]] = []
+        for event in events:
+            event_id = sql.insert_ignore_returning_id(
+                connection, events_t, rows.event_row(event), unique="key"
+            )
+            if event_id is None:  # already recorded, and so were its deliveries
+                continue
+            # dict.fromkeys: keep order, drop a delivery listed twice
+            for delivery in dict.fromkeys(deliveries.get(event.key, ())):
+                outbox_rows.append(
+                    {
+                        "event_id": event_id,
+                        "channel": delivery.channel,
+                        "target": delivery.target,
+                        "state": DeliveryState.PENDING.value,
+                        "attempts": 0,
+                        "next_attempt_at": event.at,
+                        "created_at": event.at,  # the store has no clock; the event's time is close
+                    }
+                )
+        self._insert_outbox(connection, outbox_rows)
+
+    @staticmethod
+    def _insert_outbox(connection: Connection, outbox_rows: Sequence[Mapping[str, Any]]) -> None:
+        if outbox_rows:
+            connection.execute(sa.insert(outbox_t), list(outbox_rows))
+
+
+def new_id(result: sa.CursorResult[Any]) -> int:
+    """The id a single-row INSERT gave its row."""
+    key = result.inserted_primary_key
+    assert key is not None  # a single-row INSERT always has one
+    return int(key[0])

@@ -49,20 +49,26 @@ def _rules(root: Path) -> Path:
     return rules
 
 
-def test_a_push_only_daemon_starts_without_the_on_demand_libraries(tmp_path: Path) -> None:
+def _loaded(tmp_path: Path, script: str) -> set[str]:
+    """The top-level packages ``script`` has imported, run in a fresh interpreter on a
+    push-only rule set and an already migrated store (a restart, the usual start)."""
     url = f"sqlite:///{tmp_path / 'state.db'}"
-    Store.open(url).close()  # migrated already: a restart, the usual start
+    Store.open(url).close()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KPIWATCH_")}
     env |= {"KPIWATCH_DATABASE_URL": url, "KPIWATCH_RULES_DIR": str(_rules(tmp_path)),
             "KPIWATCH_LOG_LEVEL": "error"}  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-c", DAEMON], cwd=tmp_path, env=env,
+        [sys.executable, "-c", script], cwd=tmp_path, env=env,
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["evaluated"] == 1  # it did start and run a cycle
-    loaded = {name.split(".")[0] for name in report["modules"]}
+    return {name.split(".")[0] for name in report["modules"]}
+
+
+def test_a_push_only_daemon_starts_without_the_on_demand_libraries(tmp_path: Path) -> None:
+    loaded = _loaded(tmp_path, DAEMON)
     assert {"kpiwatch", "sqlalchemy", "fastapi"} <= loaded  # the probe itself works
     assert sorted(loaded & {*ON_DEMAND, *NEVER}) == []
 
@@ -82,18 +88,6 @@ WEB_ONLY = ("fastapi", "starlette", "uvicorn")
 
 
 def test_run_once_imports_no_web_framework(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    Store.open(url).close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KPIWATCH_")}
-    env |= {"KPIWATCH_DATABASE_URL": url, "KPIWATCH_RULES_DIR": str(_rules(tmp_path)),
-            "KPIWATCH_LOG_LEVEL": "error"}  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-c", RUN_ONCE], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["evaluated"] == 1
-    loaded = {name.split(".")[0] for name in report["modules"]}
+    loaded = _loaded(tmp_path, RUN_ONCE)
     assert "kpiwatch" in loaded
     assert sorted(loaded & set(WEB_ONLY)) == []
