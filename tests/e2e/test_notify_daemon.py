@@ -59,8 +59,13 @@ def test_killed_while_slack_is_down_then_everything_arrives_once(tmp_path: Path)
         daemon = subprocess.Popen([*KPIWATCH, "run"], cwd=tmp_path, env=env, stdout=log,
                                   stderr=subprocess.STDOUT)  # fmt: skip
         try:
-            wait_until(lambda: any(m["attempts"] for m in _outbox(tmp_path, env)), 30,
+            # bounded, and returns at the first attempt (about 1.5 s on a quiet machine);
+            # a CI run under load once needed more than 30 s
+            wait_until(lambda: any(m["attempts"] for m in _outbox(tmp_path, env)), 90,
                        "a failed delivery attempt")  # fmt: skip
+        except AssertionError as exc:  # say why: the daemon's own account
+            raise AssertionError(f"{exc}; daemon exit code {daemon.poll()}, its log:\n"
+                                 f"{(tmp_path / 'daemon.log').read_text()[-3000:]}") from None
         finally:
             daemon.send_signal(signal.SIGKILL)  # no clean stop: mid-retry
             daemon.wait(10)
