@@ -128,3 +128,72 @@ def test_concurrent_replicas_claim_each_slot_exactly_once(postgres_url: str) -> 
     assert not errors
     assert all(not thread.is_alive() for thread in threads)
     assert won == Counter(dict.fromkeys(slots, 1))
+
+
+# -- batches: the scheduler claims the KPIs that fell due together in one transaction --
+
+
+def test_a_batch_claim_takes_only_the_free_names(book: LeaseBook) -> None:
+    held = book.claim("kpi:b", "B", MINUTE, slot=T0)
+    done = book.claim("kpi:c", "B", MINUTE, slot=T0)
+    assert held is not None
+    assert done is not None
+    book.finish(done)
+    claims = book.claim_many(["kpi:a", "kpi:b", "kpi:c", "kpi:d"], "A", MINUTE, slot=T0)
+    assert [c.name for c in claims] == ["kpi:a", "kpi:d"]  # b held by B, c's slot done
+    assert all(c.holder == "A" and c.slot == T0 for c in claims)
+    assert book.claim_many(["kpi:a", "kpi:d"], "B", MINUTE, slot=T0) == []
+
+
+def test_a_batch_is_finished_and_let_go_together(book: LeaseBook) -> None:
+    claims = book.claim_many(["kpi:a", "kpi:b", "kpi:c"], "A", MINUTE, slot=T0)
+    book.finish_many(claims[:2])
+    book.release_many(claims[2:])
+    assert book.claim_many(["kpi:a", "kpi:b"], "B", MINUTE, slot=T0) == []  # done
+    again = book.claim_many(["kpi:c"], "B", MINUTE, slot=T0)  # let go, not done
+    assert [c.name for c in again] == ["kpi:c"]
+    later = book.claim_many(["kpi:a", "kpi:b"], "B", MINUTE, slot=T0 + MINUTE)
+    assert [c.previous_done for c in later] == [T0, T0]
+
+
+def test_renewing_keeps_a_claim_from_expiring(book: LeaseBook) -> None:
+    book.claim_many(["kpi:a", "kpi:b"], "A", EXPIRED, slot=T0)  # as if it had run out
+    assert book.renew(["kpi:a"], "A", MINUTE) == 1
+    assert book.renew(["kpi:b"], "Z", MINUTE) == 0  # only the holder's own claims
+    assert [name for name, _ in book.abandoned("kpi:")] == ["kpi:b"]
+    taken = book.claim_many(["kpi:a", "kpi:b"], "B", MINUTE, slot=T0)
+    assert [c.name for c in taken] == ["kpi:b"]  # a is renewed: still A's
+
+
+@pytest.mark.postgres
+def test_concurrent_replicas_claim_each_kpi_of_a_batch_exactly_once(postgres_url: str) -> None:
+    """Three replicas fire together for 400 KPIs' due time and claim them in chunks of
+    50, in different orders: each KPI's slot is claimed by exactly one of them."""
+    store = Store.open(postgres_url)
+    book = LeaseBook(store.engine)
+    names = [f"kpi:k{n:03}" for n in range(400)]
+    chunks = [names[i : i + 50] for i in range(0, len(names), 50)]
+    won: Counter[str] = Counter()
+    guard = threading.Lock()
+    barrier = threading.Barrier(3, timeout=30)
+    errors: list[BaseException] = []
+
+    def replica(n: int) -> None:
+        try:
+            barrier.wait()
+            for chunk in chunks[n:] + chunks[:n]:
+                claims = book.claim_many(chunk, f"replica-{n}", MINUTE, slot=T0)
+                with guard:
+                    won.update(c.name for c in claims)
+                book.finish_many(claims)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replica, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    store.close()
+    assert not errors
+    assert won == Counter(dict.fromkeys(names, 1))

@@ -66,7 +66,7 @@ def test_replicas_whose_clocks_differ_by_a_second_evaluate_each_slot_once(
             for app, clock in ((first, ahead), (second, behind)):  # ahead fires first
                 clock.set(fire)
                 before = _evaluated(app)
-                app._run_kpi("signups")
+                app._run_kpis(("signups",))
                 if _evaluated(app) != before:
                     evaluated.append((app is first, _evaluated(app)))
         assert evaluated == [(True, minute + timedelta(minutes=n, milliseconds=50))
@@ -84,13 +84,13 @@ def _evaluated(app: App) -> datetime | None:
 def test_a_due_evaluation_is_done_by_one_replica(apps: tuple[App, App, FixedClock]) -> None:
     first, second, clock = apps
     assert first.leases.holder != second.leases.holder
-    first._run_kpi("signups")
+    first._run_kpis(("signups",))
     assert _evaluated(first) == START
     clock.advance(timedelta(seconds=20))  # the same minute: the same due slot
-    second._run_kpi("signups")
+    second._run_kpis(("signups",))
     assert _evaluated(second) == START  # done already: skipped
     clock.advance(timedelta(seconds=40))  # the next minute
-    second._run_kpi("signups")
+    second._run_kpis(("signups",))
     assert _evaluated(first) == START + timedelta(minutes=1)
 
 
@@ -104,13 +104,13 @@ def test_work_claimed_by_a_dead_replica_is_taken_over_once(
     book = LeaseBook(first.store.engine)
     # a replica claimed this evaluation and died before finishing it
     assert book.claim("kpi:signups", "dead-replica", timedelta(seconds=-1), slot=slot)
-    second._run_kpi("signups")  # its own schedule: the slot is claimed, but expired
+    second._run_kpis(("signups",))  # its own schedule: the slot is claimed, but expired
     assert _evaluated(second) == START  # an expired claim does not block the due time
     # again, with the claim still valid when the schedule fires: skipped, then taken over
     clock.advance(timedelta(minutes=1))
     slot = due_slot(kpi, clock.now(), first.settings.tz)
     assert book.claim("kpi:signups", "dead-replica", timedelta(seconds=1), slot=slot)
-    second._run_kpi("signups")
+    second._run_kpis(("signups",))
     assert _evaluated(second) == START  # someone else holds it: not evaluated twice
     assert book.abandoned("kpi:") == []  # not expired yet: not abandoned
     _wait_for_expiry(book)

@@ -37,9 +37,9 @@ def test_a_scheduled_evaluation_on_sqlite_claims_no_lease(
     app = App(settings, clock)
     try:
         app.store.add_observations([Observation("signups", clock.now(), 5.0)])
-        app._run_kpi("signups")
+        app._run_kpis(("signups",))
         clock.advance(timedelta(minutes=1))
-        app._run_kpi("signups")
+        app._run_kpis(("signups",))
         state = app.store.get_state("signups")
         assert state is not None
         assert state.status is Status.RED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time as _time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ from kpiwatch.runtime.channels import (
     verify_slack,
 )
 from kpiwatch.runtime.leases import Leases, replica_id
-from kpiwatch.runtime.runner import CycleStats, Runner
+from kpiwatch.runtime.runner import BATCH, CycleStats, Runner
 from kpiwatch.runtime.scheduler import (
     HEARTBEAT_EXECUTOR,
     INTERVAL_ANCHOR,
@@ -113,6 +114,7 @@ class App:
             blind_notice_after=settings.blind_notice_after,
         )
         self._stack.callback(lambda: self.runner.workspace.close())
+        self._stack.callback(self.runner.close)  # first: its pool's work uses the workspace
         try:
             self._check_source_roles()
         except ConfigError:
@@ -149,7 +151,8 @@ class App:
     # ------------------------------------------------------------ wiring
 
     def _workspace(self, loaded: LoadedRules) -> Workspace:
-        return build_workspace(loaded, self.settings, self.store.latest, self._channel_names)
+        return build_workspace(loaded, self.settings, self.store.latest, self._channel_names,
+                               latest_of=self.store.latest_of)  # fmt: skip
 
     def _check_source_roles(self) -> None:
         """Refuse SQL sources whose role could act on the database server (ConfigError)."""
@@ -223,7 +226,7 @@ class App:
             on_skipped=self.metrics.schedule.skipped,
         )
         now = self.clock.now()
-        scheduler.sync_kpis(self.runner.workspace.rules, self.store.states(), now, self._run_kpi)
+        scheduler.sync_kpis(self.runner.workspace.rules, self.store.states(), now, self._run_kpis)
         scheduler.every("reviews", REVIEW_TICK_SECONDS, self._tick_reviews, now=now)
         scheduler.every("outbox", OUTBOX_TICK_SECONDS, self._deliver, now=now)
         scheduler.every("mute-ends", REVIEW_TICK_SECONDS, self._tick_mute_ends)
@@ -231,6 +234,9 @@ class App:
         scheduler.every("freshness", REVIEW_TICK_SECONDS, self._tick_freshness, now=now)
         scheduler.cron("oncall-digest", self.settings.oncall_cron, self._send_oncall_digest)
         scheduler.every("leases", LEASE_CHECK_SECONDS, self._take_over_abandoned)
+        if not self._exclusive:  # long batches keep their claims; a dead replica's expire
+            scheduler.every("lease-renewal", self.leases.ttl.total_seconds() / 3,
+                            self._renew_claims, executor=HEARTBEAT_EXECUTOR)  # fmt: skip
         alertmanager = self._alertmanager()
         if alertmanager is not None:
             scheduler.every("alertmanager-refresh", alertmanager.refresh.total_seconds(),
@@ -278,7 +284,7 @@ class App:
         self._forget_removed_kpis(old.rules)
         if self._scheduler is not None:
             self._scheduler.sync_kpis(
-                loaded.rules, self.store.states(), self.clock.now(), self._run_kpi
+                loaded.rules, self.store.states(), self.clock.now(), self._run_kpis
             )
         log.info("rules reloaded", kpis=len(loaded.rules.kpis), files=len(loaded.files))
         return True
@@ -303,35 +309,63 @@ class App:
         self._heartbeat = _time.monotonic()
         self.metrics.schedule.report(self.clock.now())  # a line a minute while falling behind
 
-    def _run_kpi(self, kpi_id: str, slot: datetime | None = None) -> None:
-        """A KPI's scheduled evaluation, done by the one replica that claims its due time."""
+    def _run_kpis(self, kpi_ids: Sequence[str], slot: datetime | None = None) -> None:
+        """KPIs that fell due together (one source, one schedule), evaluated as batches
+        through the batched path; with replicas, each batch is claimed for its due time
+        first, and a replica evaluates only what it claimed."""
         try:
-            kpi = self.kpi(kpi_id)
-            if kpi is None:
+            rules = self.runner.workspace.rules
+            kpis = [kpi for kpi_id in kpi_ids if (kpi := rules.by_id.get(kpi_id)) is not None]
+            if not kpis:
                 return
             if slot is None:
                 now = self.clock.now()
-                slot = due_slot(kpi, now, self.settings.tz)
+                slot = due_slot(kpis[0], now, self.settings.tz)  # one schedule: one slot
                 self.metrics.schedule.started(now - slot)
             if self._exclusive:
-                self.runner.evaluate_kpi(kpi_id)
+                self.runner.evaluate_due([kpi.id for kpi in kpis])
                 return
-            with self.leases.hold(KPI_LEASE + kpi_id, slot=slot, ttl=self._kpi_ttl(kpi)) as claim:
-                if claim is None:
-                    log.debug("evaluation skipped: done or claimed elsewhere", kpi=kpi_id,
-                              slot=slot.isoformat())  # fmt: skip
-                    return
-                self.runner.evaluate_kpi(kpi_id)
-        except Exception:  # one failing KPI never stops the others
-            log.exception("evaluation failed", kpi=kpi_id)
+            # claims in chunks: replicas firing together share a batch's work
+            size = BATCH * self.settings.max_workers
+            for start in range(0, len(kpis), size):
+                self._claim_and_run(kpis[start : start + size], slot)
+        except Exception:  # one failing batch never stops the others
+            log.exception("evaluation failed", kpis=len(kpi_ids))
 
-    def _kpi_ttl(self, kpi: Kpi) -> timedelta:
-        """A claim must outlast the evaluation: the fetch timeout plus room to persist."""
+    def _claim_and_run(self, kpis: Sequence[Kpi], slot: datetime) -> None:
+        """Claim the free ones of ``kpis`` for ``slot``, evaluate those, and finish their
+        claims (a KPI whose evaluation failed is let go, not finished)."""
+        names = [KPI_LEASE + kpi.id for kpi in kpis]
+        claims = self.leases.claim_many(names, slot=slot, ttl=self._claim_ttl(kpis))
+        if not claims:
+            log.debug("evaluations skipped: done or claimed elsewhere", kpis=len(kpis),
+                      slot=slot.isoformat())  # fmt: skip
+            return
+        with self.leases.renewing(claims):
+            try:
+                stats = self.runner.evaluate_due([c.name[len(KPI_LEASE) :] for c in claims])
+            except BaseException:
+                self.leases.settle([], claims)
+                raise
+        failed = {KPI_LEASE + kpi_id for kpi_id in stats.failed_ids}
+        self.leases.settle([c for c in claims if c.name not in failed],
+                           [c for c in claims if c.name in failed])  # fmt: skip
+
+    def _claim_ttl(self, kpis: Sequence[Kpi]) -> timedelta:
+        """A claim must outlast its first renewal: the slowest fetch plus room to persist."""
         ttl = self.leases.ttl
-        source = self.runner.workspace.rules.sources.get(kpi.source)
-        if source is not None:
-            ttl = max(ttl, source.timeout + timedelta(seconds=30))
+        sources = self.runner.workspace.rules.sources
+        for name in {kpi.source for kpi in kpis}:
+            source = sources.get(name)
+            if source is not None:
+                ttl = max(ttl, source.timeout + timedelta(seconds=30))
         return ttl
+
+    def _renew_claims(self) -> None:
+        try:
+            self.leases.renew()
+        except Exception:
+            log.exception("renewing claims failed")
 
     def _tick_reviews(self) -> None:
         try:
@@ -428,10 +462,13 @@ class App:
     def _take_over_abandoned(self) -> None:
         """Finish the due work a replica claimed and never finished (it died)."""
         try:
+            left: dict[datetime | None, list[str]] = {}
             for name, slot in self.leases.abandoned(KPI_LEASE):
-                log.info("taking over an abandoned evaluation", work=name,
-                         slot=slot.isoformat() if slot else None)  # fmt: skip
-                self._run_kpi(name[len(KPI_LEASE):], slot)
+                left.setdefault(slot, []).append(name[len(KPI_LEASE) :])
+            for slot, kpi_ids in left.items():
+                log.info("taking over abandoned evaluations", kpis=len(kpi_ids),
+                         first=kpi_ids[0], slot=slot.isoformat() if slot else None)  # fmt: skip
+                self._run_kpis(kpi_ids, slot)
             for _, slot in self.leases.abandoned(ONCALL_LEASE):
                 self._send_oncall_digest(slot)
         except Exception:

@@ -27,7 +27,7 @@ from kpiwatch.evaluation.periods import period_start, plan_key
 from kpiwatch.model import KpiState, Observation
 from kpiwatch.runtime.fetching import PoolSlots, fetch_in_pool
 from kpiwatch.runtime.workspace import Workspace
-from kpiwatch.sources.base import FetchResult, Source
+from kpiwatch.sources.base import FetchResult, Latest, Source, StoreBacked
 
 log = structlog.get_logger("kpiwatch.runner")
 
@@ -62,25 +62,38 @@ class Fetcher:
             weakref.WeakKeyDictionary()
         )
 
-    def fetch(self, workspace: Workspace, kpi: Kpi, now: datetime) -> Fetched:
+    def fetch(
+        self, workspace: Workspace, kpi: Kpi, now: datetime, latest: Latest | None = None
+    ) -> Fetched:
         """Fetch one KPI now, in its source's pool, with its plan rows when it has a
-        ``plan_query``; never raises (a failure is the KPI's error)."""
+        ``plan_query``; never raises (a failure is the KPI's error). ``latest``: the
+        stored values a push or formula KPI reads, when its batch read them at once."""
         source = workspace.sources.get(kpi.source)
         if source is None:  # the loader rejects this; a guard, not a path
             return Fetched((), f"source {kpi.source!r} is not configured")
         started = _time.perf_counter()
         try:
             return self._with_plan(workspace, kpi, self._fetch_timed(workspace, kpi, source,
-                                                                     now, started), now)
+                                                                     now, started, latest), now)
         finally:
             if kpi.source in workspace.rules.sources:
                 self._report(kpi.source, _time.perf_counter() - started)
 
     def _fetch_timed(
-        self, workspace: Workspace, kpi: Kpi, source: Source, now: datetime, started: float
+        self,
+        workspace: Workspace,
+        kpi: Kpi,
+        source: Source,
+        now: datetime,
+        started: float,
+        latest: Latest | None = None,
     ) -> Fetched:
         try:
-            result: FetchResult | Exception = self._call_source(workspace, kpi, source, now)
+            result: FetchResult | Exception
+            if latest is not None and isinstance(source, StoreBacked):
+                result = source.fetch_with(kpi, now, latest)
+            else:
+                result = self._call_source(workspace, kpi, source, now)
         except Exception as exc:
             result = exc
         return outcome(kpi, result, _time.perf_counter() - started)
@@ -102,9 +115,10 @@ class Fetcher:
             config = workspace.rules.sources.get(name)
             source = workspace.sources.get(name)
             if pool is None or config is None or source is None:  # formula, push
+                latest = _read_at_once(workspace, source, group)
                 for kpi in group:
                     now = self._clock.now()
-                    fetched[kpi.id] = (now, self.fetch(workspace, kpi, now))
+                    fetched[kpi.id] = (now, self.fetch(workspace, kpi, now, latest))
                 continue
             timeout = config.timeout.total_seconds()
             try:
@@ -180,6 +194,23 @@ class Fetcher:
             if slots is None:
                 slots = self._slots[pool] = PoolSlots(threads)
             return slots
+
+
+def _read_at_once(
+    workspace: Workspace, source: Source | None, kpis: Sequence[Kpi]
+) -> Latest | None:
+    """The stored values a batch of push or formula KPIs reads, in one read of the store;
+    None (each KPI reads its own, and says what failed) when that read fails."""
+    if workspace.latest_of is None or not isinstance(source, StoreBacked):
+        return None
+    wanted = set().union(*(source.reads(kpi) for kpi in kpis))
+    try:
+        found = workspace.latest_of(wanted)
+    except Exception as exc:
+        log.warning("reading a batch's stored values failed; reading them one by one",
+                    source=source.name, error=str(exc))  # fmt: skip
+        return None
+    return found.get
 
 
 def outcome(kpi: Kpi, result: FetchResult | Exception, seconds: float) -> Fetched:

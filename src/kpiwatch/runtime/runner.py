@@ -8,7 +8,9 @@ same KPI from interleaving.
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
+import time as _time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +47,7 @@ from kpiwatch.runtime.source_watch import HealthChange, SourceWatch
 from kpiwatch.runtime.workspace import Workspace
 from kpiwatch.store.fencing import Basis
 from kpiwatch.store.repository import EvaluationToSave, Store
+from kpiwatch.store.transactions import transient
 
 log = structlog.get_logger("kpiwatch.runner")
 
@@ -60,6 +63,14 @@ class CycleStats:
     evaluated: int = 0
     failed: int = 0
     by_status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    failed_ids: set[str] = field(default_factory=set)  # whose claims are let go, not finished
+
+    def add(self, other: CycleStats) -> None:
+        self.evaluated += other.evaluated
+        self.failed += other.failed
+        for status, count in other.by_status.items():
+            self.by_status[status] += count
+        self.failed_ids |= other.failed_ids
 
 
 class Runner:
@@ -86,6 +97,9 @@ class Runner:
         self._fetcher = Fetcher(clock, tz, fetch_grace, self._fetched)
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
+        # one pool for every batch: the scheduler runs several batches at once, and the
+        # pool bounds their fetches together (KPIWATCH_MAX_WORKERS)
+        self._pool: ThreadPoolExecutor | None = None
         self._watch = SourceWatch(
             {name: SourceHealth(up, since, error)
              for name, (up, since, error) in store.source_health().items()},
@@ -103,6 +117,20 @@ class Runner:
     @property
     def workspace(self) -> Workspace:
         return self._workspace
+
+    def close(self) -> None:
+        """Stop the evaluation pool (after the scheduler: no batch is running)."""
+        with self._locks_guard:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def _workers(self) -> ThreadPoolExecutor:
+        with self._locks_guard:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._max_workers,
+                                                thread_name_prefix="kpiwatch-eval")  # fmt: skip
+            return self._pool
 
     def swap(self, workspace: Workspace) -> Workspace:
         """Install a new rule set; returns the old one for the caller to close."""
@@ -282,28 +310,45 @@ class Runner:
         by_id = workspace.rules.by_id
         wanted = set(kpi_ids) if kpi_ids is not None else set(by_id)
         stats = CycleStats()
-        with ThreadPoolExecutor(self._max_workers, thread_name_prefix="kpiwatch-eval") as pool:
-            for level in _levels(workspace, wanted):
-                batches = _batches(level, self._max_workers)
-                with ExitStack() as held:
-                    for kpi_id in sorted(level):  # one order everywhere: no lock cycles
-                        held.enter_context(self._lock_for(kpi_id))
-                    fetch = partial(self._fetcher.fetch_many, workspace)
-                    fetched = list(pool.map(fetch, [[by_id[k] for k in b] for b in batches]))
-                    fetched = self._check_formula_inputs(workspace, batches, fetched)
-                    for batch, got in zip(batches, fetched, strict=True):
-                        for kpi_id, (now, one) in zip(batch, got, strict=True):
-                            self._note_fetch(workspace, by_id[kpi_id], one, now)
-                    evaluate_batch = partial(self._evaluate_batch, workspace)
-                    results = list(pool.map(evaluate_batch, batches, fetched))
-                for outcomes in results:
-                    for kpi_id, outcome in outcomes:
-                        if outcome is None:
-                            stats.failed += 1
-                            log.error("evaluation failed", kpi=kpi_id)
-                            continue
-                        stats.evaluated += 1
-                        stats.by_status[outcome.status.value] += 1
+        pool = self._workers()
+        for level in _levels(workspace, wanted):
+            batches = _batches(level, self._max_workers)
+            with ExitStack() as held:
+                for kpi_id in sorted(level):  # one order everywhere: no lock cycles
+                    held.enter_context(self._lock_for(kpi_id))
+                fetch = partial(self._fetcher.fetch_many, workspace)
+                fetched = list(pool.map(fetch, [[by_id[k] for k in b] for b in batches]))
+                fetched = self._check_formula_inputs(workspace, batches, fetched)
+                for batch, got in zip(batches, fetched, strict=True):
+                    for kpi_id, (now, one) in zip(batch, got, strict=True):
+                        self._note_fetch(workspace, by_id[kpi_id], one, now)
+                evaluate_batch = partial(self._evaluate_batch, workspace)
+                results = list(pool.map(evaluate_batch, batches, fetched))
+            for outcomes in results:
+                for kpi_id, outcome in outcomes:
+                    if outcome is None:
+                        stats.failed += 1
+                        stats.failed_ids.add(kpi_id)
+                        log.error("evaluation failed", kpi=kpi_id)
+                        continue
+                    stats.evaluated += 1
+                    stats.by_status[outcome.status.value] += 1
+        return stats
+
+    def evaluate_due(self, kpi_ids: Sequence[str]) -> CycleStats:
+        """A batch of KPIs that fell due together, through :meth:`evaluate_all`; then
+        the formulas over them, once per batch (not once per input), when every input
+        has a value (before that they would only flap through unknown)."""
+        stats = self.evaluate_all(kpi_ids)
+        workspace = self._workspace
+        followers = _dependents(workspace, set(kpi_ids))
+        if followers:
+            inputs = {i for f in followers for i in workspace.rules.formula_inputs.get(f, ())}
+            have = set(self._store.latest_of(inputs)) | followers
+            ready = {f for f in followers
+                     if have.issuperset(workspace.rules.formula_inputs.get(f, ()))}  # fmt: skip
+            if ready:
+                stats.add(self.evaluate_all(ready))
         return stats
 
     def _check_formula_inputs(
@@ -378,13 +423,22 @@ class Runner:
     def _save_batch(self, batch: Sequence[EvaluationToSave]) -> tuple[set[str], set[str]]:
         """Save in one transaction; when that fails, one by one. The KPI ids saved, and
         those dropped because the KPI was evaluated meanwhile (elsewhere)."""
-        try:
-            self._store.save_evaluations(batch)
-        except Exception as exc:
-            if len(batch) > 1:
-                log.warning("saving a batch failed; saving its KPIs one by one", error=str(exc))
-        else:
-            return {item.evaluation.kpi_id for item in batch}, set()
+        for attempt in range(2):
+            try:
+                self._store.save_evaluations(batch)
+            except Exception as exc:
+                # batches saved at once may deadlock (MariaDB's gap locks on a first run's
+                # new rows): the database rolled one back, and again it goes through
+                if attempt == 0 and transient(exc):
+                    log.info("saving a batch met a deadlock; saving it again", error=str(exc))
+                    _time.sleep(random.uniform(0.01, 0.1))
+                    continue
+                if len(batch) > 1:
+                    log.warning("saving a batch failed; saving its KPIs one by one",
+                                error=str(exc))  # fmt: skip
+                break
+            else:
+                return {item.evaluation.kpi_id for item in batch}, set()
         saved: set[str] = set()
         dropped: set[str] = set()
         for item in batch:
@@ -528,6 +582,18 @@ def _levels(workspace: Workspace, wanted: set[str]) -> list[list[str]]:
         if kpi_id in wanted:
             levels[depth[kpi_id]].append(kpi_id)
     return [levels[d] for d in sorted(levels)]
+
+
+def _dependents(workspace: Workspace, kpi_ids: set[str]) -> set[str]:
+    """The formulas over ``kpi_ids``, and the formulas over those, not in ``kpi_ids``."""
+    found: set[str] = set()
+    todo = list(kpi_ids)
+    while todo:
+        for dependent in workspace.rules.dependents.get(todo.pop(), ()):
+            if dependent not in found and dependent not in kpi_ids:
+                found.add(dependent)
+                todo.append(dependent)
+    return found
 
 
 def _batches(level: Sequence[str], workers: int) -> list[list[str]]:

@@ -3,7 +3,7 @@
 A daemon that cannot keep up used to log one APScheduler line per skipped run
 (65,256 of them in 4 minutes at 5,000 KPIs every 10 s). Here each KPI run
 reports how late it started (``now`` minus the due time it runs for) and the
-scheduler reports each run it skipped (still running from the last time:
+scheduler reports each batch run it skipped, with its KPIs (still running from the last time:
 ``busy``; too late for the misfire grace: ``missed``). The metrics show them
 (``kpiwatch_schedule_lag_seconds``, ``kpiwatch_evaluations_skipped_total``), and
 :meth:`ScheduleHealth.report` logs one line a minute while runs are skipped.
@@ -39,11 +39,12 @@ class ScheduleHealth:
         with self._lock:
             self._window_lag = max(self._window_lag, seconds)
 
-    def skipped(self, reason: str) -> None:
-        """A KPI run was skipped: ``busy`` (its last run still going) or ``missed``."""
+    def skipped(self, reason: str, count: int = 1) -> None:
+        """``count`` KPI evaluations were skipped (a batch's run): ``busy`` (its last run
+        still going) or ``missed``."""
         with self._lock:
-            self._skipped[reason] = self._skipped.get(reason, 0) + 1
-            self._window_skipped[reason] = self._window_skipped.get(reason, 0) + 1
+            self._skipped[reason] = self._skipped.get(reason, 0) + count
+            self._window_skipped[reason] = self._window_skipped.get(reason, 0) + count
 
     def lag_seconds(self) -> float:
         """The largest start lag of the last whole minute (of this one, before the first)."""

@@ -1,8 +1,11 @@
 """The only module that imports APScheduler.
 
-One job per KPI (``every`` or ``cron``), coalesced, never two runs of one KPI
-at once, a deliberate misfire grace; KPIs that fell due while the daemon was
-down run once at start.
+One job per *batch*: the KPIs of one source on one schedule (``every`` or
+``cron``) fall due together and run together through the batched path (one
+state and history read and one transaction per batch of them, issue 15),
+not one job per KPI. Jobs are coalesced, never run twice at once, with a
+deliberate misfire grace; KPIs that fell due while the daemon was down run
+once at start, as one catch-up batch per job.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from kpiwatch.model import KpiState
 
 log = structlog.get_logger("kpiwatch.scheduler")
 
-KPI_JOB_PREFIX = "kpi:"
-CATCH_UP_PREFIX = "catch-up:"  # one run now for a KPI that fell due while we were down
+KPI_JOB_PREFIX = "kpis:"  # + "<source> <schedule>": the KPIs that fall due together
+CATCH_UP_PREFIX = "catch-up:"  # one run now for a batch's KPIs that fell due while we were down
 HEARTBEAT_EXECUTOR = "heartbeat"
 # Interval jobs count from one fixed instant, so every replica fires a KPI at the
 # same times and names the same due slot; a start-time anchor would differ per host.
@@ -46,6 +49,19 @@ def kpi_trigger(kpi: Kpi, tz: ZoneInfo) -> BaseTrigger:
     if kpi.cron is not None:
         return CronTrigger.from_crontab(kpi.cron, timezone=tz)
     return IntervalTrigger(seconds=_every_seconds(kpi), start_date=INTERVAL_ANCHOR, timezone=tz)
+
+
+def schedule_key(kpi: Kpi) -> str:
+    """The KPI's schedule as a key: KPIs with equal keys fall due at the same instants."""
+    return f"cron {kpi.cron}" if kpi.cron is not None else f"every {_every_seconds(kpi)}s"
+
+
+def due_batches(rules: RuleSet) -> dict[str, tuple[str, ...]]:
+    """The KPIs that fall due together, by job key "<source> <schedule>", in rule order."""
+    batches: dict[str, list[str]] = {}
+    for kpi in rules.kpis:
+        batches.setdefault(f"{kpi.source} {schedule_key(kpi)}", []).append(kpi.id)
+    return {key: tuple(ids) for key, ids in batches.items()}
 
 
 def due_slot(kpi: Kpi, now: datetime, tz: ZoneInfo) -> datetime:
@@ -110,10 +126,13 @@ class Scheduler:
         max_workers: int,
         misfire_grace: int,
         tz: ZoneInfo,
-        on_skipped: Callable[[str], None] | None = None,  # "busy" | "missed", KPI runs only
+        # ("busy" | "missed", how many KPI evaluations), for KPI batches only
+        on_skipped: Callable[[str, int], None] | None = None,
     ) -> None:
         self._tz = tz
         self._on_skipped = on_skipped
+        self._sizes: dict[str, int] = {}  # job id -> KPIs in its batch: what a skip skips
+        self._job_of: dict[str, str] = {}  # KPI id -> its batch's key
         self._scheduler = BackgroundScheduler(
             executors={
                 "default": ThreadPoolExecutor(max_workers),
@@ -130,23 +149,26 @@ class Scheduler:
         self._scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
 
     def _skipped(self, event: JobEvent) -> None:
-        """A KPI run APScheduler skipped: counted (and logged once a minute), not one
-        log line each (the log filter drops APScheduler's own)."""
+        """A KPI batch run APScheduler skipped: its KPIs counted as skipped (and logged
+        once a minute), not one log line each (the log filter drops APScheduler's own)."""
         if self._on_skipped is None:
             return
         if not event.job_id.startswith((KPI_JOB_PREFIX, CATCH_UP_PREFIX)):
             return
-        self._on_skipped("busy" if event.code == EVENT_JOB_MAX_INSTANCES else "missed")
+        reason = "busy" if event.code == EVENT_JOB_MAX_INSTANCES else "missed"
+        self._on_skipped(reason, self._sizes.get(event.job_id, 1))
 
     def sync_kpis(
         self,
         rules: RuleSet,
         states: Mapping[str, KpiState],
         now: datetime,
-        run: Callable[[str], object],
+        run: Callable[[tuple[str, ...]], object],
     ) -> None:
-        """Make the KPI jobs match the rules: add new, reschedule changed, drop removed."""
-        wanted = {KPI_JOB_PREFIX + k.id: k for k in rules.kpis}
+        """Make the batch jobs match the rules: add new, reschedule or regroup changed,
+        drop removed. ``run`` gets the ids of the KPIs due."""
+        batches = due_batches(rules)
+        wanted = {KPI_JOB_PREFIX + key: ids for key, ids in batches.items()}
         for job in self._scheduler.get_jobs():
             if job.id.startswith(KPI_JOB_PREFIX) and job.id not in wanted:
                 job.remove()
@@ -157,23 +179,29 @@ class Scheduler:
             if any(starts.get(name) == now for name in inputs):
                 trigger = kpi_trigger(rules.by_id[formula], self._tz)
                 starts[formula] = trigger.get_next_fire_time(None, now) or now
-        for job_id, kpi in wanted.items():
-            trigger = kpi_trigger(kpi, self._tz)
+        sizes: dict[str, int] = {}
+        job_of: dict[str, str] = {}
+        for job_id, ids in wanted.items():
+            key = job_id[len(KPI_JOB_PREFIX) :]
+            trigger = kpi_trigger(rules.by_id[ids[0]], self._tz)
+            job_of.update(dict.fromkeys(ids, key))
+            sizes[job_id] = len(ids)
             existing = self._scheduler.get_job(job_id)
-            if existing is not None and str(existing.trigger) == str(trigger):
-                continue
-            # the regular job keeps to its trigger's times (the same on every replica);
-            # a KPI that is due now gets one extra run now
-            self._scheduler.add_job(
-                run, trigger, args=[kpi.id], id=job_id, name=f"evaluate {kpi.id}",
-                replace_existing=True,
-            )  # fmt: skip
-            if starts[kpi.id] <= now:
+            if existing is None or str(existing.trigger) != str(trigger) or existing.args != (ids,):
+                # the regular job keeps to its trigger's times (the same on every replica)
                 self._scheduler.add_job(
-                    run, DateTrigger(now, timezone=self._tz), args=[kpi.id],
-                    id=CATCH_UP_PREFIX + kpi.id, name=f"catch up {kpi.id}",
+                    run, trigger, args=[ids], id=job_id,
+                    name=f"evaluate {len(ids)} KPIs of {key}", replace_existing=True,
+                )  # fmt: skip
+            due_now = tuple(kpi_id for kpi_id in ids if starts[kpi_id] <= now)
+            if due_now:  # those that fell due while we were down get one extra run now
+                sizes[CATCH_UP_PREFIX + key] = len(due_now)
+                self._scheduler.add_job(
+                    run, DateTrigger(now, timezone=self._tz), args=[due_now],
+                    id=CATCH_UP_PREFIX + key, name=f"catch up {len(due_now)} KPIs of {key}",
                     replace_existing=True, misfire_grace_time=None,
                 )  # fmt: skip
+        self._sizes, self._job_of = sizes, job_of
 
     def every(
         self,
@@ -205,10 +233,18 @@ class Scheduler:
         )
 
     def next_run(self, kpi_id: str) -> datetime | None:
-        """When ``kpi_id`` runs next: its catch-up run if one waits, else its trigger."""
-        jobs = [self._scheduler.get_job(p + kpi_id) for p in (CATCH_UP_PREFIX, KPI_JOB_PREFIX)]
-        # a job added before the scheduler starts has no next_run_time yet
-        times = [t for j in jobs if (t := getattr(j, "next_run_time", None)) is not None]
+        """When ``kpi_id`` runs next: its batch's catch-up run if it is in one, else
+        its batch's trigger."""
+        key = self._job_of.get(kpi_id)
+        if key is None:
+            return None
+        times = []
+        for job_id in (CATCH_UP_PREFIX + key, KPI_JOB_PREFIX + key):
+            job = self._scheduler.get_job(job_id)
+            # a job added before the scheduler starts has no next_run_time yet
+            at = getattr(job, "next_run_time", None)
+            if at is not None and job is not None and kpi_id in job.args[0]:
+                times.append(at)
         return min(times, default=None)
 
     def start(self) -> None:

@@ -6,7 +6,7 @@ never sees half old, half new rules.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,9 @@ class Workspace:
     router: Router
     # one bounded pool per declared source: a slow or hung source only ties up its own threads
     fetch_pools: Mapping[str, ThreadPoolExecutor] = field(default_factory=dict)
+    # the newest stored observation of many KPIs in one read: a batch of push and
+    # formula KPIs reads the store once (None: each reads its own)
+    latest_of: Callable[[Collection[str]], Mapping[str, Observation]] | None = None
 
     @property
     def rules(self) -> RuleSet:
@@ -52,6 +55,7 @@ def build_workspace(
     settings: Settings,
     latest: Callable[[str], Observation | None],
     channels: frozenset[str],
+    latest_of: Callable[[Collection[str]], Mapping[str, Observation]] | None = None,
 ) -> Workspace:
     """Sources and routing for a freshly loaded rule set."""
     # the roots the paths were checked against at load, so fetches refuse what load would
@@ -61,6 +65,7 @@ def build_workspace(
         sources=build_sources(loaded.rules, latest, _rule_file_dirs(loaded), roots=roots),
         router=Router(loaded.rules, channels=channels, oncall_emails=settings.oncall_emails),
         fetch_pools=fetch_pools(loaded.rules),
+        latest_of=latest_of,
     )
 
 

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from kpiwatch.config.rules import Kpi
 from kpiwatch.model import Observation
@@ -56,3 +56,18 @@ def observations_of(
     """Sorted, one per timestamp (the last given wins)."""
     unique = dict(points)
     return tuple(Observation(kpi_id, at, value) for at, value in sorted(unique.items()))
+
+
+@runtime_checkable
+class StoreBacked(Protocol):
+    """A builtin source reading values kpiwatch keeps (formula, push): a batch of its
+    KPIs is fetched from one read of the store, not one read per KPI (issue 15)."""
+
+    def reads(self, kpi: Kpi) -> frozenset[str]:
+        """The KPI ids whose latest values fetching ``kpi`` reads."""
+        ...
+
+    def fetch_with(self, kpi: Kpi, now: datetime, latest: Latest) -> FetchResult:
+        """:meth:`Source.fetch`, reading the latest values through ``latest``."""
+        ...
+

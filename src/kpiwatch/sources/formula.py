@@ -130,24 +130,34 @@ class FormulaSource:
 
     def fetch(self, kpi: rules.Kpi, now: datetime) -> FetchResult:
         """Evaluate the KPI's formula over its inputs' latest values."""
+        return self.fetch_with(kpi, now, self._latest)
+
+    def reads(self, kpi: rules.Kpi) -> frozenset[str]:
+        try:
+            return formula_inputs(parse_formula(kpi.query or ""))
+        except ValueError:  # fetch says what is wrong
+            return frozenset()
+
+    def fetch_with(self, kpi: rules.Kpi, now: datetime, latest: Latest) -> FetchResult:
+        """:meth:`fetch` through ``latest`` (a batch's inputs, read at once)."""
         start = time.perf_counter()
         try:
             tree = parse_formula(kpi.query or "")
         except ValueError as exc:
             raise SourceError(str(exc), source=self.name, kpi=kpi.id) from None
-        values = self._inputs(kpi, formula_inputs(tree))
+        values = self._inputs(kpi, formula_inputs(tree), latest)
         value = self._evaluate(kpi, tree, values)
         return FetchResult((Observation(kpi.id, now, value),), time.perf_counter() - start)
 
     def close(self) -> None:
         """Nothing to release."""
 
-    def _inputs(self, kpi: rules.Kpi, names: frozenset[str]) -> dict[str, float]:
+    def _inputs(self, kpi: rules.Kpi, names: frozenset[str], latest: Latest) -> dict[str, float]:
         values: dict[str, float] = {}
         missing = []
         for name in sorted(names):
             try:
-                observation = self._latest(name)
+                observation = latest(name)
             except Exception as exc:  # the store failing is this source failing
                 raise SourceError(
                     f"could not read input {name!r}: {exc}", source=self.name, kpi=kpi.id

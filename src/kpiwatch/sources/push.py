@@ -25,9 +25,16 @@ class PushSource:
 
     def fetch(self, kpi: rules.Kpi, now: datetime) -> FetchResult:
         """The latest pushed value, or BadValueError when none has arrived yet."""
+        return self.fetch_with(kpi, now, self._latest)
+
+    def reads(self, kpi: rules.Kpi) -> frozenset[str]:
+        return frozenset((kpi.id,))
+
+    def fetch_with(self, kpi: rules.Kpi, now: datetime, latest: Latest) -> FetchResult:
+        """:meth:`fetch` through ``latest`` (a batch's values, read at once)."""
         start = time.perf_counter()
         try:
-            observation = self._latest(kpi.id)
+            observation = latest(kpi.id)
         except Exception as exc:  # the store failing is this source failing
             raise SourceError(
                 f"could not read the pushed value of {kpi.id!r}: {exc}",

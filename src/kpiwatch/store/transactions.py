@@ -32,6 +32,28 @@ def reading(engine: Engine, action: str) -> Iterator[Connection]:
         raise StoreError(f"{action}: {first_line(exc)}") from exc
 
 
+# a transaction the database rolled back to break a deadlock or a serialization
+# conflict: doing it again is expected to work (MySQL/MariaDB error numbers,
+# PostgreSQL SQLSTATEs)
+_DEADLOCK_ERRNOS = frozenset({1205, 1213})  # lock wait timeout, deadlock found
+_DEADLOCK_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (a StoreError or what caused it) is a transaction the database
+    rolled back for a deadlock or a serialization conflict, worth doing again."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, sa.exc.DBAPIError):
+        cause = cause.__cause__
+    if cause is None:
+        return False
+    original = cause.orig
+    if getattr(original, "sqlstate", None) in _DEADLOCK_SQLSTATES:  # psycopg
+        return True
+    args: tuple[object, ...] = getattr(original, "args", ())
+    return bool(args) and args[0] in _DEADLOCK_ERRNOS
+
+
 def first_line(exc: BaseException) -> str:
     """The error's first line, redacted. SQLAlchemy appends the SQL and its
     parameters; the exception's cause keeps them for debugging."""

@@ -90,13 +90,13 @@ kpis:
         deadline = time.monotonic() + 10
         while not ran and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert ran == ["a"]
+        assert ran == [("a",)]
         assert scheduler.next_run("a") == next_hour  # back on the grid after catching up
     finally:
         scheduler.shutdown(wait=False)
 
 
-def test_a_kpi_run_still_going_when_it_falls_due_again_is_counted_as_skipped() -> None:
+def test_a_batch_run_still_going_when_it_falls_due_again_counts_its_kpis_skipped() -> None:
     import threading
 
     from kpiwatch.config.loader import load_rule_text
@@ -108,12 +108,14 @@ sources: {wh: {type: sql, url: "sqlite://"}}
 kpis:
   - {id: slow, name: S, owner: o@example.com, direction: lower_is_better, source: wh,
      query: SELECT 1, every: 1s}
+  - {id: slow2, name: S2, owner: o@example.com, direction: lower_is_better, source: wh,
+     query: SELECT 2, every: 1s}
 """
     ).rules
-    skipped: list[str] = []
+    skipped: list[tuple[str, int]] = []
     release = threading.Event()
     scheduler = Scheduler(max_workers=2, misfire_grace=60, tz=UTC_ZONE,
-                          on_skipped=skipped.append)  # fmt: skip
+                          on_skipped=lambda *skip: skipped.append(skip))  # fmt: skip
     scheduler.sync_kpis(rules, {}, datetime.now(UTC), lambda _: release.wait(10))
     scheduler.start()
     try:
@@ -121,7 +123,7 @@ kpis:
         while not skipped and time.monotonic() < deadline:
             time.sleep(0.05)
         assert skipped
-        assert set(skipped) == {"busy"}
+        assert set(skipped) == {("busy", 2)}  # one batch of two KPIs, both skipped
     finally:
         release.set()
         scheduler.shutdown(wait=False)
@@ -159,3 +161,56 @@ def test_cron_slot_is_the_latest_fire_time_at_or_before_now() -> None:
     exact = datetime(2026, 3, 4, 11, 55, tzinfo=UTC)
     assert cron_slot("*/5 * * * *", exact, UTC_ZONE) == exact
     assert due_slot(_kpi(cron="0 8 * * *"), NOW, berlin) == datetime(2026, 3, 4, 7, tzinfo=UTC)
+
+
+def test_kpis_that_fall_due_together_are_one_job_per_source_and_schedule() -> None:
+    from kpiwatch.config.loader import load_rule_text
+    from kpiwatch.runtime.scheduler import Scheduler, due_batches
+
+    text = """
+sources: {wh: {type: sql, url: "sqlite://"}}
+kpis:
+  - {id: a, name: A, owner: o@example.com, direction: lower_is_better, source: wh,
+     query: SELECT 1, every: 1m}
+  - {id: b, name: B, owner: o@example.com, direction: lower_is_better, source: wh,
+     query: SELECT 2, every: 60s}
+  - {id: c, name: C, owner: o@example.com, direction: lower_is_better, source: wh,
+     query: SELECT 3, every: 5m}
+  - {id: d, name: D, owner: o@example.com, direction: lower_is_better, source: wh,
+     query: SELECT 4, cron: "0 8 * * *"}
+  - {id: e, name: E, owner: o@example.com, direction: lower_is_better, source: push,
+     every: 1m}
+"""
+    rules = load_rule_text(text).rules
+    assert due_batches(rules) == {
+        "wh every 60s": ("a", "b"),
+        "wh every 300s": ("c",),
+        "wh cron 0 8 * * *": ("d",),
+        "push every 60s": ("e",),
+    }
+    now = datetime.now(UTC)
+    last = now - timedelta(seconds=1)  # a and b ran a second ago; c never did
+    states = {k: KpiState(k, Status.GREEN, last, ReviewCadence.WEEKLY, last_evaluated=last)
+              for k in ("a", "b", "d", "e")}  # fmt: skip
+    scheduler = Scheduler(max_workers=1, misfire_grace=60, tz=UTC_ZONE)
+    ran: list[tuple[str, ...]] = []
+    scheduler.sync_kpis(rules, states, now, ran.append)
+    try:
+        jobs = {job.id: job.args for job in scheduler._scheduler.get_jobs()}  # before start
+        assert jobs == {
+            "kpis:wh every 60s": (("a", "b"),),
+            "kpis:wh every 300s": (("c",),),
+            "kpis:wh cron 0 8 * * *": (("d",),),
+            "kpis:push every 60s": (("e",),),
+            "catch-up:wh every 300s": (("c",),),  # only the one that never ran
+        }
+        scheduler.start()
+        assert scheduler.next_run("a") == scheduler.next_run("b")
+        # a reload that moves b to another schedule regroups the jobs
+        moved = load_rule_text(text.replace("SELECT 2, every: 60s", "SELECT 2, every: 5m")).rules
+        scheduler.sync_kpis(moved, states, now, ran.append)
+        jobs = {job.id: job.args for job in scheduler._scheduler.get_jobs()}
+        assert jobs["kpis:wh every 60s"] == (("a",),)
+        assert jobs["kpis:wh every 300s"] == (("b", "c"),)  # rule order
+    finally:
+        scheduler.shutdown(wait=False)
