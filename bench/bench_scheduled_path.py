@@ -1,9 +1,12 @@
-"""The scheduled path's cost per KPI on the embedded SQLite store, with and without the
-per-KPI lease claim (issue 15: the claim was 29 % of the path's CPU on one instance).
+"""The scheduled path's cost per KPI on the embedded SQLite store: one job per KPI
+against one job for the KPIs that fall due together, with and without lease claims
+(issue 15: the claim was 29 % of the per-KPI path's CPU on one instance).
 
-Runs ``App._run_kpi`` (what a KPI's scheduler job calls) for N push KPIs, twice over,
-once with the lease claim forced on and once as the daemon now runs on SQLite (no
-claim: the instance lock admits one daemon). Prints ms per KPI, wall and CPU.
+Runs ``App._run_kpis`` (what a schedule's job calls) for N push KPIs, a steady round
+each (states already written): once per KPI (a batch of one, the shape of the old one
+job per KPI) and once for all of them (one batch job), each with the lease claims
+forced on (as replicas claim) and off (as the daemon runs on SQLite: the instance
+lock admits one daemon). Best of two rounds; prints ms per KPI, wall and CPU.
 
     .venv/bin/python bench/bench_scheduled_path.py [--kpis 2000]
 """
@@ -32,11 +35,15 @@ def _rules(path: Path, n: int) -> None:
     path.write_text("".join(lines))
 
 
-def _round(app: App, clock: FixedClock, n: int) -> tuple[float, float]:
+def _round(app: App, clock: FixedClock, n: int, batched: bool) -> tuple[float, float]:
     clock.advance(timedelta(minutes=1))
+    ids = tuple(f"k{i}" for i in range(n))
     wall, cpu = time.perf_counter(), time.process_time()
-    for i in range(n):
-        app._run_kpi(f"k{i}")
+    if batched:
+        app._run_kpis(ids)
+    else:
+        for kpi_id in ids:
+            app._run_kpis((kpi_id,))
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -59,17 +66,23 @@ def main() -> None:
             app.store.add_observations(
                 [Observation(f"k{i}", clock.now(), float(i % 100)) for i in range(n)]
             )
-            _round(app, clock, n)  # first states written: not what a steady cycle costs
-            results = {}
-            for exclusive in (False, True, False, True):
-                app._exclusive = exclusive
-                results.setdefault(exclusive, []).append(_round(app, clock, n))
+            _round(app, clock, n, True)  # first states written: not what a steady cycle costs
+            results: dict[tuple[bool, bool], list[tuple[float, float]]] = {}
+            for _ in range(2):
+                for batched in (False, True):
+                    for exclusive in (False, True):
+                        app._exclusive = exclusive
+                        results.setdefault((batched, exclusive), []).append(
+                            _round(app, clock, n, batched)
+                        )
         finally:
             app.close()
-    for exclusive, runs in results.items():
+    for (batched, exclusive), runs in results.items():
         wall = min(r[0] for r in runs) / n * 1000
         cpu = min(r[1] for r in runs) / n * 1000
-        label = "no claim (SQLite now)" if exclusive else "lease claim per KPI (before)"
+        label = f"{'one batch job' if batched else 'a job per KPI'}, " + (
+            "no claims" if exclusive else "claims"
+        )
         print(f"{label:30s} {wall:.3f} ms/KPI wall, {cpu:.3f} ms/KPI CPU")
 
 

@@ -232,8 +232,10 @@ def test_removed_kpi_leaves_metrics_after_reload(tmp_path: Path) -> None:
     metrics = f"http://127.0.0.1:{port}/metrics"
     try:
         wait_until(lambda: _answers(metrics, daemon), 30, "/metrics")
-        wait_until(lambda: 'kpi="orders"' in _get(metrics).text, 20, "orders in /metrics")
-        assert 'kpiwatch_kpi_status{kpi="errors",status="red",team=""} 1.0' in _get(metrics).text
+        # kpiwatch_kpi_info names every KPI from the start: wait for the evaluation itself
+        red = 'kpiwatch_kpi_status{kpi="errors",status="red",team=""} 1.0'
+        wait_until(lambda: red in _get(metrics).text, 30, "errors evaluated red in /metrics")
+        assert 'kpi="orders"' in _get(metrics).text
         _small(tmp_path, RULES[: RULES.index("  - {id: orders")])
         daemon.process.send_signal(signal.SIGHUP)
         wait_until(lambda: 'kpi="orders"' not in _get(metrics).text, 20, "orders to leave")

@@ -137,6 +137,31 @@ def test_review_ticks_and_digests_run_on_one_replica_per_slot(
                       slot=second._tick_slot()) is None  # fmt: skip
 
 
+def test_a_dead_replicas_claim_is_taken_over_with_the_due_time_it_kept_others_from(
+    apps: tuple[App, App, FixedClock],
+) -> None:
+    """The dead claim outlives the next due time, so the live replica skips that one;
+    the takeover then evaluates once for both, and the next due time is done."""
+    first, second, clock = apps
+    kpi = first.kpi("signups")
+    assert kpi is not None
+    book = LeaseBook(first.store.engine)
+    runs: list[str] = []
+    for app in (first, second):
+        app.runner.on_evaluated = lambda evaluation: runs.append(evaluation.kpi_id)
+    slot = due_slot(kpi, clock.now(), first.settings.tz)
+    assert book.claim("kpi:signups", "dead-replica", timedelta(seconds=1), slot=slot)
+    clock.advance(timedelta(minutes=1))  # the next due time: the dead claim holds it
+    second._run_kpis(("signups",))
+    assert _evaluated(second) is None
+    _wait_for_expiry(book)
+    first._take_over_abandoned()
+    assert _evaluated(first) == clock.now()
+    second._run_kpis(("signups",))  # the same due time, as its schedule fires late
+    assert runs == ["signups"]  # once for both due times
+    assert book.abandoned("kpi:") == []
+
+
 def _wait_for_expiry(book: LeaseBook) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not book.abandoned("kpi:"):

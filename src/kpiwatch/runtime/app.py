@@ -462,12 +462,19 @@ class App:
     def _take_over_abandoned(self) -> None:
         """Finish the due work a replica claimed and never finished (it died)."""
         try:
-            left: dict[datetime | None, list[str]] = {}
+            rules = self.runner.workspace.rules
+            now = self.clock.now()
+            left: dict[datetime, list[str]] = {}
             for name, slot in self.leases.abandoned(KPI_LEASE):
-                left.setdefault(slot, []).append(name[len(KPI_LEASE) :])
+                kpi = rules.by_id.get(name[len(KPI_LEASE) :])
+                if kpi is None or slot is None:
+                    continue
+                # its next due time may have come meanwhile (the dead claim kept the other
+                # replicas off it): one evaluation now does both
+                left.setdefault(max(slot, due_slot(kpi, now, self.settings.tz)), []).append(kpi.id)
             for slot, kpi_ids in left.items():
                 log.info("taking over abandoned evaluations", kpis=len(kpi_ids),
-                         first=kpi_ids[0], slot=slot.isoformat() if slot else None)  # fmt: skip
+                         first=kpi_ids[0], slot=slot.isoformat())  # fmt: skip
                 self._run_kpis(kpi_ids, slot)
             for _, slot in self.leases.abandoned(ONCALL_LEASE):
                 self._send_oncall_digest(slot)
