@@ -67,7 +67,7 @@ def write_rules(rules: Path, warehouse: Path, kpis: int, every: int) -> None:
     for n in range(kpis):
         lines.append(
             f"  - {{id: kpi_{n:05}, name: KPI {n}, owner: team{n % 20}@example.com, "
-            f"team: team{n % 20}, direction: higher_is_better, source: wh, every: {every}s, "
+            f"direction: higher_is_better, source: wh, every: {every}s, "
             f"query: 'SELECT value FROM readings WHERE id = {n}', "
             "thresholds: {yellow: 55, red: 52}, trend: {worsening_streak: 3}}"
         )

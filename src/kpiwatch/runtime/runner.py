@@ -193,7 +193,7 @@ class Runner:
         except EvaluationSuperseded as exc:  # the newer evaluation stands; nothing to redo
             log.info("evaluation dropped", kpi=kpi.id, reason=str(exc))
             return evaluation
-        self._after_save(workspace, kpi, evaluation, now)
+        self._note_stale(workspace, [(kpi, self._after_save(workspace, kpi, evaluation, now))])
         return evaluation
 
     def _judge(
@@ -235,21 +235,36 @@ class Runner:
     def _note_fetch(self, workspace: Workspace, kpi: Kpi, fetched: Fetched, now: datetime) -> None:
         """Tell the source watch how the fetch went, before the evaluation asks it whose
         problem a failure is: the source's incident opens with the first failure of it."""
-        outcome = KpiOutcome(now, fetched.error is not None, fetched.source_wide,
-                             reason=fetched.error)  # fmt: skip
-        self._save_health(workspace, self._watch.record(workspace.rules, kpi, outcome))
+        self._note_fetches(workspace, [(kpi, now, fetched)])
+
+    def _note_fetches(
+        self, workspace: Workspace, fetches: Sequence[tuple[Kpi, datetime, Fetched]]
+    ) -> None:
+        """:meth:`_note_fetch` for a batch fetched together: one step of each source."""
+        outcomes = [(kpi, KpiOutcome(now, one.error is not None, one.source_wide,
+                                     reason=one.error))
+                    for kpi, now, one in fetches]  # fmt: skip
+        for change in self._watch.record_many(workspace.rules, outcomes):
+            self._save_health(workspace, change)
 
     def _after_save(
         self, workspace: Workspace, kpi: Kpi, evaluation: Evaluation, now: datetime
-    ) -> None:
-        stale = next((f for f in evaluation.findings if f.rule == "stale"), None)
-        if stale is not None:  # several stale KPIs are their source's incident
-            outcome = KpiOutcome(now, True, stale=True, reason=stale.reason)
-            self._save_health(workspace, self._watch.record(workspace.rules, kpi, outcome))
+    ) -> KpiOutcome | None:
+        """Log and count a saved evaluation; its stale outcome for the source watch (several
+        stale KPIs are their source's incident), which the caller records."""
         for event in evaluation.events:
             log.debug("event", kind=event.kind.value, kpi=kpi.id, **_loggable(event))
         if self.on_evaluated is not None:
             self.on_evaluated(evaluation)
+        stale = next((f for f in evaluation.findings if f.rule == "stale"), None)
+        return None if stale is None else KpiOutcome(now, True, stale=True, reason=stale.reason)
+
+    def _note_stale(
+        self, workspace: Workspace, stale: Sequence[tuple[Kpi, KpiOutcome | None]]
+    ) -> None:
+        found = [(kpi, outcome) for kpi, outcome in stale if outcome is not None]
+        for change in self._watch.record_many(workspace.rules, found) if found else ():
+            self._save_health(workspace, change)
 
     def _save_health(self, workspace: Workspace, change: HealthChange | None) -> None:
         """Persist a source's incident opening or closing, with its event."""
@@ -319,9 +334,11 @@ class Runner:
                 fetch = partial(self._fetcher.fetch_many, workspace)
                 fetched = list(pool.map(fetch, [[by_id[k] for k in b] for b in batches]))
                 fetched = self._check_formula_inputs(workspace, batches, fetched)
-                for batch, got in zip(batches, fetched, strict=True):
-                    for kpi_id, (now, one) in zip(batch, got, strict=True):
-                        self._note_fetch(workspace, by_id[kpi_id], one, now)
+                self._note_fetches(workspace, [
+                    (by_id[kpi_id], now, one)
+                    for batch, got in zip(batches, fetched, strict=True)
+                    for kpi_id, (now, one) in zip(batch, got, strict=True)
+                ])  # fmt: skip
                 evaluate_batch = partial(self._evaluate_batch, workspace)
                 results = list(pool.map(evaluate_batch, batches, fetched))
             for outcomes in results:
@@ -409,6 +426,7 @@ class Runner:
             )
             done.append((kpi, now))
         saved, dropped = self._save_batch(batch)
+        stale: list[tuple[Kpi, KpiOutcome | None]] = []
         for (kpi, now), item in zip(done, batch, strict=True):
             if kpi.id in dropped:  # a newer evaluation stands: not a failure
                 outcomes[kpi.id] = item.evaluation
@@ -417,7 +435,8 @@ class Runner:
                 outcomes[kpi.id] = self._failed(kpi.id)
                 continue
             outcomes[kpi.id] = item.evaluation
-            self._after_save(workspace, kpi, item.evaluation, now)
+            stale.append((kpi, self._after_save(workspace, kpi, item.evaluation, now)))
+        self._note_stale(workspace, stale)
         return [(kpi.id, outcomes[kpi.id]) for kpi in kpis]
 
     def _save_batch(self, batch: Sequence[EvaluationToSave]) -> tuple[set[str], set[str]]:

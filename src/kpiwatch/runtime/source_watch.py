@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -41,6 +41,11 @@ class SourceWatch:
         self._lock = threading.Lock()
         self._health: dict[str, SourceHealth] = dict(health)
         self._outcomes: defaultdict[str, dict[str, KpiOutcome]] = defaultdict(dict)
+        # per source, how many of those outcomes failed and how many are stale: what a
+        # KPI's context asks of "the others" in O(1), not a pass over them all per KPI
+        self._failed: defaultdict[str, int] = defaultdict(int)
+        self._stale: defaultdict[str, int] = defaultdict(int)
+        self._pruned_for: dict[str, RuleSet] = {}  # the rules each source's outcomes match
         self._freshness: dict[str, str | None] = {}  # source -> why its data is stale
         self._checked: dict[str, datetime] = {}  # source -> last freshness check
         self._notice_after = notice_after
@@ -76,11 +81,12 @@ class SourceWatch:
         with self._lock:
             health = self._health.get(name)
             down = health is not None and not health.up
-            others = [o for k, o in self._outcomes[name].items() if k != kpi.id]
-        others_stale = any(outcome.stale for outcome in others)
-        unproven = len(rules.kpis_of_source.get(name, ())) > 1 and all(
-            outcome.failed for outcome in others
-        )
+            own = self._outcomes[name].get(kpi.id)
+            others = len(self._outcomes[name]) - (own is not None)
+            others_failed = self._failed[name] - (own is not None and own.failed)
+            others_stale = self._stale[name] - (own is not None and own.stale) > 0
+        # every other KPI failing (or none known yet): the source is not seen to work
+        unproven = len(rules.kpis_of_source.get(name, ())) > 1 and others_failed == others
         declared = isinstance(config, SqlSource) and config.freshness is not None
         return DataContext(
             error_scope=SOURCE if source_wide or down or unproven else KPI,
@@ -93,13 +99,36 @@ class SourceWatch:
 
     def record(self, rules: RuleSet, kpi: Kpi, outcome: KpiOutcome) -> HealthChange | None:
         """Note a KPI's outcome; the source's incident change it causes, if any."""
-        if kpi.source in BUILTIN_SOURCES or kpi.source not in rules.sources:
-            return None
+        changes = self.record_many(rules, [(kpi, outcome)])
+        return changes[0] if changes else None
+
+    def record_many(
+        self, rules: RuleSet, outcomes: Sequence[tuple[Kpi, KpiOutcome]]
+    ) -> list[HealthChange]:
+        """Note a batch's outcomes, then step each source they touch once: the incident
+        changes they cause. A batch of a source's KPIs fetched together counts as one
+        look at the source, and costs one pass over its outcomes, not one per KPI."""
+        touched: dict[str, datetime] = {}
         with self._lock:
-            outcomes = self._outcomes[kpi.source]
-            outcomes.pop(kpi.id, None)  # re-inserted: the dict's order is the recording order
-            outcomes[kpi.id] = outcome
-            return self._step(rules, kpi.source, outcome.at)
+            for kpi, outcome in outcomes:
+                if kpi.source in BUILTIN_SOURCES or kpi.source not in rules.sources:
+                    continue
+                self._put(kpi.source, kpi.id, outcome)
+                touched[kpi.source] = max(outcome.at, touched.get(kpi.source, outcome.at))
+            changes = [self._step(rules, source, at) for source, at in touched.items()]
+        return [change for change in changes if change is not None]
+
+    def _put(self, source: str, kpi_id: str, outcome: KpiOutcome | None) -> None:
+        """Replace (or with None remove) a KPI's outcome, keeping the counts."""
+        outcomes = self._outcomes[source]
+        old = outcomes.pop(kpi_id, None)  # re-inserted: the dict's order is the recording order
+        if old is not None:
+            self._failed[source] -= old.failed
+            self._stale[source] -= old.stale
+        if outcome is not None:
+            outcomes[kpi_id] = outcome
+            self._failed[source] += outcome.failed
+            self._stale[source] += outcome.stale
 
     def record_freshness(
         self, rules: RuleSet, source: str, problem: str | None, now: datetime
@@ -118,8 +147,11 @@ class SourceWatch:
     def _step(self, rules: RuleSet, source: str, now: datetime) -> HealthChange | None:
         fed = rules.kpis_of_source.get(source, ())
         outcomes = self._outcomes[source]
-        for gone in [kpi_id for kpi_id in outcomes if kpi_id not in fed]:  # removed by a reload
-            del outcomes[gone]
+        if self._pruned_for.get(source) is not rules:  # new rules: forget removed KPIs
+            kept = set(fed)
+            for gone in [kpi_id for kpi_id in outcomes if kpi_id not in kept]:
+                self._put(source, gone, None)
+            self._pruned_for[source] = rules
         reason = incident_reason(outcomes, self._freshness.get(source))
         before = self._health.get(source)
         health, events = step_incident(source, before, reason, now, list(fed))
