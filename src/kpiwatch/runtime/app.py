@@ -173,11 +173,9 @@ class App:
         """Forget the states of KPIs no longer in the rules. Those ``previous`` (the
         rules before a reload) had firing in Alertmanager get their alert resolved; at
         start the old rules are unknown, and such alerts end when their lease does."""
-        known = set(self.runner.workspace.rules.by_id)
+        removed = self.store.state_ids() - set(self.runner.workspace.rules.by_id)
         now = self.clock.now()
-        for kpi_id, state in self.store.states().items():
-            if kpi_id in known:
-                continue
+        for kpi_id, state in self.store.states_of(removed).items() if removed else ():
             old = previous.by_id.get(kpi_id) if previous is not None else None
             resolve = removal(previous, old, state, now) if previous and old else None
             if resolve is not None and resolve[1].channel in self._channel_names:

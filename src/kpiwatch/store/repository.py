@@ -220,6 +220,12 @@ class Store(OutboxStore, PeopleStore):
                     found[row["kpi_id"]] = rows.to_state(row)
         return found
 
+    def state_ids(self) -> set[str]:
+        """The ids of the KPIs that have a state: a start compares them with the rules
+        without reading (and building) every state."""
+        with self._read("read state ids") as connection:
+            return set(connection.execute(sa.select(state_t.c.kpi_id)).scalars())
+
     def states(self) -> dict[str, KpiState]:
         """Every KPI's state, in one query."""
         with self._read("read states") as connection:
