@@ -337,8 +337,9 @@ def _alias_expansion(doc: Doc, root: yaml.Node) -> RuleProblem | None:
     Counts each node's size with its aliases expanded, once per node (so in linear
     time), and names the first node found too large; an alias loop counts once.
     """
-    paths = {id(node): path for node, path in _nodes(root)}
-    limit = len(paths) + MAX_ALIASED
+    # every node once, keys too: the sizes below count keys (counting values only here
+    # refused a large document with no alias at all, 10,000 KPIs and a `count(*)`)
+    limit = sum(1 for _ in _unique(root)) + MAX_ALIASED
     size: dict[int, int] = {}
     on_path: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
@@ -348,7 +349,7 @@ def _alias_expansion(doc: Doc, root: yaml.Node) -> RuleProblem | None:
             on_path.discard(id(node))
             total = 1 + sum(size.get(id(child), 1) for child in _children(node))
             if total > limit:
-                path = paths.get(id(node), ())
+                path = next((p for n, p in _nodes(root) if n is node), ())
                 message = (
                     f"aliases (*name, <<: *name) add more than {MAX_ALIASED:,} values to this "
                     'document (a "billion laughs"?); repeat less through them'

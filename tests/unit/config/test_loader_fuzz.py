@@ -623,6 +623,21 @@ def test_deep_nesting_is_refused_quickly(text: str) -> None:
     assert "nested" in str(error)
 
 
+def test_a_large_document_without_aliases_is_not_a_billion_laughs() -> None:
+    # the limit once counted values but not keys: 10,000 KPIs of a dozen keys each and a
+    # `count(*)` somewhere (the '*' makes the check run) were refused as a "billion laughs"
+    kpis = "".join(
+        f"  - {{id: k{i}, name: K, owner: o, direction: lower_is_better, source: push,"
+        f" description: 'count(*)', unit: x, every: 5m, review: weekly, for: 2}}\n"
+        for i in range(40)
+    )
+    with mock.patch("kpiwatch.config.document.MAX_ALIASED", 300):  # 40 x 11 keys > 300
+        loaded = load_rule_text("kpis:\n" + kpis, FILE, env={})
+        assert len(loaded.rules.kpis) == 40
+        with pytest.raises(RuleLoadError, match="billion laughs"):  # and aliases still count
+            load_rule_text(_laughs(3) + "kpis:\n" + kpis, FILE, env={})
+
+
 def test_a_small_merge_is_still_a_merge() -> None:
     text = (
         "kpis:\n"
