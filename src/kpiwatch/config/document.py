@@ -169,6 +169,8 @@ def compose(
     marks), so only a clean result counts: after any problem, load the document again
     without ``fast`` and report that run's problems.
     """
+    if fast and _plain(doc, env):
+        return True
     try:
         loader = _fast_loader(doc.text) if fast else _Loader(doc.text)
     except yaml.YAMLError as exc:  # unprintable characters fail in the reader
@@ -176,12 +178,6 @@ def compose(
         return False
     try:
         doc.root = loader.get_single_node()
-        if doc.root is not None and fast:
-            try:
-                doc.data = _plain_data(doc.root, loader, env)
-                return True
-            except _Unusual:
-                pass  # the general way below: it finds and words what is unusual
         if doc.root is not None:
             if fast and _settle(doc.root) > MAX_DEPTH:
                 problems.append(RuleProblem(doc.file, 1, 1, "", "document is nested too deeply"))
@@ -209,12 +205,18 @@ def compose(
 
 # libyaml reads these differently from PyYAML: tabs, byte-order marks, Unicode line
 # breaks, tags (a bare ``!``), and lone surrogates not at all (it reads UTF-8)
-_NOT_FAST = re.compile(r"[\t\ufeff\x85\u2028\u2029\ud800-\udfff]|(?:^|[\s\[{,])!")
+_NOT_FAST = re.compile(r"[\t\ufeff\x85\u2028\u2029\ud800-\udfff]")
+_A_TAG = re.compile(r"(?:^|[\s\[{,])!")
 
 
 def fast_possible(text: str) -> bool:
     """Whether libyaml is there and reads ``text`` as PyYAML's Python parser would."""
-    return yaml.__with_libyaml__ and not _NOT_FAST.search(text)
+    # two searches: one pattern with both took 0.19 s over 10,000 KPIs, these 0.01 s
+    return (
+        yaml.__with_libyaml__
+        and not _NOT_FAST.search(text)
+        and not ("!" in text and _A_TAG.search(text))
+    )
 
 
 def _fast_loader(text: str) -> _Loader:
@@ -256,18 +258,38 @@ _TAG = "tag:yaml.org,2002:"
 _STR, _MAP, _SEQ = _TAG + "str", _TAG + "map", _TAG + "seq"
 
 
-def _plain_data(root: yaml.Node, loader: Any, env: Mapping[str, str]) -> Any:
-    """The data of a plain document, built in one pass over its tree; else _Unusual.
+def _plain(doc: Doc, env: Mapping[str, str]) -> bool:
+    """Construct a plain document straight from libyaml's events; False if it is not one.
 
-    Plain: no alias to a mapping or list, no merge key, no duplicate key, no tag but
-    str, int, float, bool, null and timestamp, nested at most MAX_DEPTH deep, every
-    ``${VAR}`` resolved, every value readable. Rule files are: for them this does in one
-    pass what the general way does in five (depth, aliases, duplicate keys, ``${VAR}``,
-    construction), with the same data: values are substituted as
-    :func:`~kpiwatch.config.interpolate.interpolate_nodes` does (but the tree is left
-    as it is) and made by the same constructor methods. Anything else raises _Unusual,
-    and the general way checks, reports and constructs.
+    Plain: one document of mappings, lists and scalars, no alias, no merge key, no
+    duplicate key, no tag but str, int, float, bool, null and timestamp, nested at most
+    MAX_DEPTH deep, every ``${VAR}`` resolved, every value readable. Rule files are:
+    for them this does in one pass, with no node tree, what :func:`compose` does in five
+    (compose, depth, aliases, duplicate keys, ``${VAR}``, construct). The data is the
+    same: tags are resolved as the composer resolves them, values substituted as
+    :func:`~kpiwatch.config.interpolate.interpolate_nodes` does and made by the same
+    constructor methods. A tree of 10,000 KPIs held ~150 MB; what is kept instead
+    is the position of each KPI, source and team (``doc.pins``), all a clean load
+    reports. Anything else returns False (nothing is kept) and :func:`compose` parses
+    again, checks, reports and constructs.
     """
+    loader = _fast_loader(doc.text)
+    pins: dict[tuple[DocPath, bool], tuple[int, int]] = {}
+    try:
+        data = _plain_events(loader, env, pins)
+    except Exception:  # _Unusual, a YAML error, a value its constructor refuses: the
+        return False  # general way finds it again and words it
+    finally:
+        loader.dispose()
+    doc.data = {} if data is None else data  # None: an empty file, or only comments
+    doc.pins = pins
+    return True
+
+
+def _plain_events(
+    loader: Any, env: Mapping[str, str], pins: dict[tuple[DocPath, bool], tuple[int, int]]
+) -> Any:
+    """The data of a plain document read from ``loader``'s events, or _Unusual."""
     scalars = {
         _TAG + "null": loader.construct_yaml_null,
         _TAG + "bool": loader.construct_yaml_bool,
@@ -275,42 +297,83 @@ def _plain_data(root: yaml.Node, loader: Any, env: Mapping[str, str]) -> Any:
         _TAG + "float": loader.construct_yaml_float,
         _TAG + "timestamp": loader.construct_yaml_timestamp,
     }
-    collections: set[int] = set()
-    scalar_node, mapping_node, sequence_node = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
+    get, resolve = loader.get_event, loader.resolve
+    scalar_event, mapping_start, mapping_end = (
+        yaml.ScalarEvent,
+        yaml.MappingStartEvent,
+        yaml.MappingEndEvent,
+    )
+    sequence_start, sequence_end = yaml.SequenceStartEvent, yaml.SequenceEndEvent
 
-    def build(node: Any, depth: int, is_key: bool = False) -> Any:
-        kind = type(node)
-        if kind is scalar_node:
-            if not is_key and "$" in node.value:
-                node = _substituted(node, env, loader.resolve)
-            if node.tag == _STR:
-                return node.value
-            make = scalars.get(node.tag)
-            if make is None:
-                raise _Unusual
-            return make(node)
-        if depth > MAX_DEPTH or id(node) in collections:  # too deep, or an alias
+    # where each source and team (its key) and each KPI (its item) starts
+    sections: dict[str, list[tuple[Any, Any]]] = {"sources": [], "teams": [], "kpis": []}
+
+    def section(depth: int, key: Any) -> Any:
+        return sections.get(key) if depth == 1 and type(key) is str else None
+
+    def scalar(event: Any, is_key: bool) -> Any:
+        tag, value = event.tag, event.value
+        if tag is None or tag == "!":
+            tag = resolve(yaml.ScalarNode, value, event.implicit)
+        if not is_key and "$" in value:
+            node = _substituted(yaml.ScalarNode(tag, value, event.start_mark, event.end_mark,
+                                                event.style), env, resolve)  # fmt: skip
+            tag, value = node.tag, node.value
+        if tag == _STR:
+            return value
+        make = scalars.get(tag)
+        if make is None:
             raise _Unusual
-        collections.add(id(node))
-        if kind is mapping_node and node.tag == _MAP:
+        return make(yaml.ScalarNode(tag, value, event.start_mark, event.end_mark, event.style))
+
+    def build(event: Any, depth: int, found: Any = None) -> Any:
+        """The value starting at ``event``; ``found`` gets (key or index, position) of
+        each of its items."""
+        kind = type(event)
+        if kind is scalar_event:
+            return scalar(event, False)
+        if depth > MAX_DEPTH or kind is yaml.AliasEvent:
+            raise _Unusual
+        tag = event.tag
+        if kind is mapping_start:
+            if tag is not None and tag != "!" and tag != _MAP:
+                raise _Unusual
             data: dict[Any, Any] = {}
-            for key, value in node.value:
-                if type(key) is not scalar_node or key.tag == _MERGE_TAG:
+            pairs = 0
+            while type(event := get()) is not mapping_end:
+                if type(event) is not scalar_event:  # a key that is a mapping, list or alias
                     raise _Unusual
-                data[build(key, depth + 1, is_key=True)] = build(value, depth + 1)
-            if len(data) != len(node.value):  # equal keys: duplicates, or 1 and 0x1
+                key = scalar(event, True)  # a merge key (<<) is _Unusual there
+                if found is not None:
+                    found.append((key, event.start_mark))
+                data[key] = build(get(), depth + 1, section(depth, key))
+                pairs += 1
+            if len(data) != pairs:  # equal keys: duplicates, or 1 and 0x1
                 raise _Unusual
             return data
-        if kind is sequence_node and node.tag == _SEQ:
-            return [build(item, depth + 1) for item in node.value]
-        raise _Unusual
+        if kind is sequence_start:
+            if tag is not None and tag != "!" and tag != _SEQ:
+                raise _Unusual
+            items: list[Any] = []
+            while type(event := get()) is not sequence_end:
+                if found is not None:
+                    found.append((len(items), event.start_mark))
+                items.append(build(event, depth + 1))
+            return items
+        raise _Unusual  # not an event a value starts with
 
-    try:
-        return build(root, 1)
-    except _Unusual:
-        raise
-    except Exception as exc:  # a value its constructor refuses: the general way words it
-        raise _Unusual from exc
+    get()  # the stream's start
+    event = get()
+    if type(event) is yaml.StreamEndEvent:
+        return None
+    data = build(get(), 1)  # after the document's start
+    get()  # its end
+    if type(get()) is not yaml.StreamEndEvent:  # a second document: the composer refuses it
+        raise _Unusual
+    for name, is_key in (("sources", True), ("teams", True), ("kpis", False)):
+        for item, mark in sections[name]:
+            pins[(name, item), is_key] = (mark.line + 1, mark.column + 1)
+    return data
 
 
 def _substituted(node: yaml.ScalarNode, env: Mapping[str, str], resolve: Any) -> yaml.ScalarNode:

@@ -96,7 +96,8 @@ class App:
         # scheduled path's CPU (issue 15). The once-a-minute ticks keep theirs (their
         # done slots carry over restarts).
         self._exclusive = self.store.engine.dialect.name == "sqlite"
-        loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots)
+        loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots,
+                            cache_dir=settings.cache_dir)  # fmt: skip
         secrets.register(settings, loaded.rules)
         self.channels = build_channels(settings, self.store, self.clock.now)
         verify_slack(self.channels)
@@ -283,7 +284,8 @@ class App:
     def reload(self) -> bool:
         """Load the rules again; invalid rules are refused and the running ones stay."""
         try:
-            loaded = load_rules(self.settings.rules_dir, file_roots=self.settings.file_roots)
+            loaded = load_rules(self.settings.rules_dir, file_roots=self.settings.file_roots,
+                                cache_dir=self.settings.cache_dir)  # fmt: skip
         except RuleLoadError as exc:
             log.error(
                 "rules not reloaded: fix these errors; the running rules stay",
