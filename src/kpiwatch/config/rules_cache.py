@@ -146,7 +146,11 @@ class RulesCache:
 
     def save(self) -> None:
         """Write the cache if this load found anything it did not hold; never fails."""
-        if set(self.written) == set(self.documents) and self.accepted <= self.statements:
+        same_documents = set(self.written) == set(self.documents)
+        same_statements = self.accepted <= self.statements and (
+            not self.accepted or self.statements_by == _sqlglot()
+        )
+        if same_documents and same_statements:
             return
         with contextlib.suppress(OSError, ValueError):
             _write(self.path, self.written, self.accepted)

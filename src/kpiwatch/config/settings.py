@@ -47,10 +47,12 @@ def _minute_or_more(value: timedelta) -> timedelta:
 ReminderSpan = Annotated[timedelta, BeforeValidator(_span), AfterValidator(_minute_or_more)]
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/kpiwatch``, else ``~/.cache/kpiwatch``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "kpiwatch"
+def default_cache_dir() -> Path | None:
+    """``$XDG_CACHE_HOME/kpiwatch``, else ``~/.cache/kpiwatch``; None with no home."""
+    if base := os.environ.get("XDG_CACHE_HOME"):
+        return Path(base) / "kpiwatch"
+    home = os.path.expanduser("~")
+    return None if home.startswith("~") else Path(home) / ".cache" / "kpiwatch"
 
 
 def _no_path_if_empty(value: Any) -> Any:

@@ -201,6 +201,9 @@ def test_queries_accepted_by_another_sqlglot_are_checked_again(rules: Path, tmp_
     with mock.patch("kpiwatch.sources.sql_guard.statement_problem", return_value=None) as check:
         load_rules(rules, env=ENV, cache_dir=cache)
     assert check.call_count == 3  # signups, churn and full/'s retention_rate
+    with mock.patch("kpiwatch.sources.sql_guard.statement_problem", return_value=None) as check:
+        load_rules(rules, env=ENV, cache_dir=cache)
+    assert check.call_count == 0  # written again, with this sqlglot's version
 
 
 def test_an_unwritable_cache_directory_only_costs_the_cache(rules: Path, tmp_path: Path) -> None:
@@ -219,6 +222,10 @@ def test_the_setting_defaults_to_the_user_cache_and_empty_turns_it_off(
     assert Settings().cache_dir == tmp_path / "xdg" / "kpiwatch"
     monkeypatch.setenv("KPIWATCH_CACHE_DIR", "")
     assert Settings().cache_dir is None
+    monkeypatch.delenv("KPIWATCH_CACHE_DIR")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert Settings().cache_dir == tmp_path / "home" / ".cache" / "kpiwatch"
 
 
 # ---------------------------------------------------------------- the encoding
