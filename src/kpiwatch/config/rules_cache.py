@@ -118,13 +118,19 @@ class RulesCache:
         return found
 
     def keep(self, text: str, data: Any, pins: Pins) -> None:
-        """Write this document's data next time (unless it reads the environment)."""
-        if "${" not in text:
-            self.written[text_key(text)] = json.dumps(
-                {"data": encode(data), "pins": [[s, n, k, *p] for ((s, n), k), p in pins.items()]},
-                ensure_ascii=False,
-                separators=(",", ":"),
-            )
+        """Write this document's data next time, unless it reads the environment or
+        holds what the cache does not write (``!!set``, ``!!omap``, ``!!binary``)."""
+        if "${" in text:
+            return
+        try:
+            encoded = encode(data)
+        except ValueError:
+            return
+        self.written[text_key(text)] = json.dumps(
+            {"data": encoded, "pins": [[s, n, k, *p] for ((s, n), k), p in pins.items()]},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
 
     def statement_check(self, check: Check) -> Check:
         """``check`` that skips the queries this cache holds as accepted by this sqlglot,

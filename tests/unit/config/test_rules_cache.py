@@ -111,6 +111,18 @@ def test_a_file_with_references_is_never_cached(rules: Path, tmp_path: Path) -> 
     assert "signups" in text
 
 
+def test_a_file_whose_data_json_cannot_hold_is_read_each_time(rules: Path, tmp_path: Path) -> None:
+    (rules / "set.yaml").write_text(
+        "kpis:\n  - {id: s, name: S, owner: o, direction: lower_is_better, source: push,\n"
+        "     leading: !!set {signups: null}}\n"
+    )
+    cache = tmp_path / "cache"
+    first = load_rules(rules, env=ENV, cache_dir=cache)
+    assert first.rules.by_id["s"].leading == ["signups"]
+    _same(load_rules(rules, env=ENV, cache_dir=cache), first)
+    _same(load_rules(rules, env=ENV), first)
+
+
 def test_a_changed_file_is_read_again(rules: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     load_rules(rules, env=ENV, cache_dir=cache)
