@@ -264,13 +264,13 @@ def _plain(doc: Doc, env: Mapping[str, str]) -> bool:
     Plain: one document of mappings, lists and scalars, no alias, no merge key, no
     duplicate key, no tag but str, int, float, bool, null and timestamp, nested at most
     MAX_DEPTH deep, every ``${VAR}`` resolved, every value readable. Rule files are:
-    for them this does in one pass, with no node tree, what :func:`compose` does in five
+    for them this does in one pass, with no node tree, what :func:`compose` does in six
     (compose, depth, aliases, duplicate keys, ``${VAR}``, construct). The data is the
     same: tags are resolved as the composer resolves them, values substituted as
     :func:`~kpiwatch.config.interpolate.interpolate_nodes` does and made by the same
-    constructor methods. A tree of 10,000 KPIs held ~150 MB; what is kept instead
-    is the position of each KPI, source and team (``doc.pins``), all a clean load
-    reports. Anything else returns False (nothing is kept) and :func:`compose` parses
+    constructor methods. The tree of one file of 10,000 KPIs took over 100 MB; what
+    is kept instead is the position of each KPI, source and team (``doc.pins``), all
+    a clean load reports. Anything else returns False (nothing is kept) and :func:`compose` parses
     again, checks, reports and constructs.
     """
     loader = _fast_loader(doc.text)
