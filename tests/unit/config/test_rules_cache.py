@@ -252,17 +252,14 @@ SCALARS = (
     | st.datetimes()
     | st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3, minutes=-30))]))
 )
-DATA = st.recursive(
-    SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(
-            st.text(max_size=4) | st.sampled_from(["\0date", "\0x"]), inner, max_size=4
-        )
-        | st.dictionaries(SCALARS, inner, max_size=4)
-    ),
-    max_leaves=30,
-)
+KEYS = st.text(max_size=4) | st.sampled_from(["\0date", "\0x"]) | SCALARS
+
+
+def _containing(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4)
+
+
+DATA = st.recursive(SCALARS, _containing, max_leaves=30)
 
 
 def _identical(a: Any, b: Any) -> bool:
