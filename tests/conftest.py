@@ -6,13 +6,21 @@ is absent (a laptop) but fails when ``CI`` is set: CI must exercise it.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
 
 import pytest
 import sqlalchemy as sa
+
+# the rules cache (KPIWATCH_CACHE_DIR, by default in $XDG_CACHE_HOME/kpiwatch) of every
+# daemon and `check` the tests start, in this process or a child: not the user's
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="kpiwatch-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "KPIWATCH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

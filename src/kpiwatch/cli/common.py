@@ -69,7 +69,8 @@ def load_settings(ctx: click.Context) -> Settings:
 def load_settings_rules(settings: Settings) -> LoadedRules:
     """The rules of ``settings.rules_dir`` (CSV paths inside it or ``file_roots``), their
     secrets known to redaction."""
-    loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots)
+    loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots,
+                        cache_dir=settings.cache_dir)  # fmt: skip
     secrets.register(settings, loaded.rules)
     return loaded
 

@@ -26,6 +26,7 @@ def run(ctx: click.Context, once: bool) -> None:
     from kpiwatch.runtime.systemd import SystemdNotifier
 
     app = App(load_settings(ctx))
+    app.keep_for_good()  # the rules and wiring live as long as this process
     if not once:
         sys.exit(Daemon(app, SystemdNotifier.from_env()).run())
     try:

@@ -19,19 +19,23 @@ from kpiwatch.config.document import Doc
 from kpiwatch.config.file_roots import FileRoots, load_refusal
 from kpiwatch.config.problems import unknown
 from kpiwatch.config.rules import BUILTIN_SOURCES, CsvSource, SqlSource
+from kpiwatch.config.rules_cache import RulesCache
 from kpiwatch.errors import RuleProblem
 
 
-def cross_check(docs: list[Doc], roots: FileRoots | None = None) -> list[RuleProblem]:
+def cross_check(
+    docs: list[Doc], roots: FileRoots | None = None, cache: RulesCache | None = None
+) -> list[RuleProblem]:
     """Every problem found across ``docs``: duplicates, references, formulas, SQL queries,
     file paths.
 
     File paths are checked against ``roots`` only when given: rules loaded from
-    text have no rules directory (their files are checked when read).
+    text have no rules directory (their files are checked when read). A query that
+    ``cache`` says was accepted is not checked again; the ones accepted are noted in it.
     """
     files = _file_paths(docs, roots) if roots is not None else []
     return (
-        _duplicates(docs) + _references(docs) + _formulas(docs) + _sql_queries(docs) + files
+        _duplicates(docs) + _references(docs) + _formulas(docs) + _sql_queries(docs, cache) + files
     )
 
 
@@ -135,6 +139,7 @@ def _too_complex(exc: Exception) -> str:
 def _formulas(docs: list[Doc]) -> list[RuleProblem]:
     """Formulas must parse, read existing KPIs and not depend on themselves."""
     ids = sorted({kpi_id for d in docs for _, kpi_id in _raw_ids(d)})
+    known = set(ids)
     problems: list[RuleProblem] = []
     graph: dict[str, list[str]] = {}
     query_at: dict[str, tuple[Doc, int]] = {}
@@ -155,7 +160,7 @@ def _formulas(docs: list[Doc]) -> list[RuleProblem]:
                 reason = exc.msg if isinstance(exc, SyntaxError) else _too_complex(exc)
                 problems.append(doc.problem(path, f"formula does not parse: {reason}"))
                 continue
-            for name in sorted(inputs - set(ids)):
+            for name in sorted(inputs - known):
                 problems.append(doc.problem(path, f"formula reads an {unknown('KPI', name, ids)}"))
             graph[kpi.id] = sorted(inputs)
     for cycle in _cycles(graph):
@@ -165,7 +170,7 @@ def _formulas(docs: list[Doc]) -> list[RuleProblem]:
     return problems
 
 
-def _sql_queries(docs: list[Doc]) -> list[RuleProblem]:
+def _sql_queries(docs: list[Doc], cache: RulesCache | None = None) -> list[RuleProblem]:
     """A SQL KPI's query must pass the statement check, in its source's dialect."""
     urls = {n: s.url for d in docs for n, s in d.sources.items() if isinstance(s, SqlSource)}
     if not urls:
@@ -173,22 +178,23 @@ def _sql_queries(docs: list[Doc]) -> list[RuleProblem]:
     # imported here: sqlglot is only loaded for rules that have SQL sources
     from kpiwatch.sources.sql_guard import dialect_of, statement_problem
 
+    check = statement_problem if cache is None else cache.statement_check(statement_problem)
     dialects = {name: dialect_of(url) for name, url in urls.items()}
     problems: list[RuleProblem] = []
     for doc in docs:
         for index, kpi in doc.kpis.items():
             if kpi.source in dialects and kpi.query is not None:
-                reason = statement_problem(kpi.query, dialects[kpi.source])
+                reason = check(kpi.query, dialects[kpi.source])
                 if reason is not None:
                     problems.append(doc.problem(("kpis", index, "query"), reason))
             plan = kpi.target.plan_query if kpi.target is not None else None
             if kpi.source in dialects and plan is not None:
-                reason = statement_problem(plan, dialects[kpi.source])
+                reason = check(plan, dialects[kpi.source])
                 if reason is not None:
                     problems.append(doc.problem(("kpis", index, "target", "plan_query"), reason))
         for name, source in doc.sources.items():
             if isinstance(source, SqlSource) and source.freshness is not None:
-                reason = statement_problem(source.freshness.query, dialects[name])
+                reason = check(source.freshness.query, dialects[name])
                 if reason is not None:
                     where = ("sources", name, "freshness", "query")
                     problems.append(doc.problem(where, reason))

@@ -47,6 +47,18 @@ def _minute_or_more(value: timedelta) -> timedelta:
 ReminderSpan = Annotated[timedelta, BeforeValidator(_span), AfterValidator(_minute_or_more)]
 
 
+def default_cache_dir() -> Path | None:
+    """``$XDG_CACHE_HOME/kpiwatch``, else ``~/.cache/kpiwatch``; None with no home."""
+    if base := os.environ.get("XDG_CACHE_HOME"):
+        return Path(base) / "kpiwatch"
+    home = os.path.expanduser("~")
+    return None if home.startswith("~") else Path(home) / ".cache" / "kpiwatch"
+
+
+def _no_path_if_empty(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 def config_file() -> Path:
     return Path(os.environ.get("KPIWATCH_CONFIG", DEFAULT_CONFIG_FILE))
 
@@ -98,6 +110,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
     # directories besides the rules directory that CSV sources may read files from
     file_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # where a clean load of the rules keeps what it parsed and checked, so that the next
+    # start with unchanged files is fast (config/rules_cache.py); empty: keep nothing
+    cache_dir: Annotated[Path | None, BeforeValidator(_no_path_if_empty)] = Field(
+        default_factory=lambda: default_cache_dir()
+    )
     log_format: Literal["console", "json"] | None = None  # None: console on a TTY, else json
     log_level: str = "info"
     max_workers: int = Field(default=8, ge=1, le=256)  # concurrent source fetches

@@ -33,31 +33,47 @@ class Sharing:
     def share(self, model: M) -> M:
         """``model`` with its parts shared; an equal model seen before, if there was one."""
         fields = model.__dict__
-        whole = True  # only scalars and shared models inside: the model itself can be shared
+        # the key of each field while the model can be shared whole (only scalars and
+        # shared models inside); None once it cannot. Keys as _key gives them, made here:
+        # this loop runs for every field of every KPI
+        keys: list[tuple[str, Any]] | None = []
+        shared: Any
         for name, value in fields.items():
-            if isinstance(value, BaseModel):
+            kind = type(value)
+            if kind is str:
+                if len(value) <= 64:
+                    shared = sys.intern(value)
+                    if shared is not value:
+                        fields[name] = shared  # frozen models refuse setattr, not their __dict__
+                key: Any = (str, value)
+            elif value is None or kind is bool or isinstance(value, Enum):
+                key = (kind, value)  # one instance each already
+            elif isinstance(value, BaseModel):
                 shared = self.share(value)
-                whole = whole and id(shared) in self._shared
+                if shared is not value:
+                    fields[name] = shared
+                if id(shared) not in self._shared:
+                    keys = None
+                    continue
+                key = id(shared)
             elif isinstance(value, _SCALARS):
-                shared = self._value(value)
+                key = _key(value)
+                shared = self._values.setdefault(key, value)
+                if shared is not value:
+                    fields[name] = shared
             else:  # a mapping or list: mutable, kept per model
-                whole = False
+                keys = None
                 continue
-            if shared is not value:
-                fields[name] = shared  # frozen models refuse setattr, not their __dict__
-        given = model.__pydantic_fields_set__
-        object.__setattr__(model, "__pydantic_fields_set__", self._value(given))
-        if not whole or model.__pydantic_extra__ or model.__pydantic_private__:
+            if keys is not None:
+                keys.append((name, key))
+        given_key = _key(model.__pydantic_fields_set__)
+        given = self._values.setdefault(given_key, model.__pydantic_fields_set__)
+        object.__setattr__(model, "__pydantic_fields_set__", given)
+        if keys is None or model.__pydantic_extra__ or model.__pydantic_private__:
             return model
-        key = (type(model), tuple((k, _key(v)) for k, v in fields.items()), _key(given))
-        found = self._models.setdefault(key, model)
+        found = self._models.setdefault((type(model), tuple(keys), given_key), model)
         self._shared.add(id(found))
         return found  # type: ignore[return-value]  # the key holds its type
-
-    def _value(self, value: Any) -> Any:
-        if type(value) is str:  # not a str enum
-            return sys.intern(value) if len(value) <= 64 else value
-        return self._values.setdefault(_key(value), value)
 
 
 def _key(value: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import time as _time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,7 +97,8 @@ class App:
         # scheduled path's CPU (issue 15). The once-a-minute ticks keep theirs (their
         # done slots carry over restarts).
         self._exclusive = self.store.engine.dialect.name == "sqlite"
-        loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots)
+        loaded = load_rules(settings.rules_dir, file_roots=settings.file_roots,
+                            cache_dir=settings.cache_dir)  # fmt: skip
         secrets.register(settings, loaded.rules)
         self.channels = build_channels(settings, self.store, self.clock.now)
         verify_slack(self.channels)
@@ -140,6 +142,7 @@ class App:
         self.outbox.on_result = self.metrics.delivered
         self.runner.on_reminded = self.metrics.reminded
         self._forget_removed_kpis()
+        self._frozen = False  # see keep_for_good
         log.info(
             "rules loaded",
             kpis=len(loaded.rules.kpis),
@@ -147,6 +150,22 @@ class App:
             database=self.store.url,
             version=__version__,
         )
+
+    def keep_for_good(self) -> None:
+        """Hide what exists now (rules, workspace, wiring) from the cyclic collector.
+
+        What the App holds after start lives as long as the process (the rules until a
+        reload), yet every full pass of the collector would walk it again (10,000 KPIs
+        leave some 43,000 objects it tracks, ~55 ms a pass on a 2-core machine, for
+        nothing). ``gc.freeze()`` moves everything alive to a generation the collector
+        never walks; reference counting still frees it. The process that
+        runs this App calls it once started (``run``, ``run --once``), not ``load_rules``
+        nor this constructor: a process that drops what it loaded or built (``check``,
+        the tests, which build many Apps) would keep its garbage cycles for good. A
+        reload then unfreezes, collects once and freezes the new rules.
+        """
+        gc.freeze()
+        self._frozen = True
 
     # ------------------------------------------------------------ wiring
 
@@ -269,7 +288,8 @@ class App:
     def reload(self) -> bool:
         """Load the rules again; invalid rules are refused and the running ones stay."""
         try:
-            loaded = load_rules(self.settings.rules_dir, file_roots=self.settings.file_roots)
+            loaded = load_rules(self.settings.rules_dir, file_roots=self.settings.file_roots,
+                                cache_dir=self.settings.cache_dir)  # fmt: skip
         except RuleLoadError as exc:
             log.error(
                 "rules not reloaded: fix these errors; the running rules stay",
@@ -280,6 +300,11 @@ class App:
         old = self.runner.swap(self._workspace(loaded))
         old.close()
         self._forget_removed_kpis(old.rules)
+        if self._frozen:  # let the old rules and workspace go, keep the new ones for good
+            del old
+            gc.unfreeze()
+            gc.collect()  # their cycles (connection pools, say) are freed only by it
+            gc.freeze()
         if self._scheduler is not None:
             self._scheduler.sync_kpis(
                 loaded.rules, self.store.states(), self.clock.now(), self._run_kpis

@@ -102,6 +102,13 @@ def statement_problem(query: str, dialect: str | None) -> str | None:
         statements = [s for s in sqlglot.parse(query, read=dialect) if s is not None]
     except (SqlglotError, RecursionError):  # the parser recurses: a deeply nested query
         return _token_problem(query, dialect)
+    try:
+        return _tree_problem(statements)
+    finally:
+        _unlink(statements)
+
+
+def _tree_problem(statements: list[exp.Expr]) -> str | None:
     if not statements:
         return f"the query is empty; {_HINT}"
     if len(statements) > 1:
@@ -116,6 +123,18 @@ def statement_problem(query: str, dialect: str | None) -> str | None:
     if not isinstance(statement, _TOP_LEVEL):
         return f"{statement.key.upper()} is refused; {_HINT}"
     return None
+
+
+def _unlink(statements: list[exp.Expr]) -> None:
+    """Drop each node's link to its parent, so the tree is freed as soon as it is dropped.
+
+    Parent links make every parsed tree a cycle, which only the cyclic collector frees:
+    while it is paused (the rules load: :func:`~kpiwatch.config.loader.collector_paused`)
+    10,000 queries left ~90 MB of trees behind, and that memory stayed with the process.
+    """
+    for statement in statements:
+        for node in statement.walk():
+            node.parent = None
 
 
 def _named(node: exp.Expression, what: str) -> str:

@@ -462,9 +462,9 @@ def test_mutated_valid_documents_load_or_name_each_problem(
             assert problem.path, problem
 
 
-def _outcome(text: str) -> LoadedRules | str:
+def _outcome(text: str, env: dict[str, str] | None = None) -> LoadedRules | str:
     try:
-        return load_rule_text(text, FILE, env={})
+        return load_rule_text(text, FILE, env=env or {})
     except RuleLoadError as exc:
         return str(exc)
 
@@ -525,6 +525,35 @@ def test_references_with_any_environment_load_or_are_refused(
                 missing = re.search(r"variable (\w+) is not set", problem.message)
                 assert missing, problem
                 assert missing[1] not in env, problem
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(LEAVES), st.sampled_from(["plain", "default", "inside"])),
+        min_size=1,
+        max_size=5,
+    ),
+    st.dictionaries(st.sampled_from(["V0", "V1", "V2", "V3", "V4"]), ENV_VALUES, max_size=5),
+    st.sampled_from(["", "  unit: $\n", "x: &a {u: ${V0}}\ny: *a\n", "x: [${V0:-1}, $${V1}]\n"]),
+)
+def test_the_fast_path_substitutes_what_the_careful_one_does(
+    where: list[tuple[Path_, str]], env: dict[str, str], extra: str
+) -> None:
+    # the fast path substitutes while it constructs; the careful one in the tree first
+    document = copy.deepcopy(VALID)
+    for i, (path, form) in enumerate(where):
+        reference = {"plain": f"${{V{i}}}", "default": f"${{V{i}:-7}}"}.get(form, f"a ${{V{i}}} b")
+        _at(document, path[:-1])[path[-1]] = reference
+    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True) + extra
+    fast = _outcome(text, env)
+    with mock.patch("kpiwatch.config.loader.fast_possible", return_value=False):
+        careful = _outcome(text, env)
+
+    if isinstance(fast, str) or isinstance(careful, str):
+        assert fast == careful
+    else:
+        assert (fast.rules, fast.locations) == (careful.rules, careful.locations)
 
 
 @functools.cache
@@ -621,6 +650,21 @@ def test_deep_nesting_is_refused_quickly(text: str) -> None:
 
     assert elapsed < 1.0, f"took {elapsed:.1f}s"
     assert "nested" in str(error)
+
+
+def test_a_large_document_without_aliases_is_not_a_billion_laughs() -> None:
+    # the limit once counted values but not keys: 10,000 KPIs of a dozen keys each and a
+    # `count(*)` somewhere (the '*' makes the check run) were refused as a "billion laughs"
+    kpis = "".join(
+        f"  - {{id: k{i}, name: K, owner: o, direction: lower_is_better, source: push,"
+        f" description: 'count(*)', unit: x, every: 5m, review: weekly, for: 2}}\n"
+        for i in range(40)
+    )
+    with mock.patch("kpiwatch.config.document.MAX_ALIASED", 300):  # 40 x 11 keys > 300
+        loaded = load_rule_text("kpis:\n" + kpis, FILE, env={})
+        assert len(loaded.rules.kpis) == 40
+        with pytest.raises(RuleLoadError, match="billion laughs"):  # and aliases still count
+            load_rule_text(_laughs(3) + "kpis:\n" + kpis, FILE, env={})
 
 
 def test_a_small_merge_is_still_a_merge() -> None:
