@@ -62,7 +62,8 @@ def write_rules(rules: Path, warehouse_url: str, kpis: int, every: int) -> None:
     engine.dispose()
     rules.mkdir()
     lines = ["sources:",
-             f"  wh: {{type: sql, url: '{warehouse_url}', timeout: 30s, max_concurrency: 4}}",
+             f"  wh: {{type: sql, url: '{warehouse_url}', timeout: 30s, max_concurrency: 4,"
+             " allow_privileged: true}",
              "kpis:"]  # fmt: skip
     for n in range(kpis):
         lines.append(

@@ -18,6 +18,8 @@ pass; not counted) it measures for ``--minutes``:
   its due time (the ``every`` grid) its fetch started;
 * **RSS** of the daemon (VmRSS, and VmHWM at the end) every 10 s;
 * **board latency**: ``GET /`` (the first page) every 10 s, median and max;
+* the daemon's **CPU per evaluation** (user + system over the window, board
+  requests included), for sizing;
 * the daemon's skipped-evaluation counter and how many log lines it wrote.
 
 The machine's load average is printed too: the bench itself reads the store
@@ -85,6 +87,12 @@ def rss_kib(pid: int) -> tuple[int, int]:
     rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
     hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
     return rss, hwm
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU of a process so far (/proc/<pid>/stat, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def counter(text: str, name: str) -> float:
@@ -173,6 +181,7 @@ def measure(args: argparse.Namespace, daemon: subprocess.Popen[bytes], port: int
                     if row.last_evaluated is not None}  # fmt: skip
 
     metrics_before = client.get(base + "/metrics").text
+    cpu_before = cpu_seconds(daemon.pid)
     seen = read()
     start = time.monotonic()
     lags: list[float] = []
@@ -194,6 +203,7 @@ def measure(args: argparse.Namespace, daemon: subprocess.Popen[bytes], port: int
         time.sleep(3)
     elapsed = time.monotonic() - start
     metrics_after = client.get(base + "/metrics").text
+    cpu = cpu_seconds(daemon.pid) - cpu_before
     _, hwm = rss_kib(daemon.pid)
     engine.dispose()
     ran = counter(metrics_after, "kpiwatch_evaluations_total") - counter(
@@ -207,6 +217,8 @@ def measure(args: argparse.Namespace, daemon: subprocess.Popen[bytes], port: int
         "due evaluations": f"{due:,.0f}",
         "run": f"{ran:,.0f} ({100 * ran / due:.1f} %)",
         "skipped (counter)": f"{skipped:,.0f}",
+        "daemon CPU per evaluation": f"{1000 * cpu / max(ran, 1):.2f} ms ({cpu:.0f} s CPU, "
+                                     f"{100 * cpu / elapsed:.0f} % of a core)",
         "lag p50 / p99 / max": (f"{percentile(lags, 50):.1f} / {percentile(lags, 99):.1f} / "
                                 f"{max(lags):.1f} s ({len(lags):,} seen)") if lags else "none",
         "RSS first / last / peak": f"{rss[0] / 1024:.0f} / {rss[-1] / 1024:.0f} / "
