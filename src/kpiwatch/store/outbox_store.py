@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from kpiwatch.errors import StoreError, redact
 from kpiwatch.model import Ack, Annotation, DeliveryState, KpiState, Observation, OutboxMessage
 from kpiwatch.store import rows
-from kpiwatch.store.base import UNION_CHUNK, StoreBase, chunks, newest_observations
+from kpiwatch.store.base import NOTICE_CHUNK, StoreBase, chunks, newest_observations
 from kpiwatch.store.dbtime import utc_now
 from kpiwatch.store.schema import acks as acks_t
 from kpiwatch.store.schema import events as events_t
@@ -260,7 +260,7 @@ class OutboxStore(StoreBase):
     ) -> dict[str, NoticeContext]:
         """Per KPI: its state, its last ``points`` observations (oldest first), its
         annotations at or after ``annotations_since`` (by ``at``; None: none read) and
-        the ack of its current episode. Four queries per 32 KPIs; KPIs without a
+        the ack of its current episode. Four queries per 200 KPIs; KPIs without a
         state are present too (all empty).
         """
         ids = sorted(set(kpi_ids))
@@ -271,11 +271,12 @@ class OutboxStore(StoreBase):
         notes: dict[str, list[Annotation]] = {kpi: [] for kpi in ids}
         acks: dict[str, Ack] = {}
         with self._read("read notice context") as connection:
-            for chunk in chunks(ids, UNION_CHUNK):
+            for chunk in chunks(ids, NOTICE_CHUNK):
                 query = sa.select(state_t).where(state_t.c.kpi_id.in_(chunk))
                 for row in connection.execute(query).mappings():
                     states[row["kpi_id"]] = rows.to_state(row)
-                for row in connection.execute(newest_observations(chunk, points)).mappings():
+                newest = newest_observations(chunk, points, chunk=NOTICE_CHUNK)
+                for row in connection.execute(newest).mappings():
                     recent[row["kpi_id"]].append(rows.to_observation(row))
                 if annotations_since is not None:
                     query = (

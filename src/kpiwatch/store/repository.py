@@ -215,7 +215,7 @@ class Store(OutboxStore, PeopleStore):
             limited = sorted(limits.keys() & history.keys(), key=limits.__getitem__)
             for chunk in chunks(limited, UNION_CHUNK):  # by limit: similar ones together
                 points = max(limits[kpi_id] for kpi_id in chunk)
-                newest_first = newest_observations(chunk, points, since=since)
+                newest_first = newest_observations(chunk, points, chunk=UNION_CHUNK, since=since)
                 for row in connection.execute(newest_first).mappings():
                     history[row["kpi_id"]].append(rows.to_observation(row))
         for kpi_id in limited:  # a UNION's rows come in no set order; the chunk's largest limit
