@@ -1,9 +1,9 @@
 """Resident memory of the kpiwatch daemon with 10,000 KPIs over an hour of cycles.
 
 Run:  .venv/bin/python bench/bench_memory.py [--kpis 10000] [--every 5] [--hours 1]
-      [--source push|sql]
+      [--cycles N] [--mark 100] [--source push|sql]
       [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench_kpiwatch_mem]
-      [--first-start] [--objects] [--no-deliver] [--no-scrape] [--tracemalloc]
+      [--first-start] [--objects] [--no-deliver] [--no-scrape] [--tracemalloc [--frames N]]
 
 The measurement runs in a fresh child process (so RSS holds nothing of the
 parent's). It builds what ``kpiwatch run`` holds: the CLI and
@@ -27,10 +27,17 @@ and GETs ``/metrics`` as Prometheus would (and ``/`` after the last cycle;
 ``--no-scrape`` skips both), moving every value a little between cycles. It
 reports VmRSS (``/proc/self/status``) after the imports, after start (rules
 loaded, everything wired), after the first cycle, every 10 cycles and at the end.
+``--cycles N`` runs N cycles instead of ``--hours`` worth; ``--mark M``
+(default 100, or a fifth of the cycles when there are fewer than 500) is the
+cycle the end is compared with: "does memory plateau" is RSS at the end over
+RSS at cycle M (issue 15 wants 500 cycles within 5 % of cycle 100).
 ``--objects`` measures the older, narrower set instead: only the store,
 workspace and Runner. ``--tracemalloc`` also reports Python's traced memory (it
 slows the cycles about 2x and adds its own memory to RSS, so it is off by
-default). Set ``MALLOC_ARENA_MAX`` in the environment to see glibc's arenas' share.
+default); with it, a snapshot at the mark and one at the end are compared (the
+allocation sites that grew, by line, ``--frames N`` deep) and the objects per
+type counted at both, then the largest sites at the end are listed. Set
+``MALLOC_ARENA_MAX`` in the environment to see glibc's arenas' share.
 
 Baseline (quoted, not measured): Prometheus uses about 127 MiB for the same rules.
 """
@@ -52,6 +59,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 PROMETHEUS_MIB = 127.0  # quoted in issue 6, not measured here
@@ -84,6 +92,79 @@ def traced_mib() -> str:
         if tracemalloc.is_tracing()
         else "(--tracemalloc)"
     )
+
+
+def engine_note(engine: Any) -> str:
+    """The SQLAlchemy compiled-statement cache's entries and the pool's connections."""
+    cache = engine._compiled_cache  # an LRU of compiled statements, 500 by default
+    size = "off" if cache is None else f"{len(cache)} of {cache.capacity}"
+    return f"compiled cache {size}; {engine.pool.status()}"
+
+
+def type_counts() -> dict[str, int]:
+    """Live objects the garbage collector tracks, per type name."""
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        name = type(obj).__qualname__
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _filtered(snapshot: tracemalloc.Snapshot) -> tracemalloc.Snapshot:
+    return snapshot.filter_traces([
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
+    ])  # fmt: skip
+
+
+class Marked:
+    """What --tracemalloc holds at the mark: a snapshot and the objects per type."""
+
+    def __init__(self, snapshot: tracemalloc.Snapshot, types: dict[str, int]) -> None:
+        self.snapshot = snapshot
+        self.types = types
+
+    @classmethod
+    def take(cls) -> Marked:
+        gc.collect()
+        return cls(_filtered(tracemalloc.take_snapshot()), type_counts())
+
+    def report_growth(self, between: str, top: int = 25) -> None:
+        gc.collect()
+        end = _filtered(tracemalloc.take_snapshot())
+        key = "traceback" if tracemalloc.get_traceback_limit() > 1 else "lineno"
+        diffs = end.compare_to(self.snapshot, key)
+        grown = sum(d.size_diff for d in diffs)
+        print(f"\ntraced memory {between}: {grown / 2**20:+.2f} MiB; the sites that grew most:")
+        for diff in diffs[:top]:
+            if diff.size_diff <= 0:
+                break
+            frames = list(diff.traceback)[::-1]  # innermost first
+            where = " <- ".join(f"{f.filename.split('site-packages/')[-1]}:{f.lineno}"
+                                for f in frames[:4])  # fmt: skip
+            print(f"  {diff.size_diff / 1024:+9.1f} KiB {diff.count_diff:+7d} blocks  {where}")
+        types = type_counts()
+        rows = sorted(((n - self.types.get(t, 0), t, n) for t, n in types.items()),
+                      reverse=True)[:12]  # fmt: skip
+        print("objects per type that grew (delta, type, now):")
+        for delta, name, now in rows:
+            if delta <= 0:
+                break
+            print(f"  {delta:+8d}  {name:<40} {now:>9d}")
+
+
+def report_top(snapshot: tracemalloc.Snapshot, top: int = 20) -> None:
+    """The largest allocation sites at the end, by file and by line."""
+    snapshot = _filtered(snapshot)
+    for key in ("filename", "lineno"):
+        stats = snapshot.statistics(key)
+        print(f"\ntraced memory at the end by {key} (top {top} of {len(stats)}):")
+        for stat in stats[:top]:
+            frame = stat.traceback[0]
+            where = frame.filename.split("site-packages/")[-1]
+            if key == "lineno":
+                where += f":{frame.lineno}"
+            print(f"  {stat.size / 2**20:8.2f} MiB {stat.count:>9d} blocks  {where}")
 
 
 def make_warehouse(path: Path, n: int, rng: random.Random) -> list[float]:
@@ -138,7 +219,7 @@ def write_rules(
 def child(args: argparse.Namespace) -> None:
     """The measurement itself, in a fresh process."""
     if args.tracemalloc:
-        tracemalloc.start()
+        tracemalloc.start(args.frames)
     for name in [n for n in os.environ if n.startswith("KPIWATCH_")]:
         del os.environ[name]  # the settings are this bench's, not the shell's
     print(f"{'point':<34} {'RSS MiB':>8} {'cycle s':>8}  notes", flush=True)
@@ -205,7 +286,12 @@ def child(args: argparse.Namespace) -> None:
         start_rss = rss_mib()
         print(f"{'started (rules loaded, wired)':<34} {start_rss:>8.1f} {load_s:>8.1f}"
               f"  {args.kpis:,} KPIs; traced {traced_mib()}", flush=True)  # fmt: skip
-        cycles = args.hours * 60 // args.every
+        cycles = args.cycles or args.hours * 60 // args.every
+        mark = min(args.mark or 100, cycles) if args.mark or cycles >= 500 else cycles // 5
+        mark = max(1, mark)
+        mark_rss = float("nan")
+        mark_engine = ""
+        marked: Marked | None = None
         durations: list[float] = []
         for c in range(1, cycles + 1):
             if args.source == "push":  # what the push API would have stored since
@@ -224,7 +310,12 @@ def child(args: argparse.Namespace) -> None:
                 if c == cycles:
                     get(scrape + "/")
             gc.collect()
-            if c == 1 or c % 10 == 0 or c == cycles:
+            if c == mark:
+                mark_rss = rss_mib()
+                mark_engine = engine_note(store.engine)
+                if args.tracemalloc:
+                    marked = Marked.take()
+            if c == 1 or c % 10 == 0 or c in (cycles, mark):
                 mix = ", ".join(f"{v} {k}" for k, v in sorted(stats.by_status.items()))
                 label = f"after cycle {c} ({c * args.every} min simulated)"
                 print(f"{label:<34} {rss_mib():>8.1f} {durations[-1]:>8.1f}  {mix}", flush=True)
@@ -237,13 +328,22 @@ def child(args: argparse.Namespace) -> None:
             on_disk = sum(p.stat().st_size for p in state.parent.glob(state.name + "*"))
             size = f"; state.db on disk {on_disk / 2**20:.1f} MiB"
         threads = len(os.listdir("/proc/self/task"))
+        print(f"store engine: {engine_note(store.engine)}"
+              + (f" (at cycle {mark}: {mark_engine})" if cycles > mark else ""))  # fmt: skip
         print(f"\nend: RSS {end_rss:.1f} MiB (peak VmHWM {hwm_mib():.1f} MiB), growth over"
               f" {cycles} cycles {end_rss - start_rss:+.1f} MiB{size}; {threads} threads;"
               f" MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', '(unset)')}")  # fmt: skip
+        if cycles > mark:
+            print(f"plateau: RSS at cycle {mark} {mark_rss:.1f} MiB, at cycle {cycles}"
+                  f" {end_rss:.1f} MiB: {end_rss / mark_rss:.3f}x ({end_rss - mark_rss:+.1f} MiB;"
+                  " target: within 5 %)")  # fmt: skip
         if args.tracemalloc:
             current, peak = tracemalloc.get_traced_memory()
             print(f"tracemalloc: current {current / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB"
                   " (Python objects only)")  # fmt: skip
+            if marked is not None and cycles > mark:
+                marked.report_growth(f"cycle {mark} -> cycle {cycles}")
+            report_top(tracemalloc.take_snapshot())
         print(f"baseline: Prometheus ~{PROMETHEUS_MIB:.0f} MiB for the same rules"
               f" (quoted); kpiwatch/Prometheus = {end_rss / PROMETHEUS_MIB:.2f}"
               f"; median cycle {sorted(durations)[len(durations) // 2]:.1f} s")  # fmt: skip
@@ -280,7 +380,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="push: values stored each cycle as the push API does (fast);"
         " sql: one query per KPI on a SQLite warehouse (slow: ~10x)",
     )
+    parser.add_argument(
+        "--cycles", type=int, default=None, help="cycles to run (default: --hours worth)"
+    )
+    parser.add_argument(
+        "--mark",
+        type=int,
+        default=None,
+        help="the cycle the end is compared with (RSS ratio; tracemalloc growth);"
+        " default 100, or a fifth of the cycles when there are fewer than 500",
+    )
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument(
+        "--frames", type=int, default=1, help="--tracemalloc: frames kept per allocation"
+    )
     parser.add_argument(
         "--objects",
         action="store_true",
@@ -308,7 +421,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.child:
         child(args)
         return
-    print(f"{args.kpis:,} KPIs, every {args.every}m, {args.hours} h simulated,"
+    span = f"{args.cycles} cycles" if args.cycles else f"{args.hours} h simulated"
+    print(f"{args.kpis:,} KPIs, every {args.every}m, {span},"
           f" Python {sys.version.split()[0]}, fresh process:\n", flush=True)  # fmt: skip
     argv_child = [sys.executable, os.path.abspath(__file__), *(argv or sys.argv[1:]), "--child"]
     raise SystemExit(subprocess.call(argv_child))

@@ -279,6 +279,38 @@ def test_latest_of_and_evaluation_inputs_read_many_kpis_at_once(store: Store) ->
     assert all(history == [Observation(k, at(0), 1.0)] for k, (_, history) in found.items())
 
 
+def test_evaluation_inputs_reads_only_the_newest_points_of_kpis_given_a_limit(
+    store: Store,
+) -> None:
+    # "revenue" has 10 points, "churn" 3, "signups" 1; only "revenue" and "churn" are limited
+    store.add_observations(Observation("revenue", at(i), float(i)) for i in range(10))
+    store.add_observations(Observation("churn", at(i), float(i)) for i in range(3))
+    store.add_observations([Observation("signups", at(4), 4.0)])
+    red = state("churn", Status.RED, at(2), value=2.0)
+    store.save_state(red)
+
+    inputs = store.evaluation_inputs(
+        ["revenue", "churn", "signups", "nope"], since=at(1), newest={"revenue": 4, "churn": 5}
+    )
+
+    assert inputs == {
+        "revenue": (None, [Observation("revenue", at(i), float(i)) for i in (6, 7, 8, 9)]),
+        # fewer points than the limit, and none before ``since``
+        "churn": (red, [Observation("churn", at(1), 1.0), Observation("churn", at(2), 2.0)]),
+        "signups": (None, [Observation("signups", at(4), 4.0)]),  # not limited: all since
+        "nope": (None, []),
+    }
+    # more limited KPIs than one UNION holds, with different limits
+    many = [f"kpi_{i}" for i in range(450)]
+    store.add_observations(Observation(k, at(m), float(m)) for k in many for m in range(3))
+    limits = {k: 1 + i % 3 for i, k in enumerate(many)}
+    found = store.evaluation_inputs(many, since=at(0), newest=limits)
+    assert all(
+        history == [Observation(k, at(m), float(m)) for m in range(3 - limits[k], 3)]
+        for k, (_, history) in found.items()
+    )
+
+
 def test_save_evaluations_writes_each_like_save_evaluation(store: Store) -> None:
     store.save_evaluation(evaluation(state("churn", Status.GREEN, at(0)), at(0)))
     red = state("revenue", Status.RED, at(5), value=80.0)

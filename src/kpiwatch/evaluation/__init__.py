@@ -3,7 +3,7 @@
 No I/O, no clock, no global state: everything it needs is passed in.
 """
 
-from kpiwatch.evaluation.evaluate import HISTORY_WINDOW, evaluate, history_window
+from kpiwatch.evaluation.evaluate import HISTORY_WINDOW, evaluate, history_points, history_window
 from kpiwatch.evaluation.reminders import (
     DEFAULT_REMINDERS,
     ReminderPolicy,
@@ -18,6 +18,7 @@ __all__ = [
     "HISTORY_WINDOW",
     "ReminderPolicy",
     "evaluate",
+    "history_points",
     "history_window",
     "next_review",
     "reminder_policy",

@@ -62,6 +62,33 @@ PERIOD_HISTORY_WINDOW = timedelta(days=800)
 def history_window(kpi: Kpi) -> timedelta:
     """How far back the history of ``kpi`` an evaluation sees reaches."""
     return HISTORY_WINDOW if kpi.period is None else PERIOD_HISTORY_WINDOW
+
+
+def history_points(kpi: Kpi) -> int | None:
+    """How many of its newest points (within :func:`history_window`) the evaluation of
+    ``kpi`` depends on; None when it may depend on every point in the window.
+
+    A KPI judged by thresholds (and a worsening streak) reads only its last point (and
+    the streak's ``count + 1``): its verdict and state come out the same from those as
+    from the whole window. Reading the whole window instead makes a cycle's memory and
+    time grow with the history kept (400 days of 5-minute points are 115,000 a KPI),
+    issue 15. The rules that look back in time (``change``, ``seasonal``, off track,
+    periods) need the window.
+    """
+    if kpi.period is not None:
+        return None  # periods are bucketed from raw points, compared with last year's
+    trend = kpi.trend
+    points = 1  # thresholds, the data checks (stale, no data, keep_last): the last point
+    if trend is not None:
+        if trend.change is not None or trend.seasonal is not None:
+            return None  # the value ``over`` ago, the same moment in earlier seasons
+        if trend.worsening_streak is not None:
+            points = trend.worsening_streak.count + 1
+    if kpi.off_track_severity is not None:
+        return None  # the glide path starts at the first point; the projection fits all
+    return points
+
+
 _UTC = ZoneInfo("UTC")
 _NINE = time(9, 0)
 _NO_CONTEXT = DataContext()

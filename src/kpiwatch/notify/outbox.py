@@ -121,6 +121,10 @@ class Outbox:
         """Send what is due now; returns how many messages were sent."""
         now = self._clock.now()
         started = self._monotonic()
+        # a slot already past paces nothing and stamps as no slot would (max(slot, started)):
+        # forget it, or this dict keeps every (channel, target) ever sent to (issue 15)
+        if any(slot <= started for slot in self._next_slot.values()):
+            self._next_slot = {key: s for key, s in self._next_slot.items() if s > started}
         paced = [key for key in self._next_slot if self._paced(*key, started)]
         claimed = self._store.claim_due_messages(
             self.holder, now=now, lease=self._lease, limit=limit,

@@ -16,16 +16,13 @@ import sqlalchemy as sa
 from kpiwatch.errors import StoreError, redact
 from kpiwatch.model import Ack, Annotation, DeliveryState, KpiState, Observation, OutboxMessage
 from kpiwatch.store import rows
-from kpiwatch.store.base import StoreBase, chunks
+from kpiwatch.store.base import NOTICE_CHUNK, StoreBase, chunks, newest_observations
 from kpiwatch.store.dbtime import utc_now
 from kpiwatch.store.schema import acks as acks_t
 from kpiwatch.store.schema import events as events_t
 from kpiwatch.store.schema import kpi_annotations as annotations_t
 from kpiwatch.store.schema import kpi_state as state_t
-from kpiwatch.store.schema import observations as observations_t
 from kpiwatch.store.schema import outbox as outbox_t
-
-_UNION_CHUNK = 200  # KPIs per UNION of "newest N points" queries
 
 
 class NoticeContext(NamedTuple):
@@ -274,11 +271,12 @@ class OutboxStore(StoreBase):
         notes: dict[str, list[Annotation]] = {kpi: [] for kpi in ids}
         acks: dict[str, Ack] = {}
         with self._read("read notice context") as connection:
-            for chunk in chunks(ids, _UNION_CHUNK):
+            for chunk in chunks(ids, NOTICE_CHUNK):
                 query = sa.select(state_t).where(state_t.c.kpi_id.in_(chunk))
                 for row in connection.execute(query).mappings():
                     states[row["kpi_id"]] = rows.to_state(row)
-                for row in connection.execute(_recent_observations(chunk, points)).mappings():
+                newest = newest_observations(chunk, points, chunk=NOTICE_CHUNK)
+                for row in connection.execute(newest).mappings():
                     recent[row["kpi_id"]].append(rows.to_observation(row))
                 if annotations_since is not None:
                     query = (
@@ -319,30 +317,6 @@ class OutboxStore(StoreBase):
             )
             if result.rowcount == 0:
                 raise StoreError(f"no outbox message with id {message_id}")
-
-
-def _recent_observations(kpi_ids: Sequence[str], points: int) -> sa.CompoundSelect[Any]:
-    """The newest ``points`` observations of each KPI: one index range per KPI, not a
-    window over their whole history.
-
-    The list is padded with "" (no KPI has that id) to a power of two, at most
-    ``_UNION_CHUNK``: each length is a statement of its own in SQLAlchemy's
-    compiled cache, and a few large ones there beat up to 200.
-    """
-    size = 1
-    while size < len(kpi_ids):
-        size *= 2
-    padded = [*kpi_ids, *[""] * (min(size, max(_UNION_CHUNK, len(kpi_ids))) - len(kpi_ids))]
-    parts = [
-        sa.select(observations_t)
-        .where(observations_t.c.kpi_id == kpi)
-        .order_by(observations_t.c.observed_at.desc())
-        .limit(points)
-        .subquery()
-        .select()
-        for kpi in padded
-    ]
-    return sa.union_all(*parts)
 
 
 def _claim_candidates(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
+from operator import attrgetter
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -28,7 +29,7 @@ from kpiwatch.model import (
     StatusChange,
 )
 from kpiwatch.store import rows, sql
-from kpiwatch.store.base import chunks
+from kpiwatch.store.base import UNION_CHUNK, chunks, newest_observations
 from kpiwatch.store.engine import create_store_engine
 from kpiwatch.store.fencing import Basis, insert_new_states, locked_verdicts
 from kpiwatch.store.outbox_store import OutboxStore
@@ -176,22 +177,34 @@ class Store(OutboxStore, PeopleStore):
         return found
 
     def evaluation_inputs(
-        self, kpi_ids: Collection[str], *, since: datetime
+        self,
+        kpi_ids: Collection[str],
+        *,
+        since: datetime,
+        newest: Mapping[str, int] | None = None,
     ) -> dict[str, tuple[KpiState | None, list[Observation]]]:
-        """Each KPI's stored state and its history since ``since`` (oldest first).
+        """Each KPI's stored state and its history since ``since`` (oldest first); for a
+        KPI in ``newest``, only its newest ``newest[kpi_id]`` points since ``since``.
 
         What evaluating the KPIs needs, read through one connection with two
         queries per few hundred KPIs instead of two transactions per KPI.
+        ``newest`` is :func:`kpiwatch.evaluation.history_points` of the KPIs whose
+        rules look only at their last points: the read then stays the same size
+        however long the history grows (a read of the whole window grew with every
+        point kept, and with it each cycle's memory and time; issue 15).
         """
         states: dict[str, KpiState] = {}
         history: dict[str, list[Observation]] = {kpi_id: [] for kpi_id in kpi_ids}
+        limits = newest or {}
+        whole = [kpi_id for kpi_id in history if kpi_id not in limits]
         c = observations_t.c
         with self._read("read states and history") as connection:
             dialect = connection.dialect.name
-            for chunk in chunks(kpi_ids):
+            for chunk in chunks(history):
                 query = sa.select(state_t).where(sql.one_of(state_t.c.kpi_id, dialect, chunk))
                 for row in connection.execute(query).mappings():
                     states[row["kpi_id"]] = rows.to_state(row)
+            for chunk in chunks(whole):
                 query = (
                     sa.select(observations_t)
                     .where(sql.one_of(c.kpi_id, dialect, chunk), c.observed_at >= since)
@@ -199,6 +212,15 @@ class Store(OutboxStore, PeopleStore):
                 )
                 for row in connection.execute(query).mappings():
                     history[row["kpi_id"]].append(rows.to_observation(row))
+            limited = sorted(limits.keys() & history.keys(), key=limits.__getitem__)
+            for chunk in chunks(limited, UNION_CHUNK):  # by limit: similar ones together
+                points = max(limits[kpi_id] for kpi_id in chunk)
+                newest_first = newest_observations(chunk, points, chunk=UNION_CHUNK, since=since)
+                for row in connection.execute(newest_first).mappings():
+                    history[row["kpi_id"]].append(rows.to_observation(row))
+        for kpi_id in limited:  # a UNION's rows come in no set order; the chunk's largest limit
+            found = sorted(history[kpi_id], key=attrgetter("observed_at"))
+            history[kpi_id] = found[-limits[kpi_id] :]
         return {kpi_id: (states.get(kpi_id), history[kpi_id]) for kpi_id in history}
 
     # -- state ---------------------------------------------------------------

@@ -9,7 +9,7 @@ from _evalkit import NOW, make_kpi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kpiwatch.evaluation import evaluate, next_review, review_tick
+from kpiwatch.evaluation import evaluate, history_points, next_review, review_tick
 from kpiwatch.evaluation.hysteresis import apply_hysteresis
 from kpiwatch.evaluation.thresholds import threshold_status
 from kpiwatch.model import KpiState, Observation, ReviewCadence, Status
@@ -152,3 +152,49 @@ def test_escalated_cadence_is_never_less_frequent_than_the_own(
         assert state.next_review is not None
         assert state.next_review > now
         assert state.green_count == 0 or state.status is Status.GREEN
+
+
+# KPIs whose rules look only at their last points, and ones that look back in time
+_NEWEST_ONLY = [
+    {"thresholds": {"yellow": 5.0, "red": 8.0}},
+    {"thresholds": {"yellow": 5.0, "red": 8.0}, "trend": {"worsening_streak": 3}, "for": 2},
+    {"trend": {"worsening_streak": 1}, "max_age": "2d", "no_data": "keep_last"},
+]
+_WHOLE_WINDOW = [
+    {"trend": {"change": {"over": "14d", "max_pct": 10}}},
+    {"target": {"value": 1.0, "by": "2027-06-01"}},
+    {"period": "month", "thresholds": {"yellow": 5.0, "red": 8.0}},
+]
+
+
+@FAST
+@given(
+    spec=st.sampled_from(_NEWEST_ONLY),
+    values=st.lists(st.floats(min_value=0, max_value=10, allow_nan=False), max_size=12),
+    previous=st.none() | statuses,
+)
+def test_the_newest_points_history_points_names_judge_as_the_whole_history(
+    spec: dict[str, object], values: list[float], previous: Status | None
+) -> None:
+    """What the daemon reads (Store.evaluation_inputs with ``newest``) is all it needs:
+    the evaluation of those points equals that of the whole history (issue 15)."""
+    kpi = make_kpi(**spec)
+    points = history_points(kpi)
+    assert points is not None
+    history = [Observation("churn", NOW - timedelta(days=len(values) - i), v)
+               for i, v in enumerate(values)]  # fmt: skip
+    state = None
+    if previous is not None:
+        state = KpiState(
+            kpi_id="churn",
+            status=previous,
+            since=NOW - timedelta(days=30),
+            review=ReviewCadence.MONTHLY,
+            last_evaluated=NOW - timedelta(days=1),
+        )
+    assert evaluate(kpi, history[-points:], state, NOW) == evaluate(kpi, history, state, NOW)
+
+
+def test_rules_that_look_back_in_time_need_the_whole_window() -> None:
+    assert [history_points(make_kpi(**spec)) for spec in _NEWEST_ONLY] == [1, 4, 2]
+    assert [history_points(make_kpi(**spec)) for spec in _WHOLE_WINDOW] == [None] * 3

@@ -166,6 +166,27 @@ def test_each_slack_channel_is_paced_to_one_message_a_second(store: Store) -> No
     assert store.due_messages(START) == []
 
 
+def test_pacing_forgets_a_recipient_once_its_slot_has_passed(store: Store) -> None:
+    clock, channel = FixedClock(START), RecordingChannel("slack")
+    for i in range(5):  # five Slack channels, one message each
+        _queue(store, key=f"e{i}", channel="slack", kpi=f"kpi_{i}", target=f"#c{i}")
+    tick = [100.0]
+    outbox = _outbox(store, {"slack": channel}, clock, monotonic=lambda: tick[0])
+    assert outbox.deliver_due() == 5
+    assert len(outbox._next_slot) == 5  # each paced until 101.0
+    _queue(store, key="again", channel="slack", kpi="kpi_0", target="#c0")
+    tick[0] = 100.5
+    assert outbox.deliver_due() == 0  # #c0 still paced: remembered
+    assert len(outbox._next_slot) == 5
+    tick[0] = 101.5
+    assert outbox.deliver_due() == 1
+    # the slots of the other four passed: forgotten (the dict held every target ever sent to)
+    assert list(outbox._next_slot) == [("slack", "#c0")]
+    tick[0] = 103.0
+    assert outbox.deliver_due() == 0
+    assert outbox._next_slot == {}
+
+
 class BatchRecorder(RecordingChannel):
     def __init__(self) -> None:
         super().__init__("email")
