@@ -359,7 +359,9 @@ class App:
         """Claim the free ones of ``kpis`` for ``slot``, evaluate those, and finish their
         claims (a KPI whose evaluation failed is let go, not finished)."""
         names = [KPI_LEASE + kpi.id for kpi in kpis]
-        claims = self.leases.claim_many(names, slot=slot, ttl=self._claim_ttl(kpis))
+        # a lease (KPIWATCH_LEASE_SECONDS), renewed every third of it while the batch
+        # runs: a dead replica's claims expire, and are taken over, within one lease
+        claims = self.leases.claim_many(names, slot=slot)
         if not claims:
             log.debug("evaluations skipped: done or claimed elsewhere", kpis=len(kpis),
                       slot=slot.isoformat())  # fmt: skip
@@ -373,16 +375,6 @@ class App:
         failed = {KPI_LEASE + kpi_id for kpi_id in stats.failed_ids}
         self.leases.settle([c for c in claims if c.name not in failed],
                            [c for c in claims if c.name in failed])  # fmt: skip
-
-    def _claim_ttl(self, kpis: Sequence[Kpi]) -> timedelta:
-        """A claim must outlast its first renewal: the slowest fetch plus room to persist."""
-        ttl = self.leases.ttl
-        sources = self.runner.workspace.rules.sources
-        for name in {kpi.source for kpi in kpis}:
-            source = sources.get(name)
-            if source is not None:
-                ttl = max(ttl, source.timeout + timedelta(seconds=30))
-        return ttl
 
     def _renew_claims(self) -> None:
         try:

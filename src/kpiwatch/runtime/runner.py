@@ -33,6 +33,7 @@ from kpiwatch.evaluation import (
     DEFAULT_REMINDERS,
     ReminderPolicy,
     evaluate,
+    history_points,
     history_window,
     reminder_policy,
     reminder_tick,
@@ -135,6 +136,11 @@ class Runner:
     def swap(self, workspace: Workspace) -> Workspace:
         """Install a new rule set; returns the old one for the caller to close."""
         old, self._workspace = self._workspace, workspace
+        with self._locks_guard:  # the locks of KPIs a reload removed, unless one is held
+            known = workspace.rules.by_id
+            for kpi_id in [k for k, lock in self._locks.items()
+                           if k not in known and not lock.locked()]:  # fmt: skip
+                del self._locks[kpi_id]
         return old
 
     # ------------------------------------------------------------ evaluation
@@ -180,7 +186,10 @@ class Runner:
             self._note_fetch(workspace, kpi, fetched, now)
         # state and history through one connection: one checkout instead of two
         window = now - history_window(kpi)
-        previous, stored = self._store.evaluation_inputs([kpi.id], since=window)[kpi.id]
+        points = history_points(kpi)  # only the newest points its rules read
+        newest = None if points is None else {kpi.id: points}
+        previous, stored = self._store.evaluation_inputs([kpi.id], since=window,
+                                                         newest=newest)[kpi.id]  # fmt: skip
         evaluation, restated = self._judge(workspace, kpi, stored, previous, now, fetched)
         if not persist:
             return evaluation
@@ -402,7 +411,10 @@ class Runner:
             since = min(
                 now - history_window(kpi) for kpi, (now, _) in zip(kpis, fetched, strict=True)
             )
-            inputs = self._store.evaluation_inputs(kpi_ids, since=since)
+            # only the newest points each KPI's rules read: a whole window of history
+            # grew every cycle's reads (and memory) with every point stored
+            newest = {kpi.id: n for kpi in kpis if (n := history_points(kpi)) is not None}
+            inputs = self._store.evaluation_inputs(kpi_ids, since=since, newest=newest)
         except StoreError as exc:
             log.error("could not read states and history", error=str(exc))
             return [(kpi.id, self._failed(kpi.id)) for kpi in kpis]
