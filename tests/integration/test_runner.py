@@ -374,3 +374,18 @@ kpis:
     assert len(reminders) == 1
     assert reminders[0].data["to"] == "red"
     assert reminders[0].data["after_mute"] == "nightly load"
+
+
+def test_a_reload_forgets_the_locks_of_removed_kpis(
+    runner: Runner, source: FakeSource, store: Store
+) -> None:
+    """A daemon reloading renamed KPIs for months must not keep a lock per old name."""
+    source.set("errors", 5.0)
+    source.set("spend", 5.0)
+    runner.evaluate_all(["errors", "spend"])
+    assert {"errors", "spend"} <= set(runner._locks)
+    smaller = RULES[: RULES.index("  - id: spend")]
+    old = runner.swap(fake_workspace(smaller, store.latest, {"wh": source}))
+    old.close()
+    assert "spend" not in runner._locks
+    assert "errors" in runner._locks
