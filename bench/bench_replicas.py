@@ -38,7 +38,7 @@ from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
-from bench_sustained import counter, free_port, rss_kib
+from bench_sustained import counter, free_port, kpi_lines, rss_kib
 
 STATE_DB = "bench_replicas_state"
 WAREHOUSE_DB = "bench_replicas_wh"
@@ -65,13 +65,7 @@ def write_rules(rules: Path, warehouse_url: str, kpis: int, every: int) -> None:
              f"  wh: {{type: sql, url: '{warehouse_url}', timeout: 30s, max_concurrency: 4,"
              " allow_privileged: true}",
              "kpis:"]  # fmt: skip
-    for n in range(kpis):
-        lines.append(
-            f"  - {{id: kpi_{n:05}, name: KPI {n}, owner: team{n % 20}@example.com, "
-            f"direction: higher_is_better, source: wh, every: {every}s, "
-            f"query: 'SELECT value FROM readings WHERE id = {n}', "
-            "thresholds: {yellow: 55, red: 52}, trend: {worsening_streak: 3}}"
-        )
+    lines.extend(kpi_lines(kpis, every))
     (rules / "kpis.yaml").write_text("\n".join(lines) + "\n")
 
 

@@ -66,14 +66,19 @@ def write_rules(rules: Path, warehouse: Path, kpis: int, every: int) -> None:
         f"  wh: {{type: sql, url: 'sqlite:///{warehouse}', timeout: 30s}}",
         "kpis:",
     ]
-    for n in range(kpis):
-        lines.append(
-            f"  - {{id: kpi_{n:05}, name: KPI {n}, owner: team{n % 20}@example.com, "
-            f"direction: higher_is_better, source: wh, every: {every}s, "
-            f"query: 'SELECT value FROM readings WHERE id = {n}', "
-            "thresholds: {yellow: 55, red: 52}, trend: {worsening_streak: 3}}"
-        )
+    lines.extend(kpi_lines(kpis, every))
     (rules / "kpis.yaml").write_text("\n".join(lines) + "\n")
+
+
+def kpi_lines(kpis: int, every: int) -> list[str]:
+    """N KPIs of source ``wh``, each reading its row of ``readings`` (value 50-89)."""
+    return [
+        f"  - {{id: kpi_{n:05}, name: KPI {n}, owner: team{n % 20}@example.com, "
+        f"direction: higher_is_better, source: wh, every: {every}s, "
+        f"query: 'SELECT value FROM readings WHERE id = {n}', "
+        "thresholds: {yellow: 55, red: 52}, trend: {worsening_streak: 3}}"
+        for n in range(kpis)
+    ]
 
 
 def free_port() -> int:
