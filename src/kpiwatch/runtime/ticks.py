@@ -34,9 +34,7 @@ class StateTicks:
     _reminders: ReminderPolicy
     _workspace: Workspace
     on_reminded: Callable[[Event], None] | None
-
-    def _lock_for(self, kpi_id: str) -> threading.Lock:
-        raise NotImplementedError
+    _lock_for: Callable[[str], threading.Lock]  # the KPI's lock, shared with evaluations
 
     def tick_reviews(self) -> int:
         """Emit review_due for every KPI whose review has come; returns how many."""
