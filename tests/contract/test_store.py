@@ -195,6 +195,23 @@ def test_state_round_trips_every_field(store: Store) -> None:
     assert store.history(odd.kpi_id) == [Observation(odd.kpi_id, at(7), 1e-300)]
 
 
+def test_states_narrowed_by_status_and_review_time(store: Store) -> None:
+    # what the reminder and review ticks read: the database filters, not Python
+    store.save_state(state("red", Status.RED, at(0), next_review=at(30)))
+    store.save_state(state("yellow", Status.YELLOW, at(0), next_review=at(90)))
+    store.save_state(state("green", Status.GREEN, at(0), next_review=at(60).astimezone(CEST)))
+    store.save_state(state("unknown", Status.UNKNOWN, at(0)))  # no review: never due
+    assert set(store.states(statuses={Status.RED, Status.YELLOW})) == {"red", "yellow"}
+    assert set(store.states(statuses={Status.UNKNOWN})) == {"unknown"}
+    assert set(store.states(review_by=at(59))) == {"red"}
+    assert set(store.states(review_by=at(60))) == {"red", "green"}  # at the time: due
+    assert set(store.states(statuses={Status.YELLOW}, review_by=at(60))) == set()
+    assert store.states(review_by=at(90))["yellow"] == state(
+        "yellow", Status.YELLOW, at(0), next_review=at(90)
+    )
+    assert len(store.states()) == 4
+
+
 def test_save_evaluation_writes_everything(store: Store) -> None:
     red = state("revenue", Status.RED, at(0), value=80.0, reasons=("below 90",))
     ev = event("revenue:red:1", at(0))

@@ -23,6 +23,9 @@ from kpiwatch.runtime.workspace import Workspace
 from kpiwatch.store.fencing import Basis
 from kpiwatch.store.repository import Store
 
+# the statuses with something to remind of or tell after a mute: the ticks read only these
+_RED_OR_YELLOW = frozenset({Status.RED, Status.YELLOW})
+
 
 class StateTicks:
     """Reviews, reminders and mute-window ends (the Runner provides these attributes)."""
@@ -41,7 +44,7 @@ class StateTicks:
         workspace = self._workspace
         now = self._clock.now()
         due = 0
-        for kpi_id, state in self._store.states().items():
+        for kpi_id, state in self._store.states(review_by=now).items():
             kpi = workspace.rules.by_id.get(kpi_id)
             if kpi is None or state.next_review is None or state.next_review > now:
                 continue
@@ -64,7 +67,8 @@ class StateTicks:
         rules = workspace.rules
         now = self._clock.now()
         told = 0
-        for kpi_id, state in self._store.states().items():
+        # only red and yellow episodes are ever reminded of (ReminderPolicy.reminds)
+        for kpi_id, state in self._store.states(statuses=_RED_OR_YELLOW).items():
             kpi = rules.by_id.get(kpi_id)
             if kpi is None:
                 continue
@@ -107,12 +111,12 @@ class StateTicks:
         """
         workspace = self._workspace
         now = self._clock.now()
-        states = self._store.states()
+        states = self._store.states(statuses=_RED_OR_YELLOW)
         notified = 0
         for kpi in workspace.rules.kpis:
             state = states.get(kpi.id)
             # red or yellow: a green KPI has nothing to tell, a blind one no verdict to tell
-            if not kpi.mute or state is None or state.status not in (Status.RED, Status.YELLOW):
+            if not kpi.mute or state is None or state.status not in _RED_OR_YELLOW:
                 continue
             ended = active_mute(kpi, since, self._tz)
             if ended is None or active_mute(kpi, now, self._tz) is not None:

@@ -275,8 +275,8 @@ class OutboxStore(StoreBase):
                 query = sa.select(state_t).where(state_t.c.kpi_id.in_(chunk))
                 for row in connection.execute(query).mappings():
                     states[row["kpi_id"]] = rows.to_state(row)
-                newest = newest_observations(chunk, points, chunk=NOTICE_CHUNK)
-                for row in connection.execute(newest).mappings():
+                newest, params = newest_observations(chunk, points, chunk=NOTICE_CHUNK)
+                for row in connection.execute(newest, params).mappings():
                     recent[row["kpi_id"]].append(rows.to_observation(row))
                 if annotations_since is not None:
                     query = (
