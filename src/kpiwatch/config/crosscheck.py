@@ -176,9 +176,9 @@ def _sql_queries(docs: list[Doc], cache: RulesCache | None = None) -> list[RuleP
     if not urls:
         return []
     # imported here: sqlglot is only loaded for rules that have SQL sources
-    from kpiwatch.sources.sql_guard import dialect_of, statement_problem
+    from kpiwatch.sources.sql_guard import dialect_of, statement_problem, vouch
 
-    check = statement_problem if cache is None else cache.statement_check(statement_problem)
+    check = statement_problem if cache is None else cache.statement_check(statement_problem, vouch)
     dialects = {name: dialect_of(url) for name, url in urls.items()}
     problems: list[RuleProblem] = []
     for doc in docs:

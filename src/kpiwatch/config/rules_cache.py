@@ -13,8 +13,9 @@ runs no code) holding
 The next load takes a file's data from here instead of parsing it, and skips the check
 of an accepted query; everything else runs as always (validation by the models, the
 other cross-file checks, the CSV paths against the file system), so what is loaded is
-the same. The check before every fetch never reads this file: a query reaches the
-database only after it passed the check in the process that runs it.
+the same. Such a query is vouched for to the check before every fetch
+(:func:`kpiwatch.sources.sql_guard.vouch`), which then does not parse it either: a file
+only this user can write is as trusted as the process itself.
 
 It is an optimisation only. A file written by another version of kpiwatch, Python,
 PyYAML or sqlglot, one that does not parse or is not the shape written here, or one not
@@ -132,9 +133,11 @@ class RulesCache:
             separators=(",", ":"),
         )
 
-    def statement_check(self, check: Check) -> Check:
-        """``check`` that skips the queries this cache holds as accepted by this sqlglot,
-        and notes every query accepted, to be written."""
+    def statement_check(
+        self, check: Check, vouch: Callable[[str, str | None], None] | None = None
+    ) -> Check:
+        """``check`` that skips the queries this cache holds as accepted by this sqlglot
+        (passing each to ``vouch``), and notes every query accepted, to be written."""
         known = self.statements if self.statements_by == _sqlglot() else frozenset()
         accepted = self.accepted
 
@@ -142,6 +145,8 @@ class RulesCache:
             key = statement_key(query, dialect)
             if key in known:
                 accepted.add(key)
+                if vouch is not None:
+                    vouch(query, dialect)
                 return None
             reason = check(query, dialect)
             if reason is None:

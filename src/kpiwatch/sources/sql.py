@@ -44,7 +44,7 @@ from kpiwatch.errors import (
 )
 from kpiwatch.model import Observation
 from kpiwatch.sources.base import FetchResult, Source, observations_of
-from kpiwatch.sources.sql_guard import dialect_of, statement_problem
+from kpiwatch.sources.sql_guard import dialect_of, fetch_problem
 from kpiwatch.sources.sql_privileges import PrivilegedRoleError, refuse_privileged_roles
 from kpiwatch.sources.sql_session import (
     connection_lost,
@@ -82,8 +82,9 @@ class SqlQuerySource:
     def fetch(self, kpi: rules.Kpi, now: datetime) -> FetchResult:
         """Run the KPI's query; raise SourceError (or a subclass), nothing else."""
         query = kpi.query or ""
-        # the rules were checked at load; this catches a KPI built another way, cached
-        refused = statement_problem(query, self._dialect)
+        # the rules were checked at load; this catches a KPI built another way (a look-up
+        # for a query the load checked or took as accepted from the rules cache)
+        refused = fetch_problem(query, self._dialect)
         if refused is not None:
             raise SourceError(
                 f"query for {kpi.id!r} not sent: {refused}", source=self.name, kpi=kpi.id
@@ -118,7 +119,7 @@ class SqlQuerySource:
     def latest_load(self, query: str) -> datetime | None:
         """The time the source's ``freshness`` query gives (its first cell), None when it
         gives no row or NULL; SourceError (or SourceUnavailable) when it cannot be had."""
-        refused = statement_problem(query, self._dialect)
+        refused = fetch_problem(query, self._dialect)
         if refused is not None:
             raise SourceError(f"freshness query not sent: {refused}", source=self.name)
         try:

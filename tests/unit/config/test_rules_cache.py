@@ -103,6 +103,38 @@ def test_a_cached_load_gives_the_same_rules_and_skips_the_work(rules: Path, tmp_
     _same(without, again)
 
 
+def test_a_cached_load_vouches_for_its_queries_to_the_fetch_check(
+    rules: Path, tmp_path: Path
+) -> None:
+    from kpiwatch.sources import sql_guard
+
+    cache = tmp_path / "cache"
+    load_rules(rules, env=ENV, cache_dir=cache)
+    sql_guard._VOUCHED.clear()
+    sql_guard.statement_problem.cache_clear()  # as in a new process
+    loaded = load_rules(rules, env=ENV, cache_dir=cache).rules
+    urls = {name: getattr(source, "url", None) for name, source in loaded.sources.items()}
+    queries = [
+        (k.query, sql_guard.dialect_of(urls[k.source]))
+        for k in loaded.kpis
+        if k.query and urls.get(k.source)
+    ]
+    assert ("SELECT day, n FROM signups ORDER BY day", "sqlite") in queries
+    with mock.patch("sqlglot.parse", side_effect=AssertionError("parsed")):
+        assert [sql_guard.fetch_problem(q, d) for q, d in queries] == [None] * len(queries)
+    # vouched for in its dialect only; a query the load never saw is still parsed and judged
+    assert sql_guard.fetch_problem("SELECT 1; DELETE FROM signups", "sqlite") is not None
+    with (
+        mock.patch("sqlglot.parse", side_effect=AssertionError("parsed")),
+        pytest.raises(AssertionError, match="parsed"),
+    ):
+        sql_guard.fetch_problem("SELECT day, n FROM signups ORDER BY day", "tsql")
+    # a load without the cache vouches for nothing: the fetch check parses (and caches)
+    sql_guard._VOUCHED.clear()
+    load_rules(rules, env=ENV)
+    assert not sql_guard._VOUCHED
+
+
 def test_a_file_with_references_is_never_cached(rules: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     load_rules(rules, env=ENV, cache_dir=cache)
