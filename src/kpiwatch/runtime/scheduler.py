@@ -22,6 +22,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.util import undefined
 
 from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.model import KpiState
@@ -212,14 +213,16 @@ class Scheduler:
         now: datetime | None = None,
         executor: str = "default",
     ) -> None:
-        """A housekeeping job (reviews, outbox, heartbeat) every ``seconds``."""
+        """A housekeeping job (reviews, outbox, heartbeat) every ``seconds``: first at
+        ``now`` when given, else one interval from the start."""
         self._scheduler.add_job(
             func,
             IntervalTrigger(seconds=seconds, timezone=self._tz),
             id=job_id,
             name=job_id,
             replace_existing=True,
-            next_run_time=now,
+            # not None: APScheduler adds a job whose next_run_time is None paused
+            next_run_time=undefined if now is None else now,
             executor=executor,
         )
 

@@ -129,6 +129,25 @@ kpis:
         scheduler.shutdown(wait=False)
 
 
+def test_a_housekeeping_job_given_no_start_runs_after_its_interval() -> None:
+    # APScheduler adds a job whose next_run_time is None paused: the replicas' takeover of
+    # abandoned work, the renewal of claims and the mute-window ends never ran in the daemon
+    import threading
+
+    from kpiwatch.runtime.scheduler import Scheduler
+
+    ran, now = threading.Event(), threading.Event()
+    scheduler = Scheduler(max_workers=2, misfire_grace=60, tz=UTC_ZONE, on_skipped=lambda *_: None)
+    scheduler.every("later", 0.3, ran.set)
+    scheduler.every("now", 3600, now.set, now=datetime.now(UTC))
+    scheduler.start()
+    try:
+        assert now.wait(10)
+        assert ran.wait(10), "a job added without a start time never ran"
+    finally:
+        scheduler.shutdown(wait=False)
+
+
 # -- due slots: every replica must name the same due time -----------------------
 
 
