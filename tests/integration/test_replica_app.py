@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -120,6 +120,39 @@ def test_work_claimed_by_a_dead_replica_is_taken_over_once(
     assert book.abandoned("kpi:") == []
     second._take_over_abandoned()  # nothing left: the slot is done
     assert _evaluated(first) == clock.now()
+
+
+def test_a_running_replica_takes_over_a_dead_replicas_claim_by_itself(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the takeover is a job of the daemon's scheduler: it ran when called, but the job was
+    # added paused and never ran by itself (a dead replica's work waited for its next time)
+    monkeypatch.setattr("kpiwatch.runtime.app.LEASE_CHECK_SECONDS", 0.2)
+    # the scheduler runs on the wall clock: jobs first due at a fixed clock's time months
+    # ago would make it count every run it missed since
+    start = datetime.now(UTC).replace(microsecond=0)
+    clock = FixedClock(start)
+    app = App(settings.model_copy(update={"http_port": 0}), clock)
+    app.start()
+    try:
+        _wait_until(lambda: _evaluated(app) == start)  # the first run, at start
+        clock.advance(timedelta(minutes=1))
+        kpi = app.kpi("signups")
+        assert kpi is not None
+        slot = due_slot(kpi, clock.now(), settings.tz)
+        book = LeaseBook(app.store.engine)
+        assert book.claim("kpi:signups", "dead-replica", timedelta(seconds=-1), slot=slot)
+        _wait_until(lambda: _evaluated(app) == clock.now())
+        assert book.abandoned("kpi:") == []
+    finally:
+        app.stop()
+
+
+def _wait_until(done: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 15
+    while not done():
+        assert time.monotonic() < deadline, "not within 15 s"
+        time.sleep(0.05)
 
 
 def test_review_ticks_and_digests_run_on_one_replica_per_slot(
