@@ -212,6 +212,17 @@ def test_states_narrowed_by_status_and_review_time(store: Store) -> None:
     assert len(store.states()) == 4
 
 
+def test_evaluated_since_names_the_kpis_evaluated_at_or_after_a_time(store: Store) -> None:
+    store.save_state(state("early", Status.GREEN, at(0), last_evaluated=at(9)))
+    store.save_state(state("on_time", Status.RED, at(0), last_evaluated=at(10)))
+    store.save_state(state("late", Status.RED, at(0), last_evaluated=at(11).astimezone(CEST)))
+    store.save_state(state("never", Status.UNKNOWN, at(0), last_evaluated=None))
+    kpis = ["early", "on_time", "late", "never", "absent"]
+    assert store.evaluated_since(kpis, at(10)) == {"on_time", "late"}
+    assert store.evaluated_since(["early"], at(9)) == {"early"}
+    assert store.evaluated_since([], at(0)) == set()
+
+
 def test_save_evaluation_writes_everything(store: Store) -> None:
     red = state("revenue", Status.RED, at(0), value=80.0, reasons=("below 90",))
     ev = event("revenue:red:1", at(0))

@@ -122,6 +122,32 @@ def test_work_claimed_by_a_dead_replica_is_taken_over_once(
     assert _evaluated(first) == clock.now()
 
 
+def test_a_dead_replicas_saved_but_unfinished_evaluation_is_not_done_twice(
+    apps: tuple[App, App, FixedClock],
+) -> None:
+    # a replica saves its chunk batch by batch and marks the claims done at the end: killed
+    # in between, it leaves evaluations saved for the due time under claims never finished
+    first, second, clock = apps
+    kpi = first.kpi("signups")
+    assert kpi is not None
+    slot = due_slot(kpi, clock.now(), first.settings.tz)
+    book = LeaseBook(first.store.engine)
+    assert book.claim("kpi:signups", "dead-replica", timedelta(seconds=1), slot=slot)
+    first.runner.evaluate_due(["signups"])  # saved, as the dead replica did; never finished
+    saved = _evaluated(first)
+    assert saved == START
+    _wait_for_expiry(book)
+    clock.advance(timedelta(seconds=20))  # the same due minute
+    second._take_over_abandoned()
+    assert _evaluated(second) == saved  # not evaluated a second time for the same due time
+    assert book.abandoned("kpi:") == []  # its claim is finished: the slot is done
+    first._run_kpis(("signups",))
+    assert _evaluated(first) == saved
+    clock.advance(timedelta(minutes=1))  # the next due time is evaluated as usual
+    first._run_kpis(("signups",))
+    assert _evaluated(first) == clock.now()
+
+
 def test_a_running_replica_takes_over_a_dead_replicas_claim_by_itself(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,7 +19,7 @@ from kpiwatch.config import secrets
 from kpiwatch.config.loader import LoadedRules, load_rules
 from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.config.settings import Settings
-from kpiwatch.errors import ConfigError, DeliveryError, RuleLoadError
+from kpiwatch.errors import ConfigError, DeliveryError, RuleLoadError, StoreError
 from kpiwatch.evaluation import ReminderPolicy
 from kpiwatch.notify.channels.alertmanager import AlertmanagerChannel, removal
 from kpiwatch.notify.channels.email import EmailChannel
@@ -42,7 +42,7 @@ from kpiwatch.runtime.scheduler import (
     due_slot,
 )
 from kpiwatch.runtime.workspace import Workspace, build_workspace
-from kpiwatch.store.leases import LeaseBook
+from kpiwatch.store.leases import Claim, LeaseBook
 from kpiwatch.store.lock import InstanceLock
 from kpiwatch.store.repository import Store
 from kpiwatch.web.context import WebContext
@@ -366,6 +366,9 @@ class App:
             log.debug("evaluations skipped: done or claimed elsewhere", kpis=len(kpis),
                       slot=slot.isoformat())  # fmt: skip
             return
+        claims = self._not_yet_evaluated(claims, slot)
+        if not claims:
+            return
         with self.leases.renewing(claims):
             try:
                 stats = self.runner.evaluate_due([c.name[len(KPI_LEASE) :] for c in claims])
@@ -375,6 +378,24 @@ class App:
         failed = {KPI_LEASE + kpi_id for kpi_id in stats.failed_ids}
         self.leases.settle([c for c in claims if c.name not in failed],
                            [c for c in claims if c.name in failed])  # fmt: skip
+
+    def _not_yet_evaluated(self, claims: Sequence[Claim], slot: datetime) -> list[Claim]:
+        """``claims`` but those whose KPI was evaluated at or after ``slot`` already: a
+        replica killed while saving its chunk saved some and finished none. Those are
+        finished here, not evaluated a second time for the same due time."""
+        try:
+            done = self.store.evaluated_since([c.name[len(KPI_LEASE) :] for c in claims], slot)
+        except StoreError as exc:  # the evaluation would fail the same way: let them go
+            log.warning("cannot read evaluation times", error=str(exc))
+            self.leases.settle([], claims)
+            return []
+        if not done:
+            return list(claims)
+        evaluated = [c for c in claims if c.name[len(KPI_LEASE) :] in done]
+        self.leases.settle(evaluated, [])
+        log.info("due evaluations already saved by another replica; marked done",
+                 kpis=len(evaluated), slot=slot.isoformat())  # fmt: skip
+        return [c for c in claims if c.name[len(KPI_LEASE) :] not in done]
 
     def _renew_claims(self) -> None:
         try:

@@ -245,6 +245,20 @@ class Store(OutboxStore, PeopleStore):
                     found[row["kpi_id"]] = rows.to_state(row)
         return found
 
+    def evaluated_since(self, kpi_ids: Collection[str], since: datetime) -> set[str]:
+        """Those of ``kpi_ids`` last evaluated at or after ``since``: a replica claiming
+        a due time finds the ones a dead replica saved but never marked done."""
+        found: set[str] = set()
+        c = state_t.c
+        with self._read("read evaluation times") as connection:
+            dialect = connection.dialect.name
+            for chunk in chunks(kpi_ids):
+                query = sa.select(c.kpi_id).where(
+                    sql.one_of(c.kpi_id, dialect, chunk), c.last_evaluated >= since
+                )
+                found.update(connection.execute(query).scalars())
+        return found
+
     def state_ids(self) -> set[str]:
         """The ids of the KPIs that have a state: a start compares them with the rules
         without reading (and building) every state."""
