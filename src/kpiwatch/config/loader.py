@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from kpiwatch import heap
 from kpiwatch.config.crosscheck import cross_check, formula_references
 from kpiwatch.config.document import Doc, DocPath, SourceModel, Where, compose, fast_possible
 from kpiwatch.config.file_roots import FileRoots
@@ -78,6 +79,18 @@ def load_rules(
     (:mod:`~kpiwatch.config.rules_cache`); the result is the same.
     Raises RuleLoadError listing every problem found, each with file:line:col.
     """
+    try:
+        return _load_dir(rules_dir, env, file_roots, cache_dir)
+    finally:
+        heap.trim()  # the files' texts, the cache and the parse trees are gone now
+
+
+def _load_dir(
+    rules_dir: Path,
+    env: Mapping[str, str] | None,
+    file_roots: Iterable[Path],
+    cache_dir: Path | None,
+) -> LoadedRules:
     env = os.environ if env is None else env
     roots = FileRoots.of(rules_dir, file_roots)
     paths = _rule_files(rules_dir)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from kpiwatch import __version__
+from kpiwatch import __version__, heap
 from kpiwatch.clock import Clock, SystemClock
 from kpiwatch.config import secrets
 from kpiwatch.config.loader import LoadedRules, load_rules
@@ -166,6 +166,7 @@ class App:
         """
         gc.freeze()
         self._frozen = True
+        heap.trim()  # what the start built and dropped (migrations, wiring) goes back
 
     # ------------------------------------------------------------ wiring
 
@@ -305,6 +306,7 @@ class App:
             gc.unfreeze()
             gc.collect()  # their cycles (connection pools, say) are freed only by it
             gc.freeze()
+            heap.trim()
         if self._scheduler is not None:
             self._scheduler.sync_kpis(
                 loaded.rules, self.store.states(), self.clock.now(), self._run_kpis
