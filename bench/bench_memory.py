@@ -3,7 +3,8 @@
 Run:  .venv/bin/python bench/bench_memory.py [--kpis 10000] [--every 5] [--hours 1]
       [--cycles N] [--mark 100] [--source push|sql]
       [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench_kpiwatch_mem]
-      [--first-start] [--objects] [--no-deliver] [--no-scrape] [--tracemalloc [--frames N]]
+      [--first-start] [--objects] [--no-deliver] [--no-scrape] [--trim]
+      [--tracemalloc [--frames N]]
 
 The measurement runs in a fresh child process (so RSS holds nothing of the
 parent's). It builds what ``kpiwatch run`` holds: the CLI and
@@ -227,6 +228,7 @@ def child(args: argparse.Namespace) -> None:
 
     import structlog
 
+    from kpiwatch import heap
     from kpiwatch.config.settings import Settings
     from kpiwatch.model import Observation
     from kpiwatch.testing import FixedClock
@@ -310,6 +312,8 @@ def child(args: argparse.Namespace) -> None:
                 if c == cycles:
                     get(scrape + "/")
             gc.collect()
+            if args.trim:  # what the daemon's minutely housekeeping job does
+                heap.trim()
             if c == mark:
                 mark_rss = rss_mib()
                 mark_engine = engine_note(store.engine)
@@ -415,6 +419,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--no-scrape",
         action="store_true",
         help="skip GET /metrics after each cycle and GET / at the end",
+    )
+    parser.add_argument(
+        "--trim",
+        action="store_true",
+        help="give the C heap's free pages back after each cycle (kpiwatch.heap.trim), as"
+        " the daemon's heartbeat does once a minute",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -57,6 +57,7 @@ log = structlog.get_logger("kpiwatch.app")
 REVIEW_TICK_SECONDS = 60
 OUTBOX_TICK_SECONDS = 0.25  # a due message waits at most this; pacing stays 1/s per channel
 HEARTBEAT_SECONDS = 5
+HEAP_TRIM_SECONDS = 60  # how often the C heap's free pages go back to the system
 HEARTBEAT_MAX_AGE = 30.0  # /healthz and the systemd watchdog: the scheduler is stuck
 LEASE_CHECK_SECONDS = 10  # how often a replica looks for work a dead replica left
 KPI_LEASE = "kpi:"
@@ -261,6 +262,9 @@ class App:
                             self._refresh_alerts, now=now)  # fmt: skip
         scheduler.every("heartbeat", HEARTBEAT_SECONDS, self._beat, now=now,
                         executor=HEARTBEAT_EXECUTOR)  # fmt: skip
+        # glibc keeps the pages the batches freed: at 10,000 KPIs giving them back once
+        # a minute holds RSS ~12 MiB lower, for 5 to 30 ms (bench/bench_memory.py --trim)
+        scheduler.every("heap-trim", HEAP_TRIM_SECONDS, heap.trim, executor=HEARTBEAT_EXECUTOR)
         scheduler.start()
         self._scheduler = scheduler
         try:
