@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+import structlog
 
 from kpiwatch.errors import BadValueError, SourceError, SourceUnavailable
 from kpiwatch.model import EventKind, Status
@@ -231,6 +232,27 @@ def test_every_kpi_of_a_source_failing_is_the_sources_incident_not_each_owners(
     assert _targets(store, EventKind.DATA_INCIDENT) == [(None, "email:data@example.com")]
     incident = next(e for e in store.events() if e.kind is EventKind.DATA_INCIDENT)
     assert incident.data["reason"].startswith("all 3 of its KPIs fail, e.g. ")
+
+
+def test_a_source_outage_is_one_log_line_per_run_not_one_per_kpi(
+    runner: Runner, wh: FakeSource, solo: FakeSource, clock: FixedClock
+) -> None:
+    _healthy(wh, solo)
+    runner.evaluate_all()
+    _outage(wh)
+    solo.set("uptime", SourceError("query for 'uptime' failed: no such table", source="solo"))
+    clock.advance(HOUR)
+    with structlog.testing.capture_logs() as logs:
+        runner.evaluate_all()
+    fetches = [(line["event"], line["source"], line["failed"], line["of"], line["first"])
+               for line in logs if "fetch" in line["event"] and line["log_level"] != "debug"]
+    assert sorted(fetches) == [
+        ("fetches failed", "solo", 1, 1, "uptime"),
+        ("fetches failed", "wh", 3, 3, "errors"),  # its formula is blind, not a fetch failure
+    ]
+    [wh_line] = [line for line in logs if line.get("source") == "wh" and "fetch" in line["event"]
+                 and line["log_level"] == "warning"]  # fmt: skip
+    assert wh_line["error"] == str(DOWN)
 
 
 def test_a_kpi_owner_hears_of_a_long_source_outage_once_after_blind_notice_after(

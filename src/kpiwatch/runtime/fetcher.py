@@ -63,18 +63,25 @@ class Fetcher:
         )
 
     def fetch(
-        self, workspace: Workspace, kpi: Kpi, now: datetime, latest: Latest | None = None
+        self,
+        workspace: Workspace,
+        kpi: Kpi,
+        now: datetime,
+        latest: Latest | None = None,
+        *,
+        batched: bool = False,
     ) -> Fetched:
         """Fetch one KPI now, in its source's pool, with its plan rows when it has a
         ``plan_query``; never raises (a failure is the KPI's error). ``latest``: the
-        stored values a push or formula KPI reads, when its batch read them at once."""
+        stored values a push or formula KPI reads, when its batch read them at once;
+        ``batched``: part of a batch, whose failures are said per source (:func:`outcome`)."""
         source = workspace.sources.get(kpi.source)
         if source is None:  # the loader rejects this; a guard, not a path
             return Fetched((), f"source {kpi.source!r} is not configured")
         started = _time.perf_counter()
         try:
-            return self._with_plan(workspace, kpi, self._fetch_timed(workspace, kpi, source,
-                                                                     now, started, latest), now)
+            one = self._fetch_timed(workspace, kpi, source, now, started, latest, batched)
+            return self._with_plan(workspace, kpi, one, now)
         finally:
             if kpi.source in workspace.rules.sources:
                 self._report(kpi.source, _time.perf_counter() - started)
@@ -87,6 +94,7 @@ class Fetcher:
         now: datetime,
         started: float,
         latest: Latest | None = None,
+        batched: bool = False,
     ) -> Fetched:
         try:
             result: FetchResult | Exception
@@ -96,7 +104,7 @@ class Fetcher:
                 result = self._call_source(workspace, kpi, source, now)
         except Exception as exc:
             result = exc
-        return outcome(kpi, result, _time.perf_counter() - started)
+        return outcome(kpi, result, _time.perf_counter() - started, batched=batched)
 
     def fetch_many(
         self, workspace: Workspace, kpis: Sequence[Kpi]
@@ -118,7 +126,7 @@ class Fetcher:
                 latest = _read_at_once(workspace, source, group)
                 for kpi in group:
                     now = self._clock.now()
-                    fetched[kpi.id] = (now, self.fetch(workspace, kpi, now, latest))
+                    fetched[kpi.id] = (now, self.fetch(workspace, kpi, now, latest, batched=True))
                 continue
             timeout = config.timeout.total_seconds()
             try:
@@ -132,8 +140,8 @@ class Fetcher:
                 runs = [(now, exc, 0.0)] * len(group)
             for kpi, (now, result, seconds) in zip(group, runs, strict=True):
                 self._report(name, seconds)
-                fetched[kpi.id] = (now, self._with_plan(workspace, kpi,
-                                                        outcome(kpi, result, seconds), now))
+                one = outcome(kpi, result, seconds, batched=True)
+                fetched[kpi.id] = (now, self._with_plan(workspace, kpi, one, now))
         return [fetched[kpi.id] for kpi in kpis]
 
     def _with_plan(
@@ -213,10 +221,13 @@ def _read_at_once(
     return found.get
 
 
-def outcome(kpi: Kpi, result: FetchResult | Exception, seconds: float) -> Fetched:
-    """A fetch's observations, or the error the KPI shows (logged here)."""
+def outcome(
+    kpi: Kpi, result: FetchResult | Exception, seconds: float, *, batched: bool = False
+) -> Fetched:
+    """A fetch's observations, or the error the KPI shows (logged here: at debug for a
+    ``batched`` fetch, whose failures the runner says once per source and run)."""
     if isinstance(result, SourceError):
-        log.warning(
+        (log.debug if batched else log.warning)(
             "fetch failed",
             kpi=kpi.id,
             source=kpi.source,

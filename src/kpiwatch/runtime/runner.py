@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time as _time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -338,6 +338,7 @@ class Runner(StateTicks):
                     held.enter_context(self._lock_for(kpi_id))
                 fetch = partial(self._fetcher.fetch_many, workspace)
                 fetched = list(pool.map(fetch, [[by_id[k] for k in b] for b in batches]))
+                _log_failed_fetches(workspace, batches, fetched)
                 fetched = self._check_formula_inputs(workspace, batches, fetched)
                 self._note_fetches(workspace, [
                     (by_id[kpi_id], now, one)
@@ -495,6 +496,28 @@ class Runner(StateTicks):
     def _lock_for(self, kpi_id: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks[kpi_id]
+
+
+def _log_failed_fetches(
+    workspace: Workspace,
+    batches: Sequence[Sequence[str]],
+    fetched: Sequence[Sequence[tuple[datetime, Fetched]]],
+) -> None:
+    """One warning per source whose fetches failed in this run, with the first KPI and
+    its error: a source that is down fails every one of its KPIs each round, and a line
+    per KPI (10,000 every 10 s) would drown the log."""
+    failed: dict[str, list[tuple[str, str]]] = {}
+    tried: Counter[str] = Counter()
+    for batch, got in zip(batches, fetched, strict=True):
+        for kpi_id, (_, one) in zip(batch, got, strict=True):
+            source = workspace.rules.by_id[kpi_id].source
+            tried[source] += 1
+            if one.error is not None:
+                failed.setdefault(source, []).append((kpi_id, one.error))
+    for source, errors in failed.items():
+        first, error = errors[0]
+        log.warning("fetches failed", source=source, failed=len(errors), of=tried[source],
+                    first=first, error=error)  # fmt: skip
 
 
 def _levels(workspace: Workspace, wanted: set[str]) -> list[list[str]]:
