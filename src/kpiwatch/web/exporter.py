@@ -58,6 +58,7 @@ __all__ = ["KpiCollector", "Metrics", "build_registry", "render"]
 log = structlog.get_logger("kpiwatch.exporter")
 
 STATUSES = tuple(Status)
+_ONE, _ZERO = line_end(1.0), line_end(0.0)
 _CACHED = "(cached; a scrape never queries sources)"
 _VALUE = "kpiwatch_kpi_value"
 _TARGET = "kpiwatch_kpi_target"
@@ -252,7 +253,9 @@ class _KpiText:
     value: bytes
     interval: bytes
     evaluated: bytes
-    status: dict[Status, bytes]
+    # the status family's lines up to their values, one per status (STATUSES' order): four
+    # whole blocks per KPI, one per current status, held ~9 MiB at 10,000 KPIs (issue 15)
+    status: tuple[bytes, ...]
     escalated: tuple[bytes, bytes]
     blind: tuple[bytes, bytes]
     never: _Lines  # never evaluated: unknown, not escalated, not blind, the configured cadence
@@ -260,7 +263,7 @@ class _KpiText:
 
     @classmethod
     def of(cls, kpi: _KpiSeries) -> _KpiText:
-        status = {s: b"".join(map(sample_line, samples)) for s, samples in kpi.status.items()}
+        status = tuple(line_prefix(_STATUS, {**kpi.labels, "status": s.value}) for s in STATUSES)
         escalated = (sample_line(kpi.escalated[0]), sample_line(kpi.escalated[1]))
         blind = (sample_line(kpi.blind[0]), sample_line(kpi.blind[1]))
         interval = line_prefix(_INTERVAL, kpi.labels)
@@ -274,7 +277,7 @@ class _KpiText:
         if kpi.percent is not None:
             levels = {s: line_prefix(_THRESHOLD, {**kpi.labels, "severity": s})
                       for s in ("yellow", "red")}  # fmt: skip
-        unknown = (b"", status[Status.UNKNOWN], escalated[False], blind[False],
+        unknown = (b"", _status_lines(status, Status.UNKNOWN), escalated[False], blind[False],
                    interval + line_end(kpi.review), b"", fixed, thresholds)  # fmt: skip
         return cls(
             target=target,
@@ -306,7 +309,7 @@ class _KpiText:
             )
         return (
             b"" if value is None else self.value + line_end(value),
-            self.status[state.status],
+            _status_lines(self.status, state.status),
             self.escalated[state.escalated],
             self.blind[state.blind],
             self.interval + line_end(state.review.nominal_seconds),
@@ -314,6 +317,14 @@ class _KpiText:
             target,
             thresholds,
         )
+
+
+def _status_lines(prefixes: tuple[bytes, ...], current: Status) -> bytes:
+    """The status family's lines of a KPI: 1 for ``current``, 0 for the others."""
+    return b"".join(
+        prefix + (_ONE if status is current else _ZERO)
+        for status, prefix in zip(STATUSES, prefixes, strict=True)
+    )
 
 
 class _RuleSetText:
