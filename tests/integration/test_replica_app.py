@@ -98,18 +98,13 @@ def test_work_claimed_by_a_dead_replica_is_taken_over_once(
     apps: tuple[App, App, FixedClock], postgres_url: str
 ) -> None:
     first, second, clock = apps
-    kpi = first.kpi("signups")
-    assert kpi is not None
-    slot = due_slot(kpi, clock.now(), first.settings.tz)
-    book = LeaseBook(first.store.engine)
     # a replica claimed this evaluation and died before finishing it
-    assert book.claim("kpi:signups", "dead-replica", timedelta(seconds=-1), slot=slot)
+    _claimed_by_a_dead_replica(first, clock, timedelta(seconds=-1))
     second._run_kpis(("signups",))  # its own schedule: the slot is claimed, but expired
     assert _evaluated(second) == START  # an expired claim does not block the due time
     # again, with the claim still valid when the schedule fires: skipped, then taken over
     clock.advance(timedelta(minutes=1))
-    slot = due_slot(kpi, clock.now(), first.settings.tz)
-    assert book.claim("kpi:signups", "dead-replica", timedelta(seconds=1), slot=slot)
+    book, slot = _claimed_by_a_dead_replica(first, clock, timedelta(seconds=1))
     second._run_kpis(("signups",))
     assert _evaluated(second) == START  # someone else holds it: not evaluated twice
     assert book.abandoned("kpi:") == []  # not expired yet: not abandoned
@@ -122,17 +117,25 @@ def test_work_claimed_by_a_dead_replica_is_taken_over_once(
     assert _evaluated(first) == clock.now()
 
 
+def _claimed_by_a_dead_replica(
+    app: App, clock: FixedClock, ttl: timedelta
+) -> tuple[LeaseBook, datetime]:
+    """A claim on signups' current due time by a replica that died: the book and the slot."""
+    kpi = app.kpi("signups")
+    assert kpi is not None
+    slot = due_slot(kpi, clock.now(), app.settings.tz)
+    book = LeaseBook(app.store.engine)
+    assert book.claim("kpi:signups", "dead-replica", ttl, slot=slot)
+    return book, slot
+
+
 def test_a_dead_replicas_saved_but_unfinished_evaluation_is_not_done_twice(
     apps: tuple[App, App, FixedClock],
 ) -> None:
     # a replica saves its chunk batch by batch and marks the claims done at the end: killed
     # in between, it leaves evaluations saved for the due time under claims never finished
     first, second, clock = apps
-    kpi = first.kpi("signups")
-    assert kpi is not None
-    slot = due_slot(kpi, clock.now(), first.settings.tz)
-    book = LeaseBook(first.store.engine)
-    assert book.claim("kpi:signups", "dead-replica", timedelta(seconds=1), slot=slot)
+    book, _ = _claimed_by_a_dead_replica(first, clock, timedelta(seconds=1))
     first.runner.evaluate_due(["signups"])  # saved, as the dead replica did; never finished
     saved = _evaluated(first)
     assert saved == START
@@ -163,11 +166,7 @@ def test_a_running_replica_takes_over_a_dead_replicas_claim_by_itself(
     try:
         _wait_until(lambda: _evaluated(app) == start)  # the first run, at start
         clock.advance(timedelta(minutes=1))
-        kpi = app.kpi("signups")
-        assert kpi is not None
-        slot = due_slot(kpi, clock.now(), settings.tz)
-        book = LeaseBook(app.store.engine)
-        assert book.claim("kpi:signups", "dead-replica", timedelta(seconds=-1), slot=slot)
+        book, _ = _claimed_by_a_dead_replica(app, clock, timedelta(seconds=-1))
         _wait_until(lambda: _evaluated(app) == clock.now())
         assert book.abandoned("kpi:") == []
     finally:
