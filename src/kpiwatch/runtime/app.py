@@ -399,8 +399,8 @@ class App:
             return list(claims)
         evaluated = [c for c in claims if c.name[len(KPI_LEASE) :] in done]
         self.leases.settle(evaluated, [])
-        log.info("due evaluations already saved by another replica; marked done",
-                 kpis=len(evaluated), slot=slot.isoformat())  # fmt: skip
+        log.info("due evaluations already saved, never marked done (a replica died?); "
+                 "marked done now", kpis=len(evaluated), slot=slot.isoformat())  # fmt: skip
         return [c for c in claims if c.name[len(KPI_LEASE) :] not in done]
 
     def _renew_claims(self) -> None:
