@@ -27,7 +27,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from kpiwatch import heap
 from kpiwatch.config.crosscheck import cross_check, formula_references
-from kpiwatch.config.document import Doc, DocPath, SourceModel, Where, compose, fast_possible
+from kpiwatch.config.document import Doc, DocPath, SourceModel, Where, compose
+from kpiwatch.config.fast_yaml import fast_possible
 from kpiwatch.config.file_roots import FileRoots
 from kpiwatch.config.problems import translate
 from kpiwatch.config.rules import Kpi, RuleFile, RuleSet, Source, Team
