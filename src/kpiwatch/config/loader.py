@@ -32,7 +32,7 @@ from kpiwatch.config.fast_yaml import fast_possible
 from kpiwatch.config.file_roots import FileRoots
 from kpiwatch.config.problems import translate
 from kpiwatch.config.rules import Kpi, RuleFile, RuleSet, Source, Team
-from kpiwatch.config.rules_cache import RulesCache
+from kpiwatch.config.rules_cache import Damaged, RulesCache, split
 from kpiwatch.config.sharing import Sharing
 from kpiwatch.errors import RuleLoadError, RuleProblem
 
@@ -221,16 +221,32 @@ def _checked(
     """
     if not problems:
         try:
-            docs = _documents(texts, env, [], fast=True, cache=cache)
-            loaded = _assemble(docs, files, fingerprint, [], roots, fast=True, cache=cache)
+            return _fast(texts, files, fingerprint, env, roots, cache)
         except _NotClean:
             pass
-        else:
-            if cache is not None:
-                cache.save()
-            return loaded
     docs = _documents(texts, env, problems, fast=False)
     return _assemble(docs, files, fingerprint, problems, roots)
+
+
+def _fast(
+    texts: list[tuple[str, str]],
+    files: tuple[Path, ...],
+    fingerprint: str,
+    env: Mapping[str, str],
+    roots: FileRoots | None,
+    cache: RulesCache | None,
+) -> LoadedRules:
+    """A clean load the fast way (the cache kept up to date), or _NotClean."""
+    try:
+        docs = _documents(texts, env, [], fast=True, cache=cache)
+    except Damaged:  # a cached entry was not what the cache writes: read every file
+        assert cache is not None  # only a cache's entries are damaged
+        cache.forget()
+        docs = _documents(texts, env, [], fast=True, cache=cache)
+    loaded = _assemble(docs, files, fingerprint, [], roots, fast=True, cache=cache)
+    if cache is not None:
+        cache.save()
+    return loaded
 
 
 class _NotClean(Exception):
@@ -250,38 +266,60 @@ def _documents(
     Fast: each file the cache holds is taken from it, each other one libyaml parses
     unless it has what libyaml reads differently (:func:`fast_possible`), which
     PyYAML's Python parser then reads (as the careful way would, with the same result).
+    With a cache, the KPI items of a document are validated one at a time from their
+    JSON (:class:`~kpiwatch.config.rules_cache.Entry`): the rules then hold a third of
+    the memory.
     """
     docs = []
     sharing = Sharing()  # equal parts of KPIs, one instance each
     for file, text in texts:
         doc = Doc(file, text)
-        cached = cache.cached(text) if cache is not None and fast else None
-        if cached is not None:
-            doc.data, doc.pins = cached
-            _validate(doc, problems, sharing)
+        entry = cache.cached(text) if cache is not None and fast else None
+        fresh = entry is None
+        if entry is not None:
+            doc.pins = dict(entry.pins or {})
         elif compose(doc, env, problems, fast=fast and fast_possible(text)):
-            _validate(doc, problems, sharing)
+            if cache is not None and fast:
+                entry = split(text, doc.data)
+            if entry is None:
+                _validate(doc, problems, sharing)
+        if entry is not None:
+            doc.data = entry.data  # the KPI items' data is decoded one at a time
+            _validate(doc, problems, sharing, entry.kpi_items())
         if fast:
             if problems:
                 raise _NotClean
-            data = doc.data
             doc.release()  # problems would come from the careful run: no tree needed
-            if cache is not None and cached is None:
-                cache.keep(text, data, doc.pins)  # what a clean load read, positions too
+            if cache is not None and fresh and entry is not None:
+                cache.keep(text, entry, doc.pins)  # what a clean load read, positions too
         docs.append(doc)
     return docs
 
 
-def _validate(doc: Doc, problems: list[RuleProblem], sharing: Sharing) -> None:
+def _validate(
+    doc: Doc, problems: list[RuleProblem], sharing: Sharing, kpis: Iterator[Any] | None = None
+) -> None:
+    """Validate ``doc.data``; with ``kpis``, its KPI items come from there instead, each
+    validated on its own as the list of KPIs would validate it."""
     try:
         model = RuleFile.model_validate(doc.data)
     except ValidationError as exc:
         problems.extend(translate(doc, exc.errors(include_url=False)))
         _salvage(doc)
-    else:
-        doc.sources = dict(model.sources)
-        doc.teams = dict(model.teams)
+        return
+    doc.sources = dict(model.sources)
+    doc.teams = dict(model.teams)
+    if kpis is None:
         doc.kpis = {i: sharing.share(kpi) for i, kpi in enumerate(model.kpis)}
+        return
+    for index, item in enumerate(kpis):
+        try:
+            doc.kpis[index] = sharing.share(Kpi.model_validate(item))
+        except ValidationError as exc:
+            located = [
+                {**e, "loc": ("kpis", index, *e["loc"])} for e in exc.errors(include_url=False)
+            ]
+            problems.extend(translate(doc, located))
 
 
 def _salvage(doc: Doc) -> None:

@@ -22,6 +22,7 @@ from kpiwatch.config.loader import LoadedRules, load_rules
 from kpiwatch.config.settings import Settings
 from kpiwatch.errors import RuleLoadError
 
+FORMAT = rules_cache.FORMAT
 FULL = Path(__file__).parents[2] / "testdata" / "rules" / "full"
 ENV = {"BILLING_TOKEN": "s3cret"}
 
@@ -185,13 +186,29 @@ def test_problems_are_reported_exactly_as_without_a_cache(rules: Path, tmp_path:
     assert _problems(rules, cache) == _problems(rules, None)
 
 
+def test_a_damaged_kpi_item_found_while_loading_sends_every_file_to_be_read_again(
+    rules: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    expected = load_rules(rules, env=ENV)
+    load_rules(rules, env=ENV, cache_dir=cache)
+    path = _cache_file(cache)
+    text = path.read_text()
+    # each KPI item is its own JSON text, decoded only when its turn to be validated comes
+    damaged = text.replace('\\"kpis\\":[\\"{', '\\"kpis\\":[\\"]{')
+    assert damaged != text
+    path.write_text(damaged)
+    _same(load_rules(rules, env=ENV, cache_dir=cache), expected)
+    assert path.read_text() == text  # written anew from the files
+
+
 @pytest.mark.parametrize(
     "damage",
     [
         pytest.param(lambda t: t[: len(t) // 2], id="cut-short"),
         pytest.param(lambda t: "", id="empty"),
         pytest.param(lambda t: "[1, 2]", id="not-an-object"),
-        pytest.param(lambda t: t.replace('"format": 1', '"format": 99'), id="other-format"),
+        pytest.param(lambda t: t.replace(f'"format": {FORMAT}', '"format": 99'), id="other-format"),
         pytest.param(lambda t: t.replace('\\"pins\\":[', '\\"pins\\":[[1],'), id="bad-pins"),
         pytest.param(
             lambda t: t.replace('\\"data\\":{', '\\"data\\":{\\"\\\\u0000x\\":1,'), id="bad-data"
