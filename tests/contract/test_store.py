@@ -575,6 +575,7 @@ def test_sqlite_pragmas(sqlite_store: Store) -> None:
         assert pragma("PRAGMA foreign_keys").scalar() == 1
         assert pragma("PRAGMA synchronous").scalar() == 1  # NORMAL
         assert pragma("PRAGMA busy_timeout").scalar() == 5000
+        assert pragma("PRAGMA cache_size").scalar() == -512  # KiB per pooled connection
 
 
 def test_sqlite_creates_the_directory(tmp_path: Path) -> None:
