@@ -209,7 +209,12 @@ def test_states_narrowed_by_status_and_review_time(store: Store) -> None:
     assert store.states(review_by=at(90))["yellow"] == state(
         "yellow", Status.YELLOW, at(0), next_review=at(90)
     )
-    assert len(store.states()) == 4
+    # the reminder tick: episodes old enough for a first reminder
+    store.save_state(state("young", Status.RED, at(50)))
+    assert set(store.states(statuses={Status.RED}, started_by=at(49))) == {"red"}
+    started_by = at(50).astimezone(CEST)  # at the time: old enough
+    assert set(store.states(statuses={Status.RED}, started_by=started_by)) == {"red", "young"}
+    assert len(store.states()) == 5
 
 
 def test_evaluated_since_names_the_kpis_evaluated_at_or_after_a_time(store: Store) -> None:

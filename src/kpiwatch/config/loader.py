@@ -316,9 +316,9 @@ def _validate(
         try:
             doc.kpis[index] = sharing.share(Kpi.model_validate(item))
         except ValidationError as exc:
-            located = [
-                {**e, "loc": ("kpis", index, *e["loc"])} for e in exc.errors(include_url=False)
-            ]
+            located = exc.errors(include_url=False)
+            for error in located:  # where the list of KPIs would have said it is
+                error["loc"] = ("kpis", index, *error["loc"])
             problems.extend(translate(doc, located))
 
 

@@ -7,6 +7,7 @@ from kpiwatch.evaluation.evaluate import HISTORY_WINDOW, evaluate, history_point
 from kpiwatch.evaluation.reminders import (
     DEFAULT_REMINDERS,
     ReminderPolicy,
+    first_due,
     reminder_policy,
     reminder_tick,
     reminders_due,
@@ -18,6 +19,7 @@ __all__ = [
     "HISTORY_WINDOW",
     "ReminderPolicy",
     "evaluate",
+    "first_due",
     "history_points",
     "history_window",
     "next_review",

@@ -47,6 +47,11 @@ def reminder_policy(
     return ReminderPolicy(**resolved)
 
 
+def first_due(policy: ReminderPolicy) -> timedelta:
+    """How long after an episode starts its first reminder comes: the first gap (capped)."""
+    return min(policy.first, policy.max)
+
+
 def reminders_due(policy: ReminderPolicy, elapsed: timedelta) -> int:
     """How many reminders have come due ``elapsed`` after the episode started.
 
@@ -55,7 +60,7 @@ def reminders_due(policy: ReminderPolicy, elapsed: timedelta) -> int:
     capped at ``max``. Once a gap reaches the cap the rest is counted by division,
     so a months-long episode costs no more than a young one.
     """
-    count, offset, gap = 0, timedelta(0), min(policy.first, policy.max)
+    count, offset, gap = 0, timedelta(0), first_due(policy)
     while gap < policy.max:
         if offset + gap > elapsed:
             return count

@@ -11,12 +11,19 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from kpiwatch.clock import Clock
+from kpiwatch.config.rules import Kpi, RuleSet
 from kpiwatch.errors import EvaluationSuperseded
-from kpiwatch.evaluation import ReminderPolicy, reminder_policy, reminder_tick, review_tick
+from kpiwatch.evaluation import (
+    ReminderPolicy,
+    first_due,
+    reminder_policy,
+    reminder_tick,
+    review_tick,
+)
 from kpiwatch.model import Event, EventKind, KpiState, Status
 from kpiwatch.notify.silencing import active_mute
 from kpiwatch.runtime.workspace import Workspace
@@ -38,6 +45,8 @@ class StateTicks:
     _workspace: Workspace
     on_reminded: Callable[[Event], None] | None
     _lock_for: Callable[[str], threading.Lock]  # the KPI's lock, shared with evaluations
+    # the rule set _reminder_scope() last worked out, and its answer
+    _reminders_known: tuple[RuleSet, frozenset[Status], timedelta] | None = None
 
     def tick_reviews(self) -> int:
         """Emit review_due for every KPI whose review has come; returns how many."""
@@ -67,14 +76,15 @@ class StateTicks:
         rules = workspace.rules
         now = self._clock.now()
         told = 0
-        # only red and yellow episodes are ever reminded of (ReminderPolicy.reminds)
-        for kpi_id, state in self._store.states(statuses=_RED_OR_YELLOW).items():
+        statuses, earliest = self._reminder_scope(rules)
+        if not statuses:
+            return 0
+        started_by = now - earliest  # a younger episode has no reminder due yet
+        for kpi_id, state in self._store.states(statuses=statuses, started_by=started_by).items():
             kpi = rules.by_id.get(kpi_id)
             if kpi is None:
                 continue
-            team = rules.teams.get(kpi.team or "")
-            policy = reminder_policy(kpi.reminders, team.reminders if team else None,
-                                     self._reminders)  # fmt: skip
+            policy = self._policy(rules, kpi)
             if not reminder_tick(policy, state, False, now)[1]:
                 continue  # nothing due: no ack to read, no lock to take
             with self._lock_for(kpi_id):
@@ -90,6 +100,24 @@ class StateTicks:
                 if self.on_reminded is not None:
                     self.on_reminded(event)
         return told
+
+    def _policy(self, rules: RuleSet, kpi: Kpi) -> ReminderPolicy:
+        team = rules.teams.get(kpi.team or "")
+        return reminder_policy(kpi.reminders, team.reminders if team else None, self._reminders)
+
+    def _reminder_scope(self, rules: RuleSet) -> tuple[frozenset[Status], timedelta]:
+        """The states a reminder may be due for under ``rules``: the statuses some KPI's
+        policy reminds of, in episodes at least as old as the earliest first reminder.
+        Worked out once per rule set, so that a tick reads only those states (a daemon's
+        fresh red KPIs would otherwise be read and built whole every minute)."""
+        known = self._reminders_known
+        if known is not None and known[0] is rules:
+            return known[1], known[2]
+        policies = {self._policy(rules, kpi) for kpi in rules.kpis}
+        statuses = frozenset(s for s in Status if any(p.reminds(s) for p in policies))
+        earliest = min(map(first_due, policies), default=timedelta(0))
+        self._reminders_known = (rules, statuses, earliest)
+        return statuses, earliest
 
     def _save_tick(
         self, workspace: Workspace, read: KpiState, state: KpiState, events: Sequence[Event]
@@ -111,6 +139,8 @@ class StateTicks:
         """
         workspace = self._workspace
         now = self._clock.now()
+        if not any(kpi.mute for kpi in workspace.rules.kpis):
+            return 0  # no mute window in the rules: no state to read
         states = self._store.states(statuses=_RED_OR_YELLOW)
         notified = 0
         for kpi in workspace.rules.kpis:
@@ -138,4 +168,3 @@ class StateTicks:
                         notified += 1
                         break
         return notified
-
