@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kpiwatch.config.settings import Settings
-from kpiwatch.runtime.app import App
+from kpiwatch.runtime.app import KPI_LEASE, App
 from kpiwatch.runtime.scheduler import due_slot
 from kpiwatch.store.leases import LeaseBook
 from kpiwatch.testing import FixedClock
@@ -76,8 +76,8 @@ def test_replicas_whose_clocks_differ_by_a_second_evaluate_each_slot_once(
         second.close()
 
 
-def _evaluated(app: App) -> datetime | None:
-    state = app.store.get_state("signups")
+def _evaluated(app: App, kpi_id: str = "signups") -> datetime | None:
+    state = app.store.get_state(kpi_id)
     return None if state is None else state.last_evaluated
 
 
@@ -118,14 +118,22 @@ def test_work_claimed_by_a_dead_replica_is_taken_over_once(
 
 
 def _claimed_by_a_dead_replica(
-    app: App, clock: FixedClock, ttl: timedelta
+    app: App, clock: FixedClock, ttl: timedelta, kpi_id: str = "signups", *, wait: bool = False
 ) -> tuple[LeaseBook, datetime]:
-    """A claim on signups' current due time by a replica that died: the book and the slot."""
-    kpi = app.kpi("signups")
+    """A claim on the KPI's current due time by a replica that died: the book and the slot.
+    With ``wait``, claimed as soon as ``app`` (running) has let go of its own claim."""
+    kpi = app.kpi(kpi_id)
     assert kpi is not None
     slot = due_slot(kpi, clock.now(), app.settings.tz)
     book = LeaseBook(app.store.engine)
-    assert book.claim("kpi:signups", "dead-replica", ttl, slot=slot)
+
+    def claimed() -> bool:
+        return book.claim(KPI_LEASE + kpi_id, "dead-replica", ttl, slot=slot) is not None
+
+    if wait:
+        _wait_until(claimed)
+    else:
+        assert claimed()
     return book, slot
 
 
@@ -164,10 +172,13 @@ def test_a_running_replica_takes_over_a_dead_replicas_claim_by_itself(
     app = App(settings.model_copy(update={"http_port": 0}), clock)
     app.start()
     try:
-        _wait_until(lambda: _evaluated(app) == start)  # the first run, at start
-        clock.advance(timedelta(minutes=1))
-        book, _ = _claimed_by_a_dead_replica(app, clock, timedelta(seconds=-1))
-        _wait_until(lambda: _evaluated(app) == clock.now())
+        # sales, due every hour: its regular job fires at the wall clock's next hour, not
+        # within this test (signups' would fire at the next minute, and could take the slot)
+        _wait_until(lambda: _evaluated(app, "sales") == start)  # the first run, at start
+        clock.advance(timedelta(hours=1))
+        # the first run lets go of its claim just after saving the state: claim after that
+        book, _ = _claimed_by_a_dead_replica(app, clock, timedelta(seconds=-1), "sales", wait=True)
+        _wait_until(lambda: _evaluated(app, "sales") == clock.now())
         assert book.abandoned("kpi:") == []
     finally:
         app.stop()
