@@ -267,8 +267,8 @@ def _documents(
     unless it has what libyaml reads differently (:func:`fast_possible`), which
     PyYAML's Python parser then reads (as the careful way would, with the same result).
     With a cache, the KPI items of a document are validated one at a time from their
-    JSON (:class:`~kpiwatch.config.rules_cache.Entry`): the rules then hold a third of
-    the memory.
+    JSON (:class:`~kpiwatch.config.rules_cache.Entry`): a loaded file of 10,000 KPIs
+    then holds about half the memory.
     """
     docs = []
     sharing = Sharing()  # equal parts of KPIs, one instance each
