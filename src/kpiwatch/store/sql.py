@@ -39,15 +39,15 @@ def _insert(dialect: str, table: sa.Table) -> Insert:
 
 
 @cache
-def _insert_ignore(dialect: str, table: sa.Table, returning: str | None) -> sa.Executable:
-    """INSERT that skips rows clashing on the primary key, optionally RETURNING a column."""
+def _insert_ignore(dialect: str, table: sa.Table) -> sa.Executable:
+    """INSERT that skips rows clashing on the primary key."""
     stmt = _insert(dialect, table)
     if dialect in _MYSQL:
-        return stmt.prefix_with("IGNORE")  # no RETURNING: the caller reads rowcount/lastrowid
+        return stmt.prefix_with("IGNORE")  # the caller reads rowcount
     key = [c.name for c in table.primary_key.columns]
     if isinstance(stmt, postgresql.Insert | sqlite.Insert):
         stmt = stmt.on_conflict_do_nothing(index_elements=key)
-    return stmt if returning is None else stmt.returning(table.c[returning])
+    return stmt
 
 
 @cache
@@ -96,11 +96,12 @@ def insert_ignore_many(connection: Connection, table: sa.Table, rows: Sequence[R
         return 0
     dialect = connection.dialect.name
     if dialect == "postgresql":
-        # psycopg reports no usable rowcount for a batched executemany: count RETURNING rows
-        first_key = table.primary_key.columns[0].name
-        stmt = _insert_ignore(dialect, table, first_key)
-        return len(connection.execute(stmt, list(rows)).all())
-    return connection.execute(_insert_ignore(dialect, table, None), list(rows)).rowcount
+        # One statement over the rows as one JSON text, counting the RETURNING rows. An
+        # executemany with RETURNING is sent as long multi-row INSERTs, whose text psycopg
+        # converts in Python every time (too long for its cache): 1.4 s of a first cycle
+        # of 10,000 KPIs, for their first states (issue 15).
+        return len(_insert_from_json(connection, table, rows, update=False, count=True).all())
+    return connection.execute(_insert_ignore(dialect, table), list(rows)).rowcount
 
 
 def one_of(
@@ -155,7 +156,7 @@ def insert_ignore_rows(connection: Connection, table: sa.Table, rows: Sequence[R
     if connection.dialect.name == "postgresql":
         _insert_from_json(connection, table, rows, update=False)
     else:
-        connection.execute(_insert_ignore(connection.dialect.name, table, None), list(rows))
+        connection.execute(_insert_ignore(connection.dialect.name, table), list(rows))
 
 
 # PostgreSQL types, in a json_to_recordset() row definition, for the store's column types
@@ -179,11 +180,12 @@ def _pg_type(column: sa.Column[Any]) -> str:
 
 @cache
 def _from_json_statement(
-    table: sa.Table, update: bool, quote: Callable[[str], str]
+    table: sa.Table, update: bool, quote: Callable[[str], str], count: bool = False
 ) -> sa.TextClause:
     """INSERT INTO t (...) SELECT ... FROM json_to_recordset(:rows) ... ON CONFLICT ...:
     the same short statement for any number of rows, all of them in one JSON text
-    (built by the C json encoder; psycopg's array dumping costs far more in Python)."""
+    (built by the C json encoder; psycopg's array dumping costs far more in Python).
+    With ``count``, RETURNING the first key column of each row written."""
     columns = list(table.columns)
     names = ", ".join(quote(c.name) for c in columns)
     record = ", ".join(f"{quote(c.name)} {_pg_type(c)}" for c in columns)
@@ -194,15 +196,21 @@ def _from_json_statement(
             f"{quote(c.name)} = EXCLUDED.{quote(c.name)}" for c in columns if not c.primary_key
         )
         conflict = f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+    returning = f" RETURNING {quote(table.primary_key.columns[0].name)}" if count else ""
     return sa.text(
         f"INSERT INTO {quote(table.name)} ({names}) SELECT {names}"
-        f" FROM json_to_recordset(CAST(:rows AS json)) AS u({record}) {conflict}"
+        f" FROM json_to_recordset(CAST(:rows AS json)) AS u({record}) {conflict}{returning}"
     )
 
 
 def _insert_from_json(
-    connection: Connection, table: sa.Table, rows: Sequence[Row], *, update: bool
-) -> None:
+    connection: Connection,
+    table: sa.Table,
+    rows: Sequence[Row],
+    *,
+    update: bool,
+    count: bool = False,
+) -> sa.CursorResult[Any]:
     dialect = connection.dialect
     times = [c.name for c in table.columns if isinstance(c.type, UtcDateTime)]
     records = []
@@ -215,9 +223,9 @@ def _insert_from_json(
                 raise StoreError(str(exc)) from exc
             record[name] = None if value is None else value.isoformat()
         records.append(record)
-    statement = _from_json_statement(table, update, dialect.identifier_preparer.quote)
+    statement = _from_json_statement(table, update, dialect.identifier_preparer.quote, count)
     # allow_nan=False: NaN is no JSON; the store never holds one (sources reject them)
-    connection.execute(statement, {"rows": json.dumps(records, allow_nan=False)})
+    return connection.execute(statement, {"rows": json.dumps(records, allow_nan=False)})
 
 
 def upsert_unique(
