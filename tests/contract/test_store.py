@@ -419,6 +419,11 @@ def test_a_known_event_key_is_written_once_with_its_deliveries(store: Store) -> 
     store.save_state(red, [ev], {ev.key: [EMAIL]})
     assert store.events() == [ev]
     assert [(m.channel, m.target) for m in store.messages()] == [("slack", "#kpis")]
+    # a key twice in one write: recorded once, and so are its deliveries
+    again = event("revenue:red:2", at(1))
+    store.save_state(red, [again, again], {again.key: [EMAIL]})
+    assert store.events() == [ev, again]
+    assert sorted(m.channel for m in store.messages()) == ["email", "slack"]
 
 
 def test_save_state_for_review_ticks(store: Store) -> None:

@@ -79,12 +79,16 @@ class StoreBase:
     ) -> None:
         """Record events (a known key: once) and, for each new one, its outbox rows: in
         the caller's transaction, with the change that caused them."""
+        events = list(events)
+        new_ids = sql.insert_ignore_returning_ids(
+            connection, events_t, [rows.event_row(event) for event in events], unique="key"
+        )
         outbox_rows: list[dict[str, Any]] = []
         for event in events:
-            event_id = sql.insert_ignore_returning_id(
-                connection, events_t, rows.event_row(event), unique="key"
-            )
-            if event_id is None:  # already recorded, and so were its deliveries
+            # None: already recorded, and so were its deliveries (pop: a key twice in
+            # ``events`` is recorded once, and so are its deliveries)
+            event_id = new_ids.pop(event.key, None)
+            if event_id is None:
                 continue
             # dict.fromkeys: keep order, drop a delivery listed twice
             for delivery in dict.fromkeys(deliveries.get(event.key, ())):

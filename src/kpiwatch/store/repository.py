@@ -355,9 +355,10 @@ class Store(OutboxStore, PeopleStore):
             changes = [change for change in found if change is not None]
             if changes:
                 connection.execute(sa.insert(changes_t), changes)
-            for item in batch:
-                if item.evaluation.events:
-                    self._insert_events(connection, item.evaluation.events, item.deliveries)
+            # every KPI's events in one go (their keys name their KPI: the deliveries merge)
+            events = [event for item in batch for event in item.evaluation.events]
+            deliveries = {key: d for item in batch for key, d in item.deliveries.items()}
+            self._insert_events(connection, events, deliveries)
 
     def save_state(
         self,
