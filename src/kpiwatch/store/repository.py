@@ -355,9 +355,13 @@ class Store(OutboxStore, PeopleStore):
             changes = [change for change in found if change is not None]
             if changes:
                 connection.execute(sa.insert(changes_t), changes)
-            # every KPI's events in one go (their keys name their KPI: the deliveries merge)
+            # every KPI's events in one go; a key twice is recorded once, with the
+            # deliveries of its first, as when each KPI's events went in on their own
             events = [event for item in batch for event in item.evaluation.events]
-            deliveries = {key: d for item in batch for key, d in item.deliveries.items()}
+            deliveries: dict[str, Sequence[Delivery]] = {}
+            for item in batch:
+                for key, targets in item.deliveries.items():
+                    deliveries.setdefault(key, targets)
             self._insert_events(connection, events, deliveries)
 
     def save_state(
