@@ -410,6 +410,46 @@ def test_a_connection_the_server_closed_is_replaced_without_an_error(
 # ------------------------------------------------------------ freshness and outages (SPEC §5a)
 
 
+@pytest.mark.parametrize("dialect", [pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_held_run_of_fetches_keeps_one_connection_and_each_query_stays_read_only(
+    db_url: str, reader_url: str, dialect: str
+) -> None:
+    source = _source(reader_url)
+    checkouts: list[int] = []
+    pool = source._get_engine().pool
+    sa.event.listen(pool, "checkout", lambda *_: checkouts.append(1))
+    session = _kpi(SESSION_ID[dialect])
+    writable = _kpi(
+        "SELECT CASE WHEN current_setting('transaction_read_only') = 'on' THEN 0 ELSE 1 END"
+    )
+    try:
+        with source.held():
+            first = {int(source.fetch(session, NOW).current.value) for _ in range(3)}
+            # a query that turns the session writable is undone with its transaction
+            with pytest.raises(SourceError):
+                source.fetch(
+                    _kpi("SELECT set_config('default_transaction_read_only', 'off', false)"),
+                    NOW,
+                )
+            assert source.fetch(writable, NOW).current.value == 0.0
+            assert pool.checkedout() == 1
+            # the server ends the held connection: the next fetch takes a new one
+            engine = sa.create_engine(db_url)
+            with engine.connect() as conn:
+                conn.exec_driver_sql(END_SESSION[dialect].format(next(iter(first))))
+            engine.dispose()
+            again = {int(source.fetch(session, NOW).current.value) for _ in range(2)}
+            assert source.fetch(writable, NOW).current.value == 0.0
+        assert pool.checkedout() == 0  # given back when the block ends
+    finally:
+        source.close()
+
+    assert len(first) == 1
+    assert len(again) == 1
+    assert again != first
+    assert len(checkouts) == 2  # one per connection, not one per fetch
+
+
 def test_latest_load_reads_the_freshness_querys_timestamp(source: SqlQuerySource) -> None:
     assert source.latest_load("SELECT max(at) FROM series") == (DAY1 + timedelta(days=2)).replace(
         tzinfo=UTC

@@ -20,7 +20,7 @@ from datetime import datetime
 from kpiwatch.clock import Clock
 from kpiwatch.config.rules import Kpi
 from kpiwatch.errors import SourceTimeout
-from kpiwatch.sources.base import FetchResult, Source
+from kpiwatch.sources.base import FetchResult, Source, held
 
 # (the time the fetch used as "now", its result or what it raised, seconds it took)
 Fetched = tuple[datetime, FetchResult | Exception, float]
@@ -92,7 +92,8 @@ class _Run:
 
     def __call__(self) -> None:
         try:
-            self._fetch_all()
+            with held(self._source):  # one pooled connection for the whole run
+                self._fetch_all()
         finally:
             with self._lock:
                 stuck = self._stuck

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -40,6 +41,13 @@ class Source(Protocol):
     def close(self) -> None:
         """Release connections and pools."""
         ...
+
+
+def held(source: Source) -> AbstractContextManager[None]:
+    """A block in which the source's fetches from this thread may share what they need
+    (a SQL source keeps one pooled connection); nothing for a source without ``held``."""
+    keep: Callable[[], AbstractContextManager[None]] | None = getattr(source, "held", None)
+    return nullcontext() if keep is None else keep()
 
 
 def is_finite_number(value: object) -> bool:

@@ -275,7 +275,9 @@ class OutboxStore(StoreBase):
                 query = sa.select(state_t).where(state_t.c.kpi_id.in_(chunk))
                 for row in connection.execute(query).mappings():
                     states[row["kpi_id"]] = rows.to_state(row)
-                newest, params = newest_observations(chunk, points, chunk=NOTICE_CHUNK)
+                newest, params = newest_observations(
+                    chunk, points, chunk=NOTICE_CHUNK, dialect=connection.dialect.name
+                )
                 for row in connection.execute(newest, params).mappings():
                     recent[row["kpi_id"]].append(rows.to_observation(row))
                 if annotations_since is not None:

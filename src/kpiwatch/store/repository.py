@@ -30,7 +30,7 @@ from kpiwatch.model import (
     StatusChange,
 )
 from kpiwatch.store import rows, sql
-from kpiwatch.store.base import UNION_CHUNK, chunks, newest_observations
+from kpiwatch.store.base import UNION_CHUNK, chunks, newest_chunk, newest_observations
 from kpiwatch.store.engine import create_store_engine
 from kpiwatch.store.fencing import Basis, insert_new_states, locked_verdicts
 from kpiwatch.store.outbox_store import OutboxStore
@@ -214,10 +214,11 @@ class Store(OutboxStore, PeopleStore):
                 for row in connection.execute(query).mappings():
                     history[row["kpi_id"]].append(rows.to_observation(row))
             limited = sorted(limits.keys() & history.keys(), key=limits.__getitem__)
-            for chunk in chunks(limited, UNION_CHUNK):  # by limit: similar ones together
+            size = newest_chunk(dialect, UNION_CHUNK)
+            for chunk in chunks(limited, size):  # by limit: similar ones together
                 points = max(limits[kpi_id] for kpi_id in chunk)
                 newest_first, params = newest_observations(
-                    chunk, points, chunk=UNION_CHUNK, since=since
+                    chunk, points, chunk=size, since=since, dialect=dialect
                 )
                 for row in connection.execute(newest_first, params).mappings():
                     history[row["kpi_id"]].append(rows.to_observation(row))

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -132,3 +133,61 @@ def test_when_every_thread_is_stuck_each_fetch_gives_up_after_the_limit(
     source.hang = frozenset()
     results = fetch_in_pool(pool, source, [_kpi("a")], clock, slots=slots, limit=5, timeout=3)
     assert isinstance(results[0][1], FetchResult)
+
+
+class HoldingSource(Source):
+    """Records its ``held`` blocks (per thread) and which block each fetch ran in."""
+
+    def __init__(self, hang: frozenset[str] = frozenset()) -> None:
+        super().__init__(hang)
+        self.blocks: list[str] = []  # "open 1", "close 1", ...
+        self.in_block: dict[str, int | None] = {}
+        self._local = threading.local()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        number = self._local.block = sum(b.startswith("open") for b in self.blocks) + 1
+        self.blocks.append(f"open {number}")
+        try:
+            yield
+        finally:
+            self._local.block = None
+            self.blocks.append(f"close {number}")
+
+    def fetch(self, kpi: rules.Kpi, now: datetime) -> FetchResult:
+        self.in_block[kpi.id] = getattr(self._local, "block", None)
+        return super().fetch(kpi, now)
+
+
+def test_a_run_fetches_its_kpis_inside_one_held_block_of_the_source(
+    pool: ThreadPoolExecutor,
+) -> None:
+    source, clock = HoldingSource(), FixedClock(NOW)
+    for kpi_id in "abc":
+        source.set(kpi_id, 1.0)
+
+    fetch_in_pool(pool, source, [_kpi(k) for k in "abc"], clock, slots=PoolSlots(2),
+                  limit=5, timeout=3)  # fmt: skip
+
+    assert source.in_block == {"a": 1, "b": 1, "c": 1}
+    assert source.blocks == ["open 1", "close 1"]  # given back when the run ends
+
+
+def test_an_abandoned_run_keeps_its_block_until_its_stuck_fetch_returns(
+    pool: ThreadPoolExecutor,
+) -> None:
+    source, clock = HoldingSource(hang=frozenset({"b"})), FixedClock(NOW)
+    for kpi_id in "abc":
+        source.set(kpi_id, 1.0)
+    try:
+        fetch_in_pool(pool, source, [_kpi(k) for k in "abc"], clock, slots=PoolSlots(2),
+                      limit=0.3, timeout=0.1)  # fmt: skip
+        # the rest of the run went to a block of its own; the stuck one is still open
+        assert source.in_block == {"a": 1, "b": 1, "c": 2}
+        assert source.blocks == ["open 1", "open 2", "close 2"]
+    finally:
+        source.release.set()
+    deadline = time.monotonic() + 5
+    while "close 1" not in source.blocks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert source.blocks == ["open 1", "open 2", "close 2", "close 1"]
