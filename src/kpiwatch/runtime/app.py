@@ -33,7 +33,7 @@ from kpiwatch.runtime.channels import (
     verify_slack,
 )
 from kpiwatch.runtime.leases import Leases, replica_id
-from kpiwatch.runtime.runner import BATCH, CycleStats, Runner
+from kpiwatch.runtime.runner import CycleStats, Runner
 from kpiwatch.runtime.scheduler import (
     HEARTBEAT_EXECUTOR,
     INTERVAL_ANCHOR,
@@ -61,6 +61,9 @@ HEAP_TRIM_SECONDS = 60  # how often the C heap's free pages go back to the syste
 HEARTBEAT_MAX_AGE = 30.0  # /healthz and the systemd watchdog: the scheduler is stuck
 LEASE_CHECK_SECONDS = 10  # how often a replica looks for work a dead replica left
 KPI_LEASE = "kpi:"
+# a replica claims a due slot's KPIs this many per worker at a time: small chunks spread
+# the work of replicas firing together (each chunk then runs in batches of 100)
+CLAIMED_PER_WORKER = 100
 REVIEWS_LEASE = "job:reviews"
 MUTE_ENDS_LEASE = "job:mute-ends"
 REMINDERS_LEASE = "job:reminders"
@@ -354,8 +357,9 @@ class App:
             if self._exclusive:
                 self.runner.evaluate_due([kpi.id for kpi in kpis])
                 return
-            # claims in chunks: replicas firing together share a batch's work
-            size = BATCH * self.settings.max_workers
+            # claims in chunks: replicas firing together share a slot's work, a few
+            # hundred KPIs at a time
+            size = CLAIMED_PER_WORKER * self.settings.max_workers
             for start in range(0, len(kpis), size):
                 self._claim_and_run(kpis[start : start + size], slot)
         except Exception:  # one failing batch never stops the others

@@ -49,8 +49,11 @@ from kpiwatch.store.transactions import transient
 log = structlog.get_logger("kpiwatch.runner")
 
 # KPIs a worker of evaluate_all fetches, then reads, evaluates and saves together:
-# one transaction per batch instead of three per KPI
-BATCH = 100
+# one transaction per batch instead of three per KPI. A steady cycle of 10,000 SQL KPIs
+# on PostgreSQL took 23 % less time with batches of 500 than of 100 (fewer statements,
+# transactions, fetch runs and hand-offs per KPI), for ~10 MiB more RSS at 10,000
+# KPIs (more rows in flight; issue 15)
+BATCH = 500
 
 
 @dataclass

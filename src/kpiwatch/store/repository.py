@@ -354,8 +354,7 @@ class Store(OutboxStore, PeopleStore):
             sql.upsert_many(connection, state_t, [r for r in states if r["kpi_id"] not in new])
             found = (rows.transition_row(item.evaluation, before) for item in batch)
             changes = [change for change in found if change is not None]
-            if changes:
-                connection.execute(sa.insert(changes_t), changes)
+            sql.insert_rows(connection, changes_t, changes)
             # every KPI's events in one go; a key twice is recorded once, with the
             # deliveries of its first, as when each KPI's events went in on their own
             events = [event for item in batch for event in item.evaluation.events]
