@@ -69,7 +69,7 @@ class Pipeline:
         self.outbox = Outbox(
             self.store, channels, self.clock,
             NoticeBuilder(self.store, lambda: loaded.rules, "http://kpiwatch.test"),
-            suppress=Suppressor(self.store, UTC_TZ).reason, monotonic=lambda: next(ticks),
+            suppress=Suppressor(self.store, UTC_TZ).during, monotonic=lambda: next(ticks),
         )  # fmt: skip
 
     def observe(self, value: float) -> datetime:

@@ -130,7 +130,7 @@ class Scenario:
         self.outbox = Outbox(
             self.store, channels, self.clock,
             NoticeBuilder(self.store, lambda: loaded.rules, "http://kpiwatch.test"),
-            suppress=Suppressor(self.store, UTC_TZ).reason, monotonic=lambda: next(ticks),
+            suppress=Suppressor(self.store, UTC_TZ).during, monotonic=lambda: next(ticks),
         )  # fmt: skip
         self.received: list[tuple[int, str, str]] = []  # (day, recipient, first line)
         self._seen_posts = 0

@@ -52,6 +52,11 @@ DEFAULT_LEASE = timedelta(seconds=60)
 DEFAULT_SENDERS = 4  # recipients worked on side by side
 
 
+def _send_all(notice: Notice) -> str | None:
+    """No notice held back (an Outbox without a suppressor)."""
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     first_delay: timedelta = timedelta(seconds=10)
@@ -92,7 +97,8 @@ class Outbox:
         clock: Clock,
         notices: NoticeBuilder,
         *,
-        suppress: Callable[[Notice, datetime], str | None] = lambda notice, now: None,
+        # a pass at ``now`` -> why each of its notices is held back (None: send it)
+        suppress: Callable[[datetime], Callable[[Notice], str | None]] = lambda now: _send_all,
         policy: RetryPolicy | None = None,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -144,12 +150,13 @@ class Outbox:
                       for m in (lane[:1] if lane[0].channel in PACING else lane)]  # fmt: skip
             built = dict(zip((m.id for m in wanted), self._notices.build_many(wanted),
                              strict=True))  # fmt: skip
+            suppress = self._suppress(now)  # silences read once for the pass
             if self._senders == 1 or len(lanes) == 1:
-                return sum(self._lane(lane, built, now, started, finished)
+                return sum(self._lane(lane, built, now, suppress, started, finished)
                            for lane in lanes.values())  # fmt: skip
             workers = min(self._senders, len(lanes))
             with ThreadPoolExecutor(workers, thread_name_prefix="outbox") as pool:
-                futures = [pool.submit(self._lane, lane, built, now, started, finished)
+                futures = [pool.submit(self._lane, lane, built, now, suppress, started, finished)
                            for lane in lanes.values()]  # fmt: skip
                 wait(futures)
             return sum(future.result() for future in futures)  # re-raises a lane's StoreError
@@ -161,6 +168,7 @@ class Outbox:
         messages: Sequence[OutboxMessage],
         built: Mapping[int, Notice],
         now: datetime,
+        suppress: Callable[[Notice], str | None],
         started: float,
         finished: set[int],
     ) -> int:
@@ -180,7 +188,7 @@ class Outbox:
             if self._paced(message.channel, message.target, started):
                 break  # the rest wait for the next pass; checked before building a notice
             notice = built.get(message.id) or self._notices.build(message)
-            reason = self._suppress(notice, now)
+            reason = suppress(notice)
             if reason is not None:
                 self._store.mark_suppressed(message.id, now, reason=reason)
                 finished.add(message.id)

@@ -129,7 +129,7 @@ class App:
         notices = NoticeBuilder(self.store, lambda: self.runner.workspace.rules, settings.base_url)
         self._suppressor = Suppressor(self.store, settings.tz)
         self.outbox = Outbox(self.store, self.channels, self.clock, notices,
-                             suppress=self._suppressor.reason,
+                             suppress=self._suppressor.during,
                              holder=self.leases.holder, lease=self.leases.ttl)  # fmt: skip
         self._mute_checked = self.clock.now()
         self._scheduler: Scheduler | None = None

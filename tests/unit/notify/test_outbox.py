@@ -6,9 +6,11 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from kpiwatch.config.loader import load_rule_text
 from kpiwatch.config.rules import RuleSet
 from kpiwatch.errors import DeliveryError
 from kpiwatch.model import (
@@ -18,11 +20,14 @@ from kpiwatch.model import (
     Event,
     EventKind,
     KpiState,
+    MatcherKind,
     ReviewCadence,
+    Silence,
     Status,
 )
 from kpiwatch.notify.notices import NoticeBuilder
 from kpiwatch.notify.outbox import Outbox, RetryPolicy
+from kpiwatch.notify.suppression import Suppressor
 from kpiwatch.store.repository import Store
 from kpiwatch.testing import FixedClock, RecordingChannel
 
@@ -138,7 +143,9 @@ def test_a_message_for_an_unconfigured_channel_is_dead_with_a_reason(store: Stor
 def test_a_suppressed_message_is_recorded_not_sent(store: Store) -> None:
     clock, channel = FixedClock(START), RecordingChannel()
     _queue(store)
-    outbox = _outbox(store, {"log": channel}, clock, suppress=lambda n, now: "silenced by #1")
+    outbox = _outbox(
+        store, {"log": channel}, clock, suppress=lambda now: lambda n: "silenced by #1"
+    )
     assert outbox.deliver_due() == 0
     assert channel.sent == []
     [held] = store.messages(states=[DeliveryState.SUPPRESSED])
@@ -262,3 +269,49 @@ def test_a_live_replicas_claim_is_left_alone_and_a_killed_ones_taken_over(store:
     store.release_claims("live-replica", [live.id])
     assert outbox.deliver_due() == 1
     assert [n.event.key for n in channel.sent] == ["second", "first"]
+
+
+SILENCE_RULES = """
+sources: {wh: {type: sql, url: "sqlite://"}}
+kpis:
+""" + "".join(
+    f"  - {{id: k{i}, name: K{i}, owner: o@example.com, direction: lower_is_better,"
+    f" source: wh, query: SELECT 1}}\n"
+    for i in range(6)
+)
+
+
+def test_a_pass_reads_the_silences_once_and_a_new_silence_holds_the_next_pass(
+    store: Store,
+) -> None:
+    loaded = load_rule_text(SILENCE_RULES, "rules.yaml")
+    clock, channel = FixedClock(START), RecordingChannel()
+    for i in range(3):
+        _queue(store, key=f"a{i}", kpi=f"k{i}", target=f"#t{i}")
+    reads: list[datetime | None] = []
+    real_silences = store.silences
+
+    def counted(*, active_at: datetime | None = None) -> list[Silence]:
+        reads.append(active_at)
+        return real_silences(active_at=active_at)
+
+    store.silences = counted  # type: ignore[method-assign]  # the real read, counted
+    suppressor = Suppressor(store, ZoneInfo("UTC"))
+    notices = NoticeBuilder(store, lambda: loaded.rules, "http://kpiwatch.test")
+    outbox = Outbox(store, {"log": channel}, clock, notices, suppress=suppressor.during)
+
+    assert outbox.deliver_due() == 3
+    assert reads == [START]  # one read for the pass's three messages
+
+    # silenced at the same clock reading: the next pass reads again and holds k3 back
+    store.add_silence(MatcherKind.KPI, "k3", START, START + timedelta(hours=1),
+                      "ann", "deploy", START)  # fmt: skip
+    for i in (3, 4):
+        _queue(store, key=f"b{i}", kpi=f"k{i}", target=f"#t{i}")
+    assert outbox.deliver_due() == 1
+    assert reads == [START, START]
+    assert [m.event.key for m in channel.sent] == ["a0", "a1", "a2", "b4"]
+    [held] = store.messages(states=[DeliveryState.SUPPRESSED])
+    assert held.event.key == "b3"
+    assert held.last_error is not None
+    assert held.last_error.startswith("silenced by #")
