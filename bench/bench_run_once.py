@@ -14,6 +14,7 @@ user would run it from cron:
 * ``--later`` **later runs** (states exist, values unchanged);
 
 each a fresh process timed from start to exit (rules loaded, imports, the lot),
+each also compared with a raw loop run just before it (the host's speed drifts),
 with the state store an embedded SQLite file (``--store sqlite``, the default
 ``kpiwatch`` setup) or a PostgreSQL database of its own (``--store postgres``).
 The baseline is ``bench_cycle.raw_loop``: 8 threads, one psycopg connection
@@ -80,8 +81,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 store = state_url(args.url)
             else:
                 store = f"sqlite:///{root}/state.db"
+            # a raw loop right before each run as well: the host's speed drifts, so
+            # each run is also compared with the loop next to it
+            paired = [raw_loop(args.url, args.kpis)]
             first = run_once(root, rules, store)
-            later = [run_once(root, rules, store) for _ in range(args.later)]
+            later = []
+            for _ in range(args.later):
+                paired.append(raw_loop(args.url, args.kpis))
+                later.append(run_once(root, rules, store))
             if args.store == "postgres":
                 drop_state_db(args.url)
     finally:
@@ -89,9 +96,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\n{args.kpis} SQL KPIs, whole-process run --once, state store {args.store}, "
           f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
     print(f"  raw psycopg loop, 8 connections   {baseline:6.2f} s")
-    print(f"  first run                         {first:6.2f} s  ({first / baseline:.1f}x)")
+    print(f"  first run                         {first:6.2f} s  ({first / baseline:.1f}x;"
+          f" {first / paired[0]:.1f}x the loop before it, {paired[0]:.2f} s)")  # fmt: skip
     for n, took in enumerate(later, 1):
-        print(f"  later run {n}                       {took:6.2f} s  ({took / baseline:.1f}x)")
+        print(f"  later run {n}                       {took:6.2f} s  ({took / baseline:.1f}x;"
+              f" {took / paired[n]:.1f}x the loop before it, {paired[n]:.2f} s)")  # fmt: skip
     print(f"  target                            {TARGET:.0f}x")
 
 
