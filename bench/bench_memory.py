@@ -231,6 +231,7 @@ def child(args: argparse.Namespace) -> None:
     from kpiwatch import heap
     from kpiwatch.config.settings import Settings
     from kpiwatch.model import Observation
+    from kpiwatch.runtime.pruning import prune_history
     from kpiwatch.testing import FixedClock
 
     if args.objects:
@@ -260,7 +261,8 @@ def child(args: argparse.Namespace) -> None:
         write_rules(rules_dir, warehouse, values, args.every, args.source)
         url = args.database_url or f"sqlite:///{root / 'state.db'}"
         settings = Settings(database_url=url, rules_dir=rules_dir, max_workers=WORKERS,
-                            http_host="127.0.0.1", http_port=0)  # fmt: skip
+                            http_host="127.0.0.1", http_port=0,
+                            retention=args.retention or "off")  # fmt: skip
         clock = FixedClock(START)
         if not args.first_start:  # a restart: another process created the schema
             migrate = f"from kpiwatch.store.repository import Store; Store.open({url!r}).close()"
@@ -295,6 +297,7 @@ def child(args: argparse.Namespace) -> None:
         mark_engine = ""
         marked: Marked | None = None
         durations: list[float] = []
+        pruned = prune_s = 0.0
         for c in range(1, cycles + 1):
             if args.source == "push":  # what the push API would have stored since
                 store.add_observations(
@@ -311,6 +314,11 @@ def child(args: argparse.Namespace) -> None:
                 get(scrape + "/metrics")
                 if c == cycles:
                     get(scrape + "/")
+            if settings.retention is not None and c * args.every % 60 == 0:
+                t1 = time.perf_counter()  # the daemon's hourly prune, on this bench's clock
+                kept = settings.retention
+                pruned += prune_history(store, runner.workspace.rules, kept, clock.now())
+                prune_s = time.perf_counter() - t1
             gc.collect()
             if args.trim:  # what the daemon's minutely housekeeping job does
                 heap.trim()
@@ -321,16 +329,15 @@ def child(args: argparse.Namespace) -> None:
                     marked = Marked.take()
             if c == 1 or c % 10 == 0 or c in (cycles, mark):
                 mix = ", ".join(f"{v} {k}" for k, v in sorted(stats.by_status.items()))
+                mix += state_size(url)
+                if settings.retention is not None:
+                    mix += f"; pruned {pruned:,.0f} rows so far, the last prune {prune_s:.2f} s"
                 label = f"after cycle {c} ({c * args.every} min simulated)"
                 print(f"{label:<34} {rss_mib():>8.1f} {durations[-1]:>8.1f}  {mix}", flush=True)
             clock.advance(timedelta(minutes=args.every))
             nudge_warehouse(warehouse, values, rng)
         end_rss = rss_mib()
-        size = ""
-        if url.startswith("sqlite:///"):
-            state = Path(url[len("sqlite:///") :])
-            on_disk = sum(p.stat().st_size for p in state.parent.glob(state.name + "*"))
-            size = f"; state.db on disk {on_disk / 2**20:.1f} MiB"
+        size = state_size(url)
         threads = len(os.listdir("/proc/self/task"))
         print(f"store engine: {engine_note(store.engine)}"
               + (f" (at cycle {mark}: {mark_engine})" if cycles > mark else ""))  # fmt: skip
@@ -357,6 +364,15 @@ def child(args: argparse.Namespace) -> None:
         else:
             web.stop()
             app.close()
+
+
+def state_size(url: str) -> str:
+    """"; state.db on disk N MiB" (its WAL included) for a SQLite store, else ""."""
+    if not url.startswith("sqlite:///"):
+        return ""
+    state = Path(url[len("sqlite:///") :])
+    on_disk = sum(p.stat().st_size for p in state.parent.glob(state.name + "*"))
+    return f"; state.db on disk {on_disk / 2**20:.1f} MiB"
 
 
 def get(url: str) -> None:
@@ -425,6 +441,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="give the C heap's free pages back after each cycle (kpiwatch.heap.trim), as"
         " the daemon's heartbeat does once a minute",
+    )
+    parser.add_argument(
+        "--retention",
+        metavar="SPAN",
+        help="KPIWATCH_RETENTION (2h, 30d); the daemon's hourly prune runs every simulated"
+        " hour, and the state database's size is shown (default: off, every point kept)",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

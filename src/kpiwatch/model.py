@@ -120,6 +120,15 @@ class Observation:
     value: float
 
 
+class Kept(NamedTuple):
+    """A KPI's stored points the retention keeps (:mod:`kpiwatch.evaluation.retention`):
+    every one observed at or after ``since``, and its ``newest`` points however old (a
+    KPI polled monthly keeps its last value)."""
+
+    since: datetime
+    newest: int
+
+
 class Finding(NamedTuple):
     """The verdict of one rule, with a reason worded for people."""
 

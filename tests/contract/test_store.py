@@ -30,12 +30,13 @@ from kpiwatch.model import (
     Evaluation,
     Event,
     EventKind,
+    Kept,
     KpiState,
     Observation,
     ReviewCadence,
     Status,
 )
-from kpiwatch.store import InstanceLock, Store, create_store_engine
+from kpiwatch.store import InstanceLock, Store, create_store_engine, repository
 from kpiwatch.store import migrate as migrations
 from kpiwatch.store.fencing import Basis
 from kpiwatch.store.repository import EvaluationToSave
@@ -137,6 +138,32 @@ def test_history_order_since_limit_and_latest(store: Store) -> None:
     assert store.latest("revenue") == Observation("revenue", at(3), 4.5)
     assert store.latest("nope") is None
     assert store.history("nope") == []
+
+
+def test_prune_deletes_what_the_retention_drops_and_keeps_each_kpis_newest(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(repository, "PRUNE_CHUNK", 2)  # three KPIs: two transactions
+    day = 24 * 60
+    store.add_observations(
+        Observation(kpi_id, at(i * day), float(i)) for kpi_id in "abcd" for i in range(10)
+    )
+    kept = {
+        "a": Kept(at(5 * day), 1),  # days 0-4 go
+        "b": Kept(at(50 * day), 3),  # every point is older: its newest three stay
+        "c": Kept(at(0), 1),  # nothing is older
+    }  # d is not in the rules: untouched
+
+    def days() -> dict[str, list[int]]:
+        return {k: [round(o.value) for o in store.history(k)] for k in "abcd"}
+
+    assert store.prune_observations(kept, dry_run=True) == 5 + 7
+    assert days() == {k: list(range(10)) for k in "abcd"}
+    assert store.prune_observations(kept) == 5 + 7
+    assert days() == {"a": [5, 6, 7, 8, 9], "b": [7, 8, 9], "c": list(range(10)),
+                      "d": list(range(10))}  # fmt: skip
+    assert store.prune_observations(kept) == 0
+    assert store.prune_observations({}) == 0
 
 
 def test_timestamps_come_back_aware_utc(store: Store) -> None:

@@ -281,3 +281,48 @@ def test_digest_review_with_nothing_due_says_so(tmp_path: Path) -> None:
     result = kpiwatch(tmp_path, "digest", "review", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "no review digest: none of the 1 KPIs is due\n"
+
+
+def test_prune_deletes_what_the_retention_drops_and_a_dry_run_only_counts(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from kpiwatch.model import Observation
+    from kpiwatch.store import Store
+
+    _rules(tmp_path)
+    env = environment(tmp_path)
+    assert kpiwatch(tmp_path, "run", "--once", env=env).returncode == 0
+    store = Store.open(env["KPIWATCH_DATABASE_URL"])
+    now = datetime.now(UTC)
+    store.add_observations(
+        Observation("signups", now - timedelta(days=d), 12.0) for d in range(1, 11)
+    )
+    store.close()
+
+    def points() -> int:
+        history = kpiwatch(tmp_path, "history", "signups", "--json", env=env)
+        return len(json.loads(history.stdout)["observations"])
+
+    dry = kpiwatch(tmp_path, "prune", "--dry-run", "--retention", "5d12h", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.strip() == "would delete 5 observations of 1 KPIs (retention 5d12h)"
+    assert points() == 11
+    done = kpiwatch(tmp_path, "prune", "--retention", "5d12h", "--json", env=env)
+    assert json.loads(done.stdout) == {"retention": "5d12h", "dry_run": False, "rows": 5,
+                                       "kpis": 1}  # fmt: skip
+    assert points() == 6
+    # the setting's default (400d) keeps everything left
+    assert kpiwatch(tmp_path, "prune", env=env).stdout.strip() == (
+        "deleted 0 observations of 1 KPIs (retention 400d)"
+    )
+    bad = kpiwatch(tmp_path, "prune", "--retention", "10m", env=env)
+    assert bad.returncode == 2
+    assert "--retention '10m': Value error, must be at least 1h, or off" in bad.stderr
+    off = kpiwatch(tmp_path, "prune", env={**env, "KPIWATCH_RETENTION": "off"})
+    assert off.returncode == 0
+    assert "the retention is off (KPIWATCH_RETENTION=off): nothing pruned" in off.stdout
+    wrong = kpiwatch(tmp_path, "prune", env={**env, "KPIWATCH_RETENTION": "soon"})
+    assert wrong.returncode == 2
+    assert "KPIWATCH_RETENTION" in wrong.stderr

@@ -7,7 +7,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from helpers import kpiwatch, status_json
+from helpers import environment, kpiwatch, status_json
 
 RULES = """
 sources:
@@ -104,3 +104,19 @@ def test_backfill_of_a_scalar_query_explains_why_not(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "gives one current value, not a history" in result.stderr
     assert kpiwatch(tmp_path, "backfill", "nps").returncode == 2
+
+
+def test_backfill_says_which_points_the_retention_will_delete(tmp_path: Path) -> None:
+    _setup(tmp_path)
+    since = (datetime.now(UTC).date() - timedelta(days=9)).isoformat()
+    default = kpiwatch(tmp_path, "backfill", "daily", "--from", since)
+    assert default.returncode == 0, default.stderr
+    assert "note:" not in default.stderr  # the default retention, 400d, keeps them
+    env = environment(tmp_path, KPIWATCH_RETENTION="5d")
+    short = kpiwatch(tmp_path, "backfill", "daily", "--from", since, env=env)
+    assert short.returncode == 0, short.stderr
+    cut = (datetime.now(UTC) - timedelta(days=5)).date()
+    assert (f"note: points before {cut} are older than the retention "
+            "(KPIWATCH_RETENTION=5d); the next prune deletes them") in short.stderr  # fmt: skip
+    # the days 5 to 9 back: each point is the day's midnight, older than now - 5d
+    assert "deleted 5 observations of 4 KPIs" in kpiwatch(tmp_path, "prune", env=env).stdout

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kpiwatch.config.settings import Settings
+from kpiwatch.model import Observation
 from kpiwatch.runtime.app import KPI_LEASE, App
 from kpiwatch.runtime.scheduler import due_slot
 from kpiwatch.store.leases import LeaseBook
@@ -285,3 +286,35 @@ def test_reminders_are_ticked_on_one_replica_per_slot_and_by_run_once(
     assert 'kpiwatch_reminders_total{status="red"} 1.0' in generate_latest(
         second.registry
     ).decode()
+
+
+def test_the_retention_prunes_on_one_replica_an_hour_and_counts_the_rows(
+    settings: Settings,
+) -> None:
+    clock = FixedClock(START)
+    kept_two_days = settings.model_copy(update={"retention": timedelta(days=2)})
+    first, second = App(kept_two_days, clock), App(kept_two_days, clock)
+    try:
+        hours = [START - timedelta(hours=h) for h in range(24 * 10)]  # ten days, hourly
+        first.store.add_observations(
+            Observation(k, t, 20.0) for k in ("signups", "x") for t in hours
+        )
+        first._prune()
+        kept = [o.observed_at for o in first.store.history("signups")]
+        assert kept == sorted(t for t in hours if t >= START - timedelta(days=2))
+        assert len(first.store.history("x")) == len(hours)  # not in the rules: untouched
+        assert first.metrics.pruned_total() == len(hours) - len(kept)
+        # a backfill of old points: the other replica's prune in the same hour finds the
+        # hour done, the next hour's prune deletes them
+        old = [START - timedelta(days=5, minutes=m) for m in range(7)]
+        first.store.add_observations(Observation("sales", t, 20.0) for t in old)
+        second._prune()
+        assert len(first.store.history("sales")) == 7
+        assert second.metrics.pruned_total() == 0
+        clock.advance(timedelta(hours=1))
+        second._prune()
+        assert [o.observed_at for o in first.store.history("sales")] == [max(old)]  # newest stays
+        assert second.metrics.pruned_total() == 6 + 1  # and signups' point now 2d 1h old
+    finally:
+        first.close()
+        second.close()

@@ -260,6 +260,33 @@ def test_a_series_fills_history_once(
     assert history[-1].value == 5.0
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_series_stores_only_what_the_retention_keeps(
+    store: Store, source: FakeSource, clock: FixedClock, batched: bool
+) -> None:
+    """A series source returns its whole result on every poll: the rows older than the
+    retention are not stored (the next prune would delete them again), and a KPI whose
+    newest row is old keeps it, so its verdict stands."""
+    workspace = fake_workspace(RULES, store.latest, {"wh": source})
+    runner = Runner(store, clock, workspace, tz=ZoneInfo("UTC"), review_time=time(9, 0),
+                    max_workers=1, retention=timedelta(days=3))  # fmt: skip
+    source.set("errors", [(START - timedelta(days=d), 5.0 + d) for d in range(10)])
+    source.set("spend", [(START - timedelta(days=30 * m), 2000.0 + m) for m in (1, 2, 3)])
+    source.set("customers", 3.0)
+    for _ in range(2):
+        if batched:
+            assert runner.evaluate_all().failed == 0
+        else:
+            for kpi_id in ("errors", "spend", "customers"):
+                runner.evaluate_kpi(kpi_id, follow=False)
+        clock.advance(timedelta(hours=1))
+    assert [o.value for o in store.history("errors")] == [8.0, 7.0, 6.0, 5.0]  # 3 days back
+    assert [o.value for o in store.history("spend")] == [2001.0]  # a month old: kept
+    state = store.get_state("spend")
+    assert state is not None
+    assert state.status is Status.RED
+
+
 def test_review_due_once_per_review_moment(
     runner: Runner, source: FakeSource, store: Store, clock: FixedClock
 ) -> None:

@@ -1,4 +1,4 @@
-"""Commands about KPIs: `eval`, `status`, `history`, `push`, `backfill`."""
+"""Commands about KPIs: `eval`, `status`, `history`, `push`, `backfill`, `prune`."""
 
 from __future__ import annotations
 
@@ -164,3 +164,61 @@ def backfill_cmd(ctx: click.Context, kpi_id: str, from_text: str | None) -> None
         f"{kpi_id}: {result.points} points from {start.date()} on, {result.new} new, "
         f"{result.points - result.new} already stored"
     )
+    if settings.retention is not None:
+        from kpiwatch.evaluation.retention import kept_history
+        from kpiwatch.runtime.pruning import retention_text
+
+        since = kept_history(kpi, now, settings.retention).since
+        if start < since:
+            click.echo(
+                f"note: points before {since.date()} are older than the retention "
+                f"(KPIWATCH_RETENTION={retention_text(settings.retention)}); the next "
+                "prune deletes them (but the newest)",
+                err=True,
+            )
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option("--retention", "asked", metavar="SPAN",
+              help="This retention (90d, 12h) instead of KPIWATCH_RETENTION.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@friendly_errors
+def prune(ctx: click.Context, dry_run: bool, asked: str | None, as_json: bool) -> None:
+    """Delete the observations older than the retention (the daemon does this hourly).
+
+    Each KPI keeps at least what its rules read, so no verdict changes."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from kpiwatch.config.settings import RetentionSpan
+    from kpiwatch.runtime.pruning import prune_history, retention_text
+    from kpiwatch.store.repository import Store
+
+    settings = load_settings(ctx)
+    retention = settings.retention
+    if asked is not None:
+        try:
+            retention = TypeAdapter(RetentionSpan).validate_python(asked)
+        except ValidationError as exc:
+            fail(f"--retention {asked!r}: {exc.errors()[0]['msg']}")
+    if retention is None:
+        if as_json:
+            print_json({"retention": None, "dry_run": dry_run, "rows": 0})
+        else:
+            click.echo("the retention is off (KPIWATCH_RETENTION=off): nothing pruned")
+        return
+    loaded = load_settings_rules(settings)
+    store = Store.open(settings.database_url.get_secret_value(), create=False)
+    try:
+        rows = prune_history(store, loaded.rules, retention, datetime.now(UTC), dry_run=dry_run)
+    finally:
+        store.close()
+    span = retention_text(retention)
+    if as_json:
+        print_json({"retention": span, "dry_run": dry_run, "rows": rows,
+                    "kpis": len(loaded.rules.kpis)})  # fmt: skip
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {rows:,} observations of {len(loaded.rules.kpis):,} KPIs "
+               f"(retention {span})")  # fmt: skip

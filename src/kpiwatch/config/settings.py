@@ -47,6 +47,24 @@ def _minute_or_more(value: timedelta) -> timedelta:
 ReminderSpan = Annotated[timedelta, BeforeValidator(_span), AfterValidator(_minute_or_more)]
 
 
+def _off_or_span(value: Any) -> Any:
+    """``off`` (or empty) keeps every observation; else a span as ``_span`` reads it."""
+    if isinstance(value, str) and value.strip().lower() in ("", "off", "none"):
+        return None
+    return _span(value)
+
+
+def _hour_or_more(value: timedelta | None) -> timedelta | None:
+    if value is not None and value < timedelta(hours=1):  # the prune runs once an hour
+        raise ValueError("must be at least 1h, or off")
+    return value
+
+
+RetentionSpan = Annotated[
+    timedelta | None, BeforeValidator(_off_or_span), AfterValidator(_hour_or_more)
+]
+
+
 def default_cache_dir() -> Path | None:
     """``$XDG_CACHE_HOME/kpiwatch``, else ``~/.cache/kpiwatch``; None with no home."""
     if base := os.environ.get("XDG_CACHE_HOME"):
@@ -130,6 +148,10 @@ class Settings(BaseSettings):
     # a KPI blind because its source fails is told to its owner after this (once);
     # the source's owner hears at once (SPEC §5a). A KPI's blind_notice_after wins.
     blind_notice_after: ReminderSpan = timedelta(days=1)
+    # how long observations are kept; a KPI keeps at least what its rules read (its newest
+    # points, or the whole 400-day window of a rule that looks back), so no verdict
+    # changes. off: keep everything (evaluation/retention.py)
+    retention: RetentionSpan = timedelta(days=400)
 
     @field_validator("timezone")
     @classmethod

@@ -33,6 +33,7 @@ from kpiwatch.runtime.channels import (
     verify_slack,
 )
 from kpiwatch.runtime.leases import Leases, replica_id
+from kpiwatch.runtime.pruning import prune_history, retention_text
 from kpiwatch.runtime.runner import CycleStats, Runner
 from kpiwatch.runtime.scheduler import (
     HEARTBEAT_EXECUTOR,
@@ -70,6 +71,9 @@ REMINDERS_LEASE = "job:reminders"
 FRESHNESS_LEASE = "job:freshness"
 ONCALL_LEASE = "job:oncall-digest"
 ALERTS_LEASE = "job:alertmanager-refresh"
+PRUNE_LEASE = "job:prune"
+PRUNE_SECONDS = 3600  # the retention's deletes: once an hour, on one replica
+PRUNE_FIRST_AFTER = timedelta(minutes=5)  # after a start: not in the way of the first cycle
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class App:
                 settings.reminder_first, settings.reminder_factor, settings.reminder_max
             ),
             blind_notice_after=settings.blind_notice_after,
+            retention=settings.retention,
         )
         self._stack.callback(lambda: self.runner.workspace.close())
         self._stack.callback(self.runner.close)  # first: its pool's work uses the workspace
@@ -263,6 +268,8 @@ class App:
         if alertmanager is not None:
             scheduler.every("alertmanager-refresh", alertmanager.refresh.total_seconds(),
                             self._refresh_alerts, now=now)  # fmt: skip
+        if self.settings.retention is not None:
+            scheduler.every("prune", PRUNE_SECONDS, self._prune, now=now + PRUNE_FIRST_AFTER)
         scheduler.every("heartbeat", HEARTBEAT_SECONDS, self._beat, now=now,
                         executor=HEARTBEAT_EXECUTOR)  # fmt: skip
         # glibc keeps the pages the batches freed: at 10,000 KPIs giving them back once
@@ -453,6 +460,28 @@ class App:
                     self.runner.tick_freshness()
         except Exception:
             log.exception("freshness tick failed")
+
+    def _prune(self) -> None:
+        """Delete the observations the retention drops, on the one replica that claims
+        this hour; the claim lasts the hour, so a long first prune is not run twice."""
+        retention = self.settings.retention
+        if retention is None:
+            return
+        try:
+            slot = self._tick_slot(PRUNE_SECONDS)
+            ttl = timedelta(seconds=PRUNE_SECONDS)
+            with self.leases.hold(PRUNE_LEASE, slot=slot, ttl=ttl) as claim:
+                if claim is None:
+                    return
+                started = _time.monotonic()
+                rules = self.runner.workspace.rules
+                removed = prune_history(self.store, rules, retention, self.clock.now())
+                self.metrics.pruned(removed)
+                seconds = round(_time.monotonic() - started, 3)
+                log.info("observations pruned", rows=removed, kpis=len(rules.kpis),
+                         retention=retention_text(retention), seconds=seconds)  # fmt: skip
+        except Exception:
+            log.exception("pruning observations failed; the next hour tries again")
 
     def _tick_slot(self, seconds: int = REVIEW_TICK_SECONDS) -> datetime:
         """This minute (or ``seconds`` period): review and mute ticks run once a minute,

@@ -37,6 +37,7 @@ from kpiwatch.evaluation import (
 )
 from kpiwatch.evaluation.incidents import KpiOutcome, SourceHealth, freshness_problem
 from kpiwatch.evaluation.restatements import restated_points, restatements
+from kpiwatch.evaluation.retention import kept_history, retained
 from kpiwatch.model import Evaluation, Event, KpiState, Observation
 from kpiwatch.runtime.fetcher import Fetched, Fetcher, over_blind_inputs
 from kpiwatch.runtime.source_watch import HealthChange, SourceWatch
@@ -86,6 +87,7 @@ class Runner(StateTicks):
         fetch_grace: float = 2.0,
         reminders: ReminderPolicy = DEFAULT_REMINDERS,  # the settings' defaults
         blind_notice_after: timedelta = timedelta(days=1),  # KPIWATCH_BLIND_NOTICE_AFTER
+        retention: timedelta | None = None,  # KPIWATCH_RETENTION; None: store every point
     ) -> None:
         self._store = store
         self._clock = clock
@@ -93,6 +95,7 @@ class Runner(StateTicks):
         self._tz = tz
         self._review_time = review_time
         self._reminders = reminders
+        self._retention = retention
         self._max_workers = max_workers
         self._fetcher = Fetcher(clock, tz, fetch_grace, self._fetched)
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -195,7 +198,7 @@ class Runner(StateTicks):
         deliveries = {event.key: workspace.router.route(event) for event in evaluation.events}
         try:
             self._store.save_evaluation(
-                evaluation, deliveries, observations=fetched.observations,
+                evaluation, deliveries, observations=self._to_store(kpi, now, fetched),
                 based_on=Basis.of(previous), restated=restated,
             )  # fmt: skip
         except EvaluationSuperseded as exc:  # the newer evaluation stands; nothing to redo
@@ -434,7 +437,9 @@ class Runner(StateTicks):
                 continue
             basis = Basis.of(previous)
             batch.append(
-                EvaluationToSave(evaluation, deliveries, got.observations, basis, restated)
+                EvaluationToSave(
+                    evaluation, deliveries, self._to_store(kpi, now, got), basis, restated
+                )
             )
             done.append((kpi, now))
         saved, dropped = self._save_batch(batch)
@@ -450,6 +455,13 @@ class Runner(StateTicks):
             stale.append((kpi, self._after_save(workspace, kpi, item.evaluation, now)))
         self._note_stale(workspace, stale)
         return [(kpi.id, outcomes[kpi.id]) for kpi in kpis]
+
+    def _to_store(self, kpi: Kpi, now: datetime, fetched: Fetched) -> Sequence[Observation]:
+        """The points of a poll that are stored: all of them, or what the retention keeps
+        (a series source's older rows would be deleted again by the next prune)."""
+        if self._retention is None:
+            return fetched.observations
+        return retained(kept_history(kpi, now, self._retention), fetched.observations)
 
     def _save_batch(self, batch: Sequence[EvaluationToSave]) -> tuple[set[str], set[str]]:
         """Save in one transaction; when that fails, one by one. The KPI ids saved, and

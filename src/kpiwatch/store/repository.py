@@ -23,6 +23,7 @@ from kpiwatch.model import (
     Evaluation,
     Event,
     EventKind,
+    Kept,
     KpiState,
     Observation,
     SlackThread,
@@ -43,6 +44,25 @@ from kpiwatch.store.schema import slack_threads as threads_t
 from kpiwatch.store.schema import source_health as health_t
 from kpiwatch.store.schema import status_changes as changes_t
 from kpiwatch.store.transactions import first_line
+
+PRUNE_CHUNK = 500  # KPIs a transaction of prune_observations
+
+
+def _dropped(newest: int) -> sa.ColumnElement[bool]:
+    """The rows of the KPI bound as ``kpi`` that a :class:`Kept` of (``since`` bound,
+    ``newest``) drops: before ``since`` and older than its ``newest``-th newest point."""
+    c = observations_t.c
+    nth = (
+        sa.select(c.observed_at)
+        .where(c.kpi_id == sa.bindparam("kpi"))
+        .order_by(c.observed_at.desc())
+        .offset(max(newest, 1) - 1)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return sa.and_(
+        c.kpi_id == sa.bindparam("kpi"), c.observed_at < sa.bindparam("since"), c.observed_at < nth
+    )
 
 
 class EvaluationToSave(NamedTuple):
@@ -146,6 +166,33 @@ class Store(OutboxStore, PeopleStore):
             query = query.where(observations_t.c.observed_at >= since)
         found = self._read_last(query, [observations_t.c.observed_at], limit, "read history")
         return [rows.to_observation(row) for row in found]
+
+    def prune_observations(self, kept: Mapping[str, Kept], *, dry_run: bool = False) -> int:
+        """Delete what the retention drops: each KPI's points before its ``since`` that
+        are not among its ``newest``. Returns how many rows went (with ``dry_run``: would
+        go, deleting nothing).
+
+        One transaction per few hundred KPIs, so that the saves of evaluations wait for
+        one chunk's delete at most; a KPI's range is one index range of the primary key.
+        """
+        removed = 0
+        for chunk in chunks(sorted(kept), PRUNE_CHUNK):  # one order: no deadlock between replicas
+            by_newest: dict[int, list[dict[str, object]]] = {}
+            for kpi_id in chunk:
+                since, newest = kept[kpi_id]
+                by_newest.setdefault(newest, []).append({"kpi": kpi_id, "since": since})
+            if dry_run:
+                with self._read("count observations to prune") as connection:
+                    for newest, params in by_newest.items():
+                        count = sa.select(sa.func.count()).where(_dropped(newest))
+                        removed += sum(connection.execute(count, p).scalar_one() for p in params)
+                continue
+            with self._write("prune observations") as connection:
+                for newest, params in by_newest.items():
+                    removed += connection.execute(
+                        sa.delete(observations_t).where(_dropped(newest)), params
+                    ).rowcount
+        return removed
 
     def latest(self, kpi_id: str) -> Observation | None:
         """A KPI's newest observation."""

@@ -107,6 +107,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "kpiwatch_evaluations_skipped_total": (
         "counter", "Scheduled KPI evaluations skipped: busy (its last run was still going) "
                    "or missed (later than KPIWATCH_MISFIRE_GRACE)"),
+    "kpiwatch_observations_pruned_total": (
+        "counter", "Observations deleted by the retention (KPIWATCH_RETENTION) since the "
+                   "daemon started"),
     "kpiwatch_build_info": ("gauge", "kpiwatch version; always 1"),
 }  # fmt: skip
 
@@ -268,6 +271,8 @@ class KpiCollector(Collector):
         yield lag
         skipped = [((reason,), n) for reason, n in self._metrics.schedule.skipped_counts().items()]
         yield _counter("kpiwatch_evaluations_skipped_total", ["reason"], skipped)
+        yield _counter("kpiwatch_observations_pruned_total", [],
+                       [((), self._metrics.pruned_total())])  # fmt: skip
         build = _family("kpiwatch_build_info", ["version"])
         _sample(build, {"version": __version__}, 1.0)
         yield build

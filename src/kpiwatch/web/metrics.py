@@ -29,6 +29,7 @@ class Metrics:
         self._query_seconds: dict[str, float] = {}
         # red from the start: alert rules use increase(), which needs a 0 to start from
         self._reminders = {Status.RED.value: 0}
+        self._pruned = 0  # observations the retention deleted
         self.schedule = ScheduleHealth()  # start lags and skipped runs of the KPI jobs
 
     def evaluated(self, evaluation: Evaluation) -> None:
@@ -58,6 +59,15 @@ class Metrics:
         status = str(event.data.get("status", Status.RED.value))
         with self._lock:
             self._reminders[status] = self._reminders.get(status, 0) + 1
+
+    def pruned(self, rows: int) -> None:
+        """Count the observations one prune deleted (the retention, App._prune)."""
+        with self._lock:
+            self._pruned += rows
+
+    def pruned_total(self) -> int:
+        with self._lock:
+            return self._pruned
 
     def reminders(self) -> dict[str, int]:
         """A copy of the reminder counts by status, taken under the lock."""
