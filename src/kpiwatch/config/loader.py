@@ -19,7 +19,7 @@ import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from kpiwatch.config.crosscheck import cross_check, formula_references
 from kpiwatch.config.document import Doc, DocPath, SourceModel, Where, compose
 from kpiwatch.config.fast_yaml import fast_possible
 from kpiwatch.config.file_roots import FileRoots
+from kpiwatch.config.kpi_spans import reused, spans_kept
 from kpiwatch.config.problems import translate
 from kpiwatch.config.rules import Kpi, RuleFile, RuleSet, Source, Team
 from kpiwatch.config.rules_cache import Damaged, RulesCache, split
@@ -266,6 +267,8 @@ def _documents(
     Fast: each file the cache holds is taken from it, each other one libyaml parses
     unless it has what libyaml reads differently (:func:`fast_possible`), which
     PyYAML's Python parser then reads (as the careful way would, with the same result).
+    A changed file whose other KPI items the cache holds by their text is parsed
+    without them (:mod:`~kpiwatch.config.kpi_spans`).
     With a cache, the KPI items of a document are validated one at a time from their
     JSON (:class:`~kpiwatch.config.rules_cache.Entry`): a loaded file of 10,000 KPIs
     then holds about half the memory.
@@ -276,6 +279,8 @@ def _documents(
         doc = Doc(file, text)
         entry = cache.cached(text) if cache is not None and fast else None
         fresh = entry is None
+        if fresh and cache is not None and fast and "${" not in text and fast_possible(text):
+            entry = reused(text, env, cache.held_items)  # a changed file: its other KPIs
         if entry is not None:
             doc.pins = dict(entry.pins or {})
         elif compose(doc, env, problems, fast=fast and fast_possible(text)):
@@ -291,6 +296,8 @@ def _documents(
                 raise _NotClean
             doc.release()  # problems would come from the careful run: no tree needed
             if cache is not None and fresh and entry is not None:
+                if entry.spans is None:  # parsed whole: which items can be reused by text
+                    entry = replace(entry, spans=spans_kept(text, entry, doc.pins, env))
                 cache.keep(text, entry, doc.pins)  # what a clean load read, positions too
         docs.append(doc)
     return docs

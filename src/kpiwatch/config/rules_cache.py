@@ -50,7 +50,7 @@ import yaml
 
 from kpiwatch import __version__
 
-FORMAT = 2  # 2: each KPI item its own JSON text
+FORMAT = 3  # 2: each KPI item its own JSON text; 3: and the key of its span
 _MARK = "\x00"  # starts the one key of an object that stands for a non-JSON value
 _DATE, _DATETIME, _PAIRS = _MARK + "date", _MARK + "datetime", _MARK + "pairs"
 
@@ -103,6 +103,9 @@ class Entry:
     kpis: tuple[str, ...]
     pins: Pins | None = None  # where its items are (from the cache; a fresh load has its own)
     encoded: Any = None  # ``data`` as JSON holds it, to write (a fresh load's only)
+    # per KPI item, the SHA-256 of its span of the text and its column, when each span
+    # is shown to be exactly its item (config/kpi_spans.py): a changed file reuses them
+    spans: tuple[tuple[str, int], ...] | None = None
 
     def kpi_items(self) -> Iterator[Any]:
         for text in self.kpis:
@@ -120,13 +123,13 @@ def split(text: str, data: Any) -> Entry | None:
     rest = {key: value for key, value in data.items() if key != "kpis"}
     try:
         encoded = encode(rest)
-        kpis = tuple(_dumps(encode(item)) for item in data.get("kpis", []))
+        kpis = tuple(dumps(encode(item)) for item in data.get("kpis", []))
     except ValueError:
         return None
     return Entry(rest, kpis, encoded=encoded)
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -141,6 +144,7 @@ class RulesCache:
     # for the next file: each document of this load (encoded), and the accepted queries
     written: dict[str, str] = field(default_factory=dict)
     accepted: set[str] = field(default_factory=set)
+    _items: dict[str, tuple[str, int]] | None = None  # span key -> (item JSON, column)
 
     @classmethod
     def open(cls, cache_dir: Path, rules_dir: Path) -> RulesCache:
@@ -168,18 +172,36 @@ class RulesCache:
 
     def keep(self, text: str, entry: Entry, pins: Pins) -> None:
         """Write this freshly read document (:func:`split`) next time, with its positions."""
-        self.written[text_key(text)] = _dumps(
+        self.written[text_key(text)] = dumps(
             {
                 "data": entry.encoded,
                 "kpis": list(entry.kpis),
                 "pins": [[s, n, k, *p] for ((s, n), k), p in pins.items()],
+                "spans": [list(span) for span in entry.spans or ()],
             }
         )
+
+    def held_items(self, keys: list[str]) -> dict[str, tuple[str, int]]:
+        """Of the spans ``keys``, those a cached document holds: each one's KPI item (its
+        JSON) and column. The index of every cached document's spans is built on the
+        first call (a changed file's; an unchanged load never needs it)."""
+        if self._items is None:
+            self._items = {}
+            for text in self.documents.values():
+                with contextlib.suppress(Exception):  # not what this cache writes: none
+                    document = json.loads(text)
+                    kpis, spans = document["kpis"], document["spans"]
+                    if type(kpis) is list and type(spans) is list and len(kpis) == len(spans):
+                        for item, (key, column) in zip(kpis, spans, strict=True):
+                            if type(item) is str and type(key) is str and type(column) is int:
+                                self._items[key] = (item, column)
+        return {key: found for key in keys if (found := self._items.get(key)) is not None}
 
     def forget(self) -> None:
         """Use none of the documents read (one was damaged); write them all anew."""
         self.documents = {}
         self.written.clear()
+        self._items = {}
 
     def statement_check(
         self, check: Check, vouch: Callable[[str, str | None], None] | None = None
@@ -262,7 +284,13 @@ def _entry(text: str) -> Entry:
         if type(line) is not int or type(column) is not int:
             raise ValueError("not a position this cache writes")
         pins[(section, name), is_key] = (line, column)
-    return Entry(data, tuple(kpis), pins)
+    spans = document["spans"]
+    if type(spans) is not list or not all(
+        type(span) is list and len(span) == 2 and type(span[0]) is str and type(span[1]) is int
+        for span in spans
+    ):
+        raise ValueError("not spans this cache writes")
+    return Entry(data, tuple(kpis), pins, spans=tuple((k, c) for k, c in spans) or None)
 
 
 _PIN_KINDS = {("sources", str, True), ("teams", str, True), ("kpis", int, False)}
