@@ -337,7 +337,7 @@ def child(args: argparse.Namespace) -> None:
             clock.advance(timedelta(minutes=args.every))
             nudge_warehouse(warehouse, values, rng)
         end_rss = rss_mib()
-        size = state_size(url)
+        size = state_size(url) + table_rows(store.engine)
         threads = len(os.listdir("/proc/self/task"))
         print(f"store engine: {engine_note(store.engine)}"
               + (f" (at cycle {mark}: {mark_engine})" if cycles > mark else ""))  # fmt: skip
@@ -373,6 +373,18 @@ def state_size(url: str) -> str:
     state = Path(url[len("sqlite:///") :])
     on_disk = sum(p.stat().st_size for p in state.parent.glob(state.name + "*"))
     return f"; state.db on disk {on_disk / 2**20:.1f} MiB"
+
+
+def table_rows(engine: Any) -> str:
+    """"; rows: observations N, ..." of the tables that grow with time."""
+    import sqlalchemy as sa
+
+    counts = []
+    with engine.connect() as connection:
+        for table in ("observations", "status_changes", "events", "outbox"):
+            n = connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+            counts.append(f"{table} {n:,}")
+    return "; rows: " + ", ".join(counts)
 
 
 def get(url: str) -> None:

@@ -8,7 +8,10 @@ runs no code) holding
 * for each rule file with no ``${`` in it: the data constructed from its YAML and
   where each KPI, source and team is, under the SHA-256 of its text. Files with
   ``${VAR}`` are left out: their data depends on the environment, and may hold secrets;
-* the SHA-256 of each (dialect, query) the statement check accepted.
+* the SHA-256 of each (dialect, query) the statement check accepted;
+* for each KPI item, the SHA-256 of its span of the file's text, when that span is
+  shown to be exactly the item (:mod:`~kpiwatch.config.kpi_spans`): a file that
+  changed is then parsed without the items the cache holds by their text.
 
 Each KPI item is kept as a JSON text of its own (an :class:`Entry`), and the loader
 decodes and validates them one at a time, on a fresh load too. The strings a validated
