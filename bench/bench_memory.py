@@ -317,7 +317,8 @@ def child(args: argparse.Namespace) -> None:
             if settings.retention is not None and c * args.every % 60 == 0:
                 t1 = time.perf_counter()  # the daemon's hourly prune, on this bench's clock
                 kept = settings.retention
-                pruned += prune_history(store, runner.workspace.rules, kept, clock.now())
+                rows = prune_history(store, runner.workspace.rules, kept, clock.now())
+                pruned += sum(rows.values())
                 prune_s = time.perf_counter() - t1
             gc.collect()
             if args.trim:  # what the daemon's minutely housekeeping job does

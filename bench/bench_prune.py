@@ -88,7 +88,7 @@ def timed(
     store: Store, url: str, rules: RuleSet, retention: timedelta, now: datetime, name: str
 ) -> None:
     t0 = time.perf_counter()
-    rows = prune_history(store, rules, retention, now)
+    rows = prune_history(store, rules, retention, now)["observations"]
     seconds = time.perf_counter() - t0
     rate = f"{rows / seconds:,.0f} rows/s" if rows else ""
     print(f"  {name:<14} {rows:>10,} rows {seconds:>7.2f} s  {rate:>16}"

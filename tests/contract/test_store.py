@@ -166,6 +166,43 @@ def test_prune_deletes_what_the_retention_drops_and_keeps_each_kpis_newest(
     assert store.prune_observations({}) == 0
 
 
+def test_prune_records_deletes_old_notifications_events_and_changes_that_are_done(
+    store: Store,
+) -> None:
+    day = 24 * 60
+    steps = [(0, Status.GREEN, SLACK), (1, Status.RED, SLACK), (2, Status.GREEN, EMAIL),
+             (10, Status.RED, SLACK)]  # fmt: skip
+    for d, status, target in steps:
+        st = state("revenue", status, at(d * day))
+        happened = event(f"revenue:{d}", at(d * day))
+        store.save_evaluation(evaluation(st, at(d * day), (happened,)),
+                              {happened.key: [target]})  # fmt: skip
+    store.save_evaluation(evaluation(state("churn", Status.GREEN, at(0)), at(0)))
+    by_key = {m.event.key: m for m in store.messages()}
+    store.mark_sent(by_key["revenue:0"].id, at(1))
+    store.mark_suppressed(by_key["revenue:2"].id, at(2 * day), reason="muted")
+    store.mark_sent(by_key["revenue:10"].id, at(10 * day))
+    # revenue:1's notification still waits: it and its event stay however old
+
+    def left() -> tuple[list[str], list[str], list[tuple[str, int]]]:
+        events = sorted(e.key for e in store.events())
+        messages = sorted(m.event.key for m in store.messages())
+        changes = [(k, c.at.day) for k in ("churn", "revenue") for c in store.status_changes(k)]
+        return events, messages, changes
+
+    before = left()
+    expected = {"outbox": 2, "events": 2, "status_changes": 3}
+    assert store.prune_records(at(5 * day), dry_run=True) == expected
+    assert left() == before
+    assert store.prune_records(at(5 * day)) == expected
+    assert left() == (
+        ["revenue:1", "revenue:10"],
+        ["revenue:1", "revenue:10"],
+        [("churn", 1), ("revenue", 11)],  # each KPI's newest change: churn's is old
+    )
+    assert store.prune_records(at(5 * day)) == dict.fromkeys(expected, 0)
+
+
 def test_timestamps_come_back_aware_utc(store: Store) -> None:
     local = datetime(2024, 7, 1, 11, 0, 0, 654321, tzinfo=CEST)  # 09:00 UTC
     store.add_observations([Observation("revenue", local, 1.0)])

@@ -307,15 +307,19 @@ def test_prune_deletes_what_the_retention_drops_and_a_dry_run_only_counts(
 
     dry = kpiwatch(tmp_path, "prune", "--dry-run", "--retention", "5d12h", env=env)
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.strip() == "would delete 5 observations of 1 KPIs (retention 5d12h)"
+    assert dry.stdout.strip() == (
+        "would delete 5 observations of 1 KPIs, 0 status changes, 0 events and 0"
+        " notifications (retention 5d12h)"
+    )
     assert points() == 11
     done = kpiwatch(tmp_path, "prune", "--retention", "5d12h", "--json", env=env)
-    assert json.loads(done.stdout) == {"retention": "5d12h", "dry_run": False, "rows": 5,
+    rows = {"observations": 5, "status_changes": 0, "events": 0, "outbox": 0}
+    assert json.loads(done.stdout) == {"retention": "5d12h", "dry_run": False, "rows": rows,
                                        "kpis": 1}  # fmt: skip
     assert points() == 6
     # the setting's default (400d) keeps everything left
-    assert kpiwatch(tmp_path, "prune", env=env).stdout.strip() == (
-        "deleted 0 observations of 1 KPIs (retention 400d)"
+    assert kpiwatch(tmp_path, "prune", env=env).stdout.startswith(
+        "deleted 0 observations of 1 KPIs, 0 status changes"
     )
     bad = kpiwatch(tmp_path, "prune", "--retention", "10m", env=env)
     assert bad.returncode == 2

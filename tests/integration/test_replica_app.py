@@ -303,18 +303,22 @@ def test_the_retention_prunes_on_one_replica_an_hour_and_counts_the_rows(
         kept = [o.observed_at for o in first.store.history("signups")]
         assert kept == sorted(t for t in hours if t >= START - timedelta(days=2))
         assert len(first.store.history("x")) == len(hours)  # not in the rules: untouched
-        assert first.metrics.pruned_total() == len(hours) - len(kept)
+        assert first.metrics.pruned_rows() == {
+            "observations": len(hours) - len(kept), "status_changes": 0, "events": 0,
+            "outbox": 0,
+        }
         # a backfill of old points: the other replica's prune in the same hour finds the
         # hour done, the next hour's prune deletes them
         old = [START - timedelta(days=5, minutes=m) for m in range(7)]
         first.store.add_observations(Observation("sales", t, 20.0) for t in old)
         second._prune()
         assert len(first.store.history("sales")) == 7
-        assert second.metrics.pruned_total() == 0
+        assert second.metrics.pruned_rows() == {}
         clock.advance(timedelta(hours=1))
         second._prune()
         assert [o.observed_at for o in first.store.history("sales")] == [max(old)]  # newest stays
-        assert second.metrics.pruned_total() == 6 + 1  # and signups' point now 2d 1h old
+        # and signups' point now two days and an hour old
+        assert second.metrics.pruned_rows()["observations"] == 6 + 1
     finally:
         first.close()
         second.close()

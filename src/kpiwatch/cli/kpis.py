@@ -186,14 +186,15 @@ def backfill_cmd(ctx: click.Context, kpi_id: str, from_text: str | None) -> None
 @click.pass_context
 @friendly_errors
 def prune(ctx: click.Context, dry_run: bool, asked: str | None, as_json: bool) -> None:
-    """Delete the observations older than the retention (the daemon does this hourly).
+    """Delete the history older than the retention (the daemon does this hourly).
 
-    Each KPI keeps at least what its rules read, so no verdict changes."""
+    Observations (each KPI keeps at least what its rules read, so no verdict changes),
+    and the notifications, events and status changes that are done with."""
     from pydantic import TypeAdapter, ValidationError
 
     from kpiwatch.config.settings import RetentionSpan
     from kpiwatch.runtime.pruning import prune_history, retention_text
-    from kpiwatch.store.repository import Store
+    from kpiwatch.store.repository import PRUNED_TABLES, Store
 
     settings = load_settings(ctx)
     retention = settings.retention
@@ -204,7 +205,8 @@ def prune(ctx: click.Context, dry_run: bool, asked: str | None, as_json: bool) -
             fail(f"--retention {asked!r}: {exc.errors()[0]['msg']}")
     if retention is None:
         if as_json:
-            print_json({"retention": None, "dry_run": dry_run, "rows": 0})
+            print_json({"retention": None, "dry_run": dry_run,
+                        "rows": dict.fromkeys(PRUNED_TABLES, 0)})  # fmt: skip
         else:
             click.echo("the retention is off (KPIWATCH_RETENTION=off): nothing pruned")
         return
@@ -220,5 +222,6 @@ def prune(ctx: click.Context, dry_run: bool, asked: str | None, as_json: bool) -
                     "kpis": len(loaded.rules.kpis)})  # fmt: skip
         return
     verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{verb} {rows:,} observations of {len(loaded.rules.kpis):,} KPIs "
-               f"(retention {span})")  # fmt: skip
+    click.echo(f"{verb} {rows['observations']:,} observations of {len(loaded.rules.kpis):,} "
+               f"KPIs, {rows['status_changes']:,} status changes, {rows['events']:,} events "
+               f"and {rows['outbox']:,} notifications (retention {span})")  # fmt: skip

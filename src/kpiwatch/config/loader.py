@@ -275,6 +275,8 @@ def _documents(
     """
     docs = []
     sharing = Sharing()  # equal parts of KPIs, one instance each
+    if cache is not None and fast:
+        cache.loading(text for _, text in texts)
     for file, text in texts:
         doc = Doc(file, text)
         entry = cache.cached(text) if cache is not None and fast else None

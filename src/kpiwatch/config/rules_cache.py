@@ -148,6 +148,7 @@ class RulesCache:
     written: dict[str, str] = field(default_factory=dict)
     accepted: set[str] = field(default_factory=set)
     _items: dict[str, tuple[str, int]] | None = None  # span key -> (item JSON, column)
+    _loading: dict[str, str] = field(default_factory=dict)  # this load's texts -> their keys
 
     @classmethod
     def open(cls, cache_dir: Path, rules_dir: Path) -> RulesCache:
@@ -158,11 +159,16 @@ class RulesCache:
             cache.documents, cache.statements, cache.statements_by = _read(cache.path)
         return cache
 
+    def loading(self, texts: Iterable[str]) -> None:
+        """The texts of this load: the spans of their cached documents are not indexed
+        (those files are unchanged), only the others' (an edited file's old version)."""
+        self._loading = {text: text_key(text) for text in texts if "${" not in text}
+
     def cached(self, text: str) -> Entry | None:
         """The entry of a file with this text, if cached (and kept again)."""
         if "${" in text:
             return None
-        key = text_key(text)
+        key = self._loading.get(text) or text_key(text)
         entry = self.documents.get(key)
         if entry is None:
             return None
@@ -186,11 +192,14 @@ class RulesCache:
 
     def held_items(self, keys: list[str]) -> dict[str, tuple[str, int]]:
         """Of the spans ``keys``, those a cached document holds: each one's KPI item (its
-        JSON) and column. The index of every cached document's spans is built on the
-        first call (a changed file's; an unchanged load never needs it)."""
+        JSON) and column. The index is built on the first call (a changed file's; an
+        unchanged load never needs it), of the documents this load does not use whole."""
         if self._items is None:
             self._items = {}
-            for text in self.documents.values():
+            unchanged = set(self._loading.values())
+            for key, text in self.documents.items():
+                if key in unchanged:
+                    continue
                 with contextlib.suppress(Exception):  # not what this cache writes: none
                     document = json.loads(text)
                     kpis, spans = document["kpis"], document["spans"]

@@ -462,7 +462,7 @@ class App:
             log.exception("freshness tick failed")
 
     def _prune(self) -> None:
-        """Delete the observations the retention drops, on the one replica that claims
+        """Delete the history the retention drops, on the one replica that claims
         this hour; the claim lasts the hour, so a long first prune is not run twice."""
         retention = self.settings.retention
         if retention is None:
@@ -478,10 +478,10 @@ class App:
                 removed = prune_history(self.store, rules, retention, self.clock.now())
                 self.metrics.pruned(removed)
                 seconds = round(_time.monotonic() - started, 3)
-                log.info("observations pruned", rows=removed, kpis=len(rules.kpis),
+                log.info("history pruned", rows=removed, kpis=len(rules.kpis),
                          retention=retention_text(retention), seconds=seconds)  # fmt: skip
         except Exception:
-            log.exception("pruning observations failed; the next hour tries again")
+            log.exception("pruning history failed; the next hour tries again")
 
     def _tick_slot(self, seconds: int = REVIEW_TICK_SECONDS) -> datetime:
         """This minute (or ``seconds`` period): review and mute ticks run once a minute,

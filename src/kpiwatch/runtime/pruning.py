@@ -1,6 +1,7 @@
-"""The retention's deletes (``KPIWATCH_RETENTION``): what each KPI keeps is decided by
-:func:`kpiwatch.evaluation.retention.kept_history`, the store deletes the rest. The
-daemon runs it once an hour on one replica; ``kpiwatch prune`` runs it once."""
+"""The retention's deletes (``KPIWATCH_RETENTION``): what each KPI's observations keep is
+decided by :func:`kpiwatch.evaluation.retention.kept_history`, the store deletes the
+rest, and the notifications, events and status changes older than the retention that
+are done with. The daemon runs it once an hour on one replica; ``kpiwatch prune`` once."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ from kpiwatch.store.repository import Store
 
 def prune_history(
     store: Store, rules: RuleSet, retention: timedelta, now: datetime, *, dry_run: bool = False
-) -> int:
-    """Delete the observations of the KPIs in ``rules`` that ``retention`` drops at
-    ``now``; returns how many rows went (would go, with ``dry_run``). The points of KPIs
-    no longer in the rules stay: a KPI put back has its history."""
+) -> dict[str, int]:
+    """Delete what ``retention`` drops at ``now``: the observations of the KPIs in
+    ``rules`` (those of KPIs no longer in the rules stay: a KPI put back has its
+    history), then the records (:meth:`Store.prune_records`). Returns the rows that went
+    per table of :data:`~kpiwatch.store.repository.PRUNED_TABLES` (would go, with
+    ``dry_run``)."""
     kept = {kpi.id: kept_history(kpi, now, retention) for kpi in rules.kpis}
-    return store.prune_observations(kept, dry_run=dry_run)
+    rows = {"observations": store.prune_observations(kept, dry_run=dry_run)}
+    rows.update(store.prune_records(now - retention, dry_run=dry_run))
+    return rows
 
 
 def retention_text(retention: timedelta) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from kpiwatch.errors import StoreError, redact
 from kpiwatch.model import (
     Delivery,
+    DeliveryState,
     Evaluation,
     Event,
     EventKind,
@@ -40,12 +41,14 @@ from kpiwatch.store.schema import digest_marks as marks_t
 from kpiwatch.store.schema import events as events_t
 from kpiwatch.store.schema import kpi_state as state_t
 from kpiwatch.store.schema import observations as observations_t
+from kpiwatch.store.schema import outbox as outbox_t
 from kpiwatch.store.schema import slack_threads as threads_t
 from kpiwatch.store.schema import source_health as health_t
 from kpiwatch.store.schema import status_changes as changes_t
 from kpiwatch.store.transactions import first_line
 
 PRUNE_CHUNK = 500  # KPIs a transaction of prune_observations
+PRUNED_TABLES = ("observations", "status_changes", "events", "outbox")  # what a prune counts
 
 
 def _dropped(newest: int) -> sa.ColumnElement[bool]:
@@ -192,6 +195,40 @@ class Store(OutboxStore, PeopleStore):
                     removed += connection.execute(
                         sa.delete(observations_t).where(_dropped(newest)), params
                     ).rowcount
+        return removed
+
+    def prune_records(self, before: datetime, *, dry_run: bool = False) -> dict[str, int]:
+        """Delete what happened before ``before`` (the retention): notifications sent, dead
+        or suppressed; events with no notification left (a waiting one keeps its event);
+        status changes but each KPI's newest (the start of its current episode, however
+        old). Returns the rows per table that went (with ``dry_run``: would go). One
+        transaction; the tables grow with transitions, not with every poll."""
+        o, e, c = outbox_t.c, events_t.c, changes_t.c
+        final = [s.value for s in (DeliveryState.SENT, DeliveryState.DEAD,
+                                   DeliveryState.SUPPRESSED)]  # fmt: skip
+        waiting = outbox_t.alias("waiting")
+        newer = changes_t.alias("newer")
+        dropped = {
+            "outbox": (outbox_t, sa.and_(o.created_at < before, o.state.in_(final))),
+            # what stays of its notifications: not both old and done
+            "events": (events_t, sa.and_(e.at < before, ~sa.exists().where(
+                waiting.c.event_id == e.id,
+                ~sa.and_(waiting.c.created_at < before, waiting.c.state.in_(final)),
+            ))),
+            "status_changes": (changes_t, sa.and_(c.at < before, sa.exists().where(
+                newer.c.kpi_id == c.kpi_id, newer.c.id > c.id
+            ))),
+        }  # fmt: skip
+        removed: dict[str, int] = {}
+        if dry_run:
+            with self._read("count records to prune") as connection:
+                for name, (table, where) in dropped.items():
+                    count = sa.select(sa.func.count()).select_from(table).where(where)
+                    removed[name] = connection.execute(count).scalar_one()
+            return removed
+        with self._write("prune records") as connection:
+            for name, (table, where) in dropped.items():  # notifications before their events
+                removed[name] = connection.execute(sa.delete(table).where(where)).rowcount
         return removed
 
     def latest(self, kpi_id: str) -> Observation | None:

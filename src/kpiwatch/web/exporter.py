@@ -43,7 +43,7 @@ from kpiwatch.config.rules import BUILTIN_SOURCES, RuleSet
 from kpiwatch.errors import StoreError
 from kpiwatch.evaluation.target import glide_expected
 from kpiwatch.model import Status
-from kpiwatch.store.repository import Store
+from kpiwatch.store.repository import PRUNED_TABLES, Store
 from kpiwatch.store.snapshot import ShownState, StateSnapshots
 from kpiwatch.web.exposition import sample_line
 from kpiwatch.web.kpi_lines import (
@@ -107,9 +107,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "kpiwatch_evaluations_skipped_total": (
         "counter", "Scheduled KPI evaluations skipped: busy (its last run was still going) "
                    "or missed (later than KPIWATCH_MISFIRE_GRACE)"),
-    "kpiwatch_observations_pruned_total": (
-        "counter", "Observations deleted by the retention (KPIWATCH_RETENTION) since the "
-                   "daemon started"),
+    "kpiwatch_pruned_rows_total": (
+        "counter", "Rows the retention (KPIWATCH_RETENTION) deleted since the daemon "
+                   "started, per table: observations, status_changes, events, outbox"),
     "kpiwatch_build_info": ("gauge", "kpiwatch version; always 1"),
 }  # fmt: skip
 
@@ -271,8 +271,9 @@ class KpiCollector(Collector):
         yield lag
         skipped = [((reason,), n) for reason, n in self._metrics.schedule.skipped_counts().items()]
         yield _counter("kpiwatch_evaluations_skipped_total", ["reason"], skipped)
-        yield _counter("kpiwatch_observations_pruned_total", [],
-                       [((), self._metrics.pruned_total())])  # fmt: skip
+        pruned = self._metrics.pruned_rows()  # every table from 0: increase() needs a start
+        yield _counter("kpiwatch_pruned_rows_total", ["table"],
+                       [((t,), pruned.get(t, 0)) for t in PRUNED_TABLES])  # fmt: skip
         build = _family("kpiwatch_build_info", ["version"])
         _sample(build, {"version": __version__}, 1.0)
         yield build

@@ -6,7 +6,7 @@ The exporter (:mod:`kpiwatch.web.exporter`) renders these as counters and gauges
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from kpiwatch.model import Evaluation, Event, Status
 from kpiwatch.runtime.schedule_health import ScheduleHealth
@@ -29,7 +29,7 @@ class Metrics:
         self._query_seconds: dict[str, float] = {}
         # red from the start: alert rules use increase(), which needs a 0 to start from
         self._reminders = {Status.RED.value: 0}
-        self._pruned = 0  # observations the retention deleted
+        self._pruned: dict[str, int] = {}  # rows the retention deleted, per table
         self.schedule = ScheduleHealth()  # start lags and skipped runs of the KPI jobs
 
     def evaluated(self, evaluation: Evaluation) -> None:
@@ -60,14 +60,16 @@ class Metrics:
         with self._lock:
             self._reminders[status] = self._reminders.get(status, 0) + 1
 
-    def pruned(self, rows: int) -> None:
-        """Count the observations one prune deleted (the retention, App._prune)."""
+    def pruned(self, rows: Mapping[str, int]) -> None:
+        """Count the rows one prune deleted per table (the retention, App._prune)."""
         with self._lock:
-            self._pruned += rows
+            for table, count in rows.items():
+                self._pruned[table] = self._pruned.get(table, 0) + count
 
-    def pruned_total(self) -> int:
+    def pruned_rows(self) -> dict[str, int]:
+        """A copy of the rows pruned per table, taken under the lock."""
         with self._lock:
-            return self._pruned
+            return dict(self._pruned)
 
     def reminders(self) -> dict[str, int]:
         """A copy of the reminder counts by status, taken under the lock."""

@@ -125,7 +125,7 @@ SPEC_FAMILIES = {
     "kpiwatch_outbox_pending",
     "kpiwatch_schedule_lag_seconds",
     "kpiwatch_evaluations_skipped",
-    "kpiwatch_observations_pruned",  # not in the SPEC's list: the retention's deletes
+    "kpiwatch_pruned_rows",  # not in the SPEC's list: the retention's deletes
     "kpiwatch_build_info",
 }
 
