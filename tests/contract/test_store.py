@@ -203,6 +203,18 @@ def test_prune_records_deletes_old_notifications_events_and_changes_that_are_don
     assert store.prune_records(at(5 * day)) == dict.fromkeys(expected, 0)
 
 
+def test_status_changes_since_reads_every_kpis_changes_in_order(store: Store) -> None:
+    for kpi_id, status, minutes in [("b", Status.GREEN, 0), ("a", Status.GREEN, 1),
+                                    ("b", Status.RED, 5), ("a", Status.RED, 5)]:  # fmt: skip
+        st = state(kpi_id, status, at(minutes))
+        store.save_evaluation(evaluation(st, at(minutes)))
+    every = [(c.kpi_id, c.to_status, c.at) for c in store.status_changes_since(None)]
+    assert every == [("b", Status.GREEN, at(0)), ("a", Status.GREEN, at(1)),
+                     ("b", Status.RED, at(5)), ("a", Status.RED, at(5))]  # fmt: skip
+    assert [c.kpi_id for c in store.status_changes_since(at(1))] == ["b", "a"]
+    assert store.status_changes_since(at(5)) == []
+
+
 def test_timestamps_come_back_aware_utc(store: Store) -> None:
     local = datetime(2024, 7, 1, 11, 0, 0, 654321, tzinfo=CEST)  # 09:00 UTC
     store.add_observations([Observation("revenue", local, 1.0)])

@@ -38,13 +38,8 @@ def oncall_digest(store: Store, rules: RuleSet, base_url: str, now: datetime) ->
         ),
         key=lambda pair: (_ATTENTION[pair[1].status], pair[1].since),
     )
-    known = set(rules.by_id)
-    transitions = [
-        change
-        for kpi_id in known
-        for change in store.status_changes(kpi_id)
-        if since is None or change.at > since
-    ]
+    known = rules.by_id
+    transitions = [c for c in store.status_changes_since(since) if c.kpi_id in known]
     events = store.events(
         since=since,
         kinds=[EventKind.ESCALATED, EventKind.DE_ESCALATED, EventKind.DATA_INCIDENT,
@@ -54,7 +49,7 @@ def oncall_digest(store: Store, rules: RuleSet, base_url: str, now: datetime) ->
         since=since,
         until=now,
         attention=tuple(digest_kpi(store, k, s, base_url, now) for k, s in attention),
-        transitions=tuple(sorted(transitions, key=lambda c: c.at)),
+        transitions=tuple(transitions),  # oldest first, as the store gives them
         escalations=tuple(
             e for e in events if e.kind in (EventKind.ESCALATED, EventKind.DE_ESCALATED)
         ),

@@ -486,6 +486,16 @@ class Store(OutboxStore, PeopleStore):
         found = self._read_last(query, order, limit, "read status changes")
         return [rows.to_status_change(row) for row in found]
 
+    def status_changes_since(self, since: datetime | None) -> list[StatusChange]:
+        """Every KPI's status transitions after ``since`` (all of them with None), oldest
+        first: the on-call digest's in one query, not one per KPI (10,000 at 10,000 KPIs,
+        each reading the KPI's whole history)."""
+        query = sa.select(changes_t).order_by(changes_t.c.at, changes_t.c.id)
+        if since is not None:
+            query = query.where(changes_t.c.at > since)
+        with self._read("read status changes") as connection:
+            return [rows.to_status_change(row) for row in connection.execute(query).mappings()]
+
     def events(
         self,
         *,
