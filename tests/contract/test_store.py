@@ -36,7 +36,7 @@ from kpiwatch.model import (
     ReviewCadence,
     Status,
 )
-from kpiwatch.store import InstanceLock, Store, create_store_engine, repository
+from kpiwatch.store import InstanceLock, Store, create_store_engine, retention_store
 from kpiwatch.store import migrate as migrations
 from kpiwatch.store.fencing import Basis
 from kpiwatch.store.repository import EvaluationToSave
@@ -143,7 +143,7 @@ def test_history_order_since_limit_and_latest(store: Store) -> None:
 def test_prune_deletes_what_the_retention_drops_and_keeps_each_kpis_newest(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(repository, "PRUNE_CHUNK", 2)  # three KPIs: two transactions
+    monkeypatch.setattr(retention_store, "PRUNE_CHUNK", 2)  # three KPIs: two transactions
     day = 24 * 60
     store.add_observations(
         Observation(kpi_id, at(i * day), float(i)) for kpi_id in "abcd" for i in range(10)

@@ -194,7 +194,8 @@ def prune(ctx: click.Context, dry_run: bool, asked: str | None, as_json: bool) -
 
     from kpiwatch.config.settings import RetentionSpan
     from kpiwatch.runtime.pruning import prune_history, retention_text
-    from kpiwatch.store.repository import PRUNED_TABLES, Store
+    from kpiwatch.store.repository import Store
+    from kpiwatch.store.retention_store import PRUNED_TABLES
 
     settings = load_settings(ctx)
     retention = settings.retention

@@ -33,7 +33,7 @@ from kpiwatch.runtime.channels import (
     verify_slack,
 )
 from kpiwatch.runtime.leases import Leases, replica_id
-from kpiwatch.runtime.pruning import prune_history, retention_text
+from kpiwatch.runtime.pruning import PRUNE_FIRST_AFTER, PRUNE_SECONDS, HourlyPrune
 from kpiwatch.runtime.runner import CycleStats, Runner
 from kpiwatch.runtime.scheduler import (
     HEARTBEAT_EXECUTOR,
@@ -71,9 +71,6 @@ REMINDERS_LEASE = "job:reminders"
 FRESHNESS_LEASE = "job:freshness"
 ONCALL_LEASE = "job:oncall-digest"
 ALERTS_LEASE = "job:alertmanager-refresh"
-PRUNE_LEASE = "job:prune"
-PRUNE_SECONDS = 3600  # the retention's deletes: once an hour, on one replica
-PRUNE_FIRST_AFTER = timedelta(minutes=5)  # after a start: not in the way of the first cycle
 
 
 @dataclass(frozen=True)
@@ -141,6 +138,9 @@ class App:
         self._web: WebServer | None = None
         self._heartbeat: float | None = None
         self.metrics = Metrics(self.channels)
+        self._prune = HourlyPrune(self.store, self.leases, self.metrics, settings.retention,
+                                  lambda: self.runner.workspace.rules, self.clock.now,
+                                  lambda: self._tick_slot(PRUNE_SECONDS))  # fmt: skip
         self.registry = build_registry(
             self.store, lambda: self.runner.workspace.rules, self.metrics,
             clock=self.clock, tz=settings.tz,
@@ -460,28 +460,6 @@ class App:
                     self.runner.tick_freshness()
         except Exception:
             log.exception("freshness tick failed")
-
-    def _prune(self) -> None:
-        """Delete the history the retention drops, on the one replica that claims
-        this hour; the claim lasts the hour, so a long first prune is not run twice."""
-        retention = self.settings.retention
-        if retention is None:
-            return
-        try:
-            slot = self._tick_slot(PRUNE_SECONDS)
-            ttl = timedelta(seconds=PRUNE_SECONDS)
-            with self.leases.hold(PRUNE_LEASE, slot=slot, ttl=ttl) as claim:
-                if claim is None:
-                    return
-                started = _time.monotonic()
-                rules = self.runner.workspace.rules
-                removed = prune_history(self.store, rules, retention, self.clock.now())
-                self.metrics.pruned(removed)
-                seconds = round(_time.monotonic() - started, 3)
-                log.info("history pruned", rows=removed, kpis=len(rules.kpis),
-                         retention=retention_text(retention), seconds=seconds)  # fmt: skip
-        except Exception:
-            log.exception("pruning history failed; the next hour tries again")
 
     def _tick_slot(self, seconds: int = REVIEW_TICK_SECONDS) -> datetime:
         """This minute (or ``seconds`` period): review and mute ticks run once a minute,

@@ -20,11 +20,9 @@ from sqlalchemy.engine import Connection
 from kpiwatch.errors import StoreError, redact
 from kpiwatch.model import (
     Delivery,
-    DeliveryState,
     Evaluation,
     Event,
     EventKind,
-    Kept,
     KpiState,
     Observation,
     SlackThread,
@@ -37,35 +35,15 @@ from kpiwatch.store.engine import create_store_engine
 from kpiwatch.store.fencing import Basis, insert_new_states, locked_verdicts
 from kpiwatch.store.outbox_store import OutboxStore
 from kpiwatch.store.people_store import PeopleStore
+from kpiwatch.store.retention_store import RetentionStore
 from kpiwatch.store.schema import digest_marks as marks_t
 from kpiwatch.store.schema import events as events_t
 from kpiwatch.store.schema import kpi_state as state_t
 from kpiwatch.store.schema import observations as observations_t
-from kpiwatch.store.schema import outbox as outbox_t
 from kpiwatch.store.schema import slack_threads as threads_t
 from kpiwatch.store.schema import source_health as health_t
 from kpiwatch.store.schema import status_changes as changes_t
 from kpiwatch.store.transactions import first_line
-
-PRUNE_CHUNK = 500  # KPIs a transaction of prune_observations
-PRUNED_TABLES = ("observations", "status_changes", "events", "outbox")  # what a prune counts
-
-
-def _dropped(newest: int) -> sa.ColumnElement[bool]:
-    """The rows of the KPI bound as ``kpi`` that a :class:`Kept` of (``since`` bound,
-    ``newest``) drops: before ``since`` and older than its ``newest``-th newest point."""
-    c = observations_t.c
-    nth = (
-        sa.select(c.observed_at)
-        .where(c.kpi_id == sa.bindparam("kpi"))
-        .order_by(c.observed_at.desc())
-        .offset(max(newest, 1) - 1)
-        .limit(1)
-        .scalar_subquery()
-    )
-    return sa.and_(
-        c.kpi_id == sa.bindparam("kpi"), c.observed_at < sa.bindparam("since"), c.observed_at < nth
-    )
 
 
 class EvaluationToSave(NamedTuple):
@@ -83,7 +61,7 @@ class EvaluationToSave(NamedTuple):
 HEAD_REVISION = "0007"
 
 
-class Store(OutboxStore, PeopleStore):
+class Store(OutboxStore, PeopleStore, RetentionStore):
     """Observations, KPI state, history, events, the outbox, source health, and what
     people add: silences, acks, annotations; plus the notifiers' bookkeeping."""
 
@@ -169,67 +147,6 @@ class Store(OutboxStore, PeopleStore):
             query = query.where(observations_t.c.observed_at >= since)
         found = self._read_last(query, [observations_t.c.observed_at], limit, "read history")
         return [rows.to_observation(row) for row in found]
-
-    def prune_observations(self, kept: Mapping[str, Kept], *, dry_run: bool = False) -> int:
-        """Delete what the retention drops: each KPI's points before its ``since`` that
-        are not among its ``newest``. Returns how many rows went (with ``dry_run``: would
-        go, deleting nothing).
-
-        One transaction per few hundred KPIs, so that the saves of evaluations wait for
-        one chunk's delete at most; a KPI's range is one index range of the primary key.
-        """
-        removed = 0
-        for chunk in chunks(sorted(kept), PRUNE_CHUNK):  # one order: no deadlock between replicas
-            by_newest: dict[int, list[dict[str, object]]] = {}
-            for kpi_id in chunk:
-                since, newest = kept[kpi_id]
-                by_newest.setdefault(newest, []).append({"kpi": kpi_id, "since": since})
-            if dry_run:
-                with self._read("count observations to prune") as connection:
-                    for newest, params in by_newest.items():
-                        count = sa.select(sa.func.count()).where(_dropped(newest))
-                        removed += sum(connection.execute(count, p).scalar_one() for p in params)
-                continue
-            with self._write("prune observations") as connection:
-                for newest, params in by_newest.items():
-                    removed += connection.execute(
-                        sa.delete(observations_t).where(_dropped(newest)), params
-                    ).rowcount
-        return removed
-
-    def prune_records(self, before: datetime, *, dry_run: bool = False) -> dict[str, int]:
-        """Delete what happened before ``before`` (the retention): notifications sent, dead
-        or suppressed; events with no notification left (a waiting one keeps its event);
-        status changes but each KPI's newest (the start of its current episode, however
-        old). Returns the rows per table that went (with ``dry_run``: would go). One
-        transaction; the tables grow with transitions, not with every poll."""
-        o, e, c = outbox_t.c, events_t.c, changes_t.c
-        final = [s.value for s in (DeliveryState.SENT, DeliveryState.DEAD,
-                                   DeliveryState.SUPPRESSED)]  # fmt: skip
-        waiting = outbox_t.alias("waiting")
-        newer = changes_t.alias("newer")
-        dropped = {
-            "outbox": (outbox_t, sa.and_(o.created_at < before, o.state.in_(final))),
-            # what stays of its notifications: not both old and done
-            "events": (events_t, sa.and_(e.at < before, ~sa.exists().where(
-                waiting.c.event_id == e.id,
-                ~sa.and_(waiting.c.created_at < before, waiting.c.state.in_(final)),
-            ))),
-            "status_changes": (changes_t, sa.and_(c.at < before, sa.exists().where(
-                newer.c.kpi_id == c.kpi_id, newer.c.id > c.id
-            ))),
-        }  # fmt: skip
-        removed: dict[str, int] = {}
-        if dry_run:
-            with self._read("count records to prune") as connection:
-                for name, (table, where) in dropped.items():
-                    count = sa.select(sa.func.count()).select_from(table).where(where)
-                    removed[name] = connection.execute(count).scalar_one()
-            return removed
-        with self._write("prune records") as connection:
-            for name, (table, where) in dropped.items():  # notifications before their events
-                removed[name] = connection.execute(sa.delete(table).where(where)).rowcount
-        return removed
 
     def latest(self, kpi_id: str) -> Observation | None:
         """A KPI's newest observation."""

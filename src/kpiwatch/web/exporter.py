@@ -43,7 +43,8 @@ from kpiwatch.config.rules import BUILTIN_SOURCES, RuleSet
 from kpiwatch.errors import StoreError
 from kpiwatch.evaluation.target import glide_expected
 from kpiwatch.model import Status
-from kpiwatch.store.repository import PRUNED_TABLES, Store
+from kpiwatch.store.repository import Store
+from kpiwatch.store.retention_store import PRUNED_TABLES
 from kpiwatch.store.snapshot import ShownState, StateSnapshots
 from kpiwatch.web.exposition import sample_line
 from kpiwatch.web.kpi_lines import (
