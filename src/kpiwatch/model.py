@@ -123,7 +123,7 @@ class Observation:
 class Kept(NamedTuple):
     """A KPI's stored points the retention keeps (:mod:`kpiwatch.evaluation.retention`):
     every one observed at or after ``since``, and its ``newest`` points however old (a
-    KPI polled monthly keeps its last value)."""
+    KPI polled monthly keeps its last value; one removed from the rules, none)."""
 
     since: datetime
     newest: int

@@ -143,25 +143,28 @@ def test_history_order_since_limit_and_latest(store: Store) -> None:
 def test_prune_deletes_what_the_retention_drops_and_keeps_each_kpis_newest(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(retention_store, "PRUNE_CHUNK", 2)  # three KPIs: two transactions
+    monkeypatch.setattr(retention_store, "PRUNE_CHUNK", 2)  # four KPIs: two transactions
     day = 24 * 60
     store.add_observations(
-        Observation(kpi_id, at(i * day), float(i)) for kpi_id in "abcd" for i in range(10)
+        Observation(kpi_id, at(i * day), float(i)) for kpi_id in "abcde" for i in range(10)
     )
+    assert store.observed_kpis() == set("abcde")
     kept = {
         "a": Kept(at(5 * day), 1),  # days 0-4 go
         "b": Kept(at(50 * day), 3),  # every point is older: its newest three stay
         "c": Kept(at(0), 1),  # nothing is older
-    }  # d is not in the rules: untouched
+        "e": Kept(at(50 * day), 0),  # removed from the rules: every point is older
+    }  # d: not asked about, untouched
 
     def days() -> dict[str, list[int]]:
-        return {k: [round(o.value) for o in store.history(k)] for k in "abcd"}
+        return {k: [round(o.value) for o in store.history(k)] for k in "abcde"}
 
-    assert store.prune_observations(kept, dry_run=True) == 5 + 7
-    assert days() == {k: list(range(10)) for k in "abcd"}
-    assert store.prune_observations(kept) == 5 + 7
+    assert store.prune_observations(kept, dry_run=True) == 5 + 7 + 10
+    assert days() == {k: list(range(10)) for k in "abcde"}
+    assert store.prune_observations(kept) == 5 + 7 + 10
     assert days() == {"a": [5, 6, 7, 8, 9], "b": [7, 8, 9], "c": list(range(10)),
-                      "d": list(range(10))}  # fmt: skip
+                      "d": list(range(10)), "e": []}  # fmt: skip
+    assert store.observed_kpis() == set("abcd")
     assert store.prune_observations(kept) == 0
     assert store.prune_observations({}) == 0
 

@@ -302,9 +302,10 @@ def test_the_retention_prunes_on_one_replica_an_hour_and_counts_the_rows(
         first._prune()
         kept = [o.observed_at for o in first.store.history("signups")]
         assert kept == sorted(t for t in hours if t >= START - timedelta(days=2))
-        assert len(first.store.history("x")) == len(hours)  # not in the rules: untouched
+        # x is not in the rules (any more): its points age out too, to the last one
+        assert [o.observed_at for o in first.store.history("x")] == kept
         assert first.metrics.pruned_rows() == {
-            "observations": len(hours) - len(kept), "status_changes": 0, "events": 0,
+            "observations": 2 * (len(hours) - len(kept)), "status_changes": 0, "events": 0,
             "outbox": 0,
         }
         # a backfill of old points: the other replica's prune in the same hour finds the
@@ -317,8 +318,8 @@ def test_the_retention_prunes_on_one_replica_an_hour_and_counts_the_rows(
         clock.advance(timedelta(hours=1))
         second._prune()
         assert [o.observed_at for o in first.store.history("sales")] == [max(old)]  # newest stays
-        # and signups' point now two days and an hour old
-        assert second.metrics.pruned_rows()["observations"] == 6 + 1
+        # and signups' and x's points now two days and an hour old
+        assert second.metrics.pruned_rows()["observations"] == 6 + 2
     finally:
         first.close()
         second.close()

@@ -33,6 +33,12 @@ def kept_history(kpi: Kpi, now: datetime, retention: timedelta) -> Kept:
     return Kept(now - retention, points)
 
 
+def kept_removed(now: datetime, retention: timedelta) -> Kept:
+    """What a KPI no longer in the rules keeps: the retention, no point more. No rule
+    reads it; put back within the retention, it has its history again."""
+    return Kept(now - retention, 0)
+
+
 def retained(kept: Kept, points: Sequence[Observation]) -> list[Observation]:
     """The points of a poll that are stored, in their order: those :class:`Kept` keeps.
 

@@ -212,7 +212,8 @@ class App:
                 self.store.delete_state(kpi_id, [event], {event.key: [delivery]})
             else:
                 self.store.delete_state(kpi_id)
-            log.info("KPI removed from rules: state forgotten, history kept", kpi=kpi_id)
+            log.info("KPI removed from rules: state forgotten, history kept for the retention",
+                     kpi=kpi_id)  # fmt: skip
 
     # ------------------------------------------------------------ daemon
 

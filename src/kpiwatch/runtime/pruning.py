@@ -13,7 +13,7 @@ import structlog
 
 from kpiwatch.config.durations import format_duration
 from kpiwatch.config.rules import RuleSet
-from kpiwatch.evaluation.retention import kept_history
+from kpiwatch.evaluation.retention import kept_history, kept_removed
 from kpiwatch.runtime.leases import Leases
 from kpiwatch.store.repository import Store
 from kpiwatch.web.metrics import Metrics
@@ -29,11 +29,13 @@ def prune_history(
     store: Store, rules: RuleSet, retention: timedelta, now: datetime, *, dry_run: bool = False
 ) -> dict[str, int]:
     """Delete what ``retention`` drops at ``now``: the observations of the KPIs in
-    ``rules`` (those of KPIs no longer in the rules stay: a KPI put back has its
-    history), then the records (:meth:`Store.prune_records`). Returns the rows that went
-    per table of :data:`~kpiwatch.store.retention_store.PRUNED_TABLES` (would go, with
-    ``dry_run``)."""
-    kept = {kpi.id: kept_history(kpi, now, retention) for kpi in rules.kpis}
+    ``rules`` and of those removed from them, then the records
+    (:meth:`~kpiwatch.store.retention_store.RetentionStore.prune_records`). Returns the
+    rows that went per table of :data:`~kpiwatch.store.retention_store.PRUNED_TABLES`
+    (would go, with ``dry_run``)."""
+    removed = kept_removed(now, retention)
+    kept = dict.fromkeys(store.observed_kpis(), removed)
+    kept.update((kpi.id, kept_history(kpi, now, retention)) for kpi in rules.kpis)
     rows = {"observations": store.prune_observations(kept, dry_run=dry_run)}
     rows.update(store.prune_records(now - retention, dry_run=dry_run))
     return rows

@@ -11,7 +11,7 @@ from _evalkit import NOW, make_kpi, series
 
 from kpiwatch.evaluation import evaluate
 from kpiwatch.evaluation.evaluate import history_points, history_window
-from kpiwatch.evaluation.retention import kept_history, retained
+from kpiwatch.evaluation.retention import kept_history, kept_removed, retained
 from kpiwatch.model import Kept, Observation
 
 DAY = timedelta(days=1)
@@ -41,6 +41,10 @@ def test_a_kpi_whose_rules_look_back_keeps_its_whole_window(rules: str, window: 
     assert kept_history(kpi, NOW, 30 * DAY) == Kept(NOW - window * DAY, 1)
     # a longer retention wins over the window
     assert kept_history(kpi, NOW, 1000 * DAY) == Kept(NOW - 1000 * DAY, 1)
+
+
+def test_a_kpi_removed_from_the_rules_keeps_the_retention_and_no_point_more() -> None:
+    assert kept_removed(NOW, 30 * DAY) == Kept(NOW - 30 * DAY, 0)
 
 
 def test_a_poll_stores_what_the_retention_keeps_in_its_order() -> None:
