@@ -170,8 +170,9 @@ def test_prune_deletes_what_the_retention_drops_and_keeps_each_kpis_newest(
 
 
 def test_prune_records_deletes_old_notifications_events_and_changes_that_are_done(
-    store: Store,
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(retention_store, "RECORDS_CHUNK", 1)  # a transaction a row
     day = 24 * 60
     steps = [(0, Status.GREEN, SLACK), (1, Status.RED, SLACK), (2, Status.GREEN, EMAIL),
              (10, Status.RED, SLACK)]  # fmt: skip
