@@ -2,7 +2,9 @@
 first pass over a grown table take, on SQLite and PostgreSQL.
 
 Run:  .venv/bin/python bench/bench_prune.py [--kpis 10000] [--points 100]
-      [--store sqlite|postgres|both] [--admin-url postgresql+psycopg://postgres@127.0.0.1/postgres]
+      [--store sqlite|postgres|mariadb|all]
+      [--admin-url postgresql+psycopg://postgres@127.0.0.1/postgres]
+      [--mariadb-url mysql+pymysql://root@127.0.0.1:3306/test]
 
 Fills a fresh state store with ``--points`` observations 5 minutes apart for each of
 ``--kpis`` threshold KPIs (the rules are built in memory: push KPIs), then runs
@@ -16,7 +18,7 @@ Fills a fresh state store with ``--points`` observations 5 minutes apart for eac
 
 It prints rows deleted, seconds and rows a second for each, and the table's size on
 disk before and after (SQLite: the file and its WAL; PostgreSQL:
-``pg_total_relation_size``).
+``pg_total_relation_size``; MariaDB: the table's data and index length).
 """
 
 from __future__ import annotations
@@ -61,7 +63,15 @@ def size_mib(store: Store, url: str) -> float:
         path = Path(url[len("sqlite:///") :])
         return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20
     with store.engine.connect() as connection:
-        size = connection.execute(sa.text("SELECT pg_total_relation_size('observations')"))
+        if connection.dialect.name == "postgresql":
+            query = "SELECT pg_total_relation_size('observations')"
+        else:  # InnoDB's estimate: ANALYZE first
+            connection.execute(sa.text("ANALYZE TABLE observations"))
+            query = (
+                "SELECT data_length + index_length FROM information_schema.tables"
+                " WHERE table_schema = DATABASE() AND table_name = 'observations'"
+            )
+        size = connection.execute(sa.text(query))
         return float(size.scalar_one()) / 2**20
 
 
@@ -99,28 +109,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kpis", type=int, default=10_000)
     parser.add_argument("--points", type=int, default=100)
-    parser.add_argument("--store", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--store", choices=("sqlite", "postgres", "mariadb", "all"), default="all")
     parser.add_argument(
         "--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
+    parser.add_argument("--mariadb-url", default="mysql+pymysql://root@127.0.0.1:3306/test")
     args = parser.parse_args(argv)
     print(f"{args.kpis:,} KPIs x {args.points} points 5 minutes apart, retention 1h\n")
-    if args.store in ("sqlite", "both"):
+    if args.store in ("sqlite", "all"):
         with tempfile.TemporaryDirectory(prefix="kpiwatch-prune-") as tmp:
             print("SQLite:")
             run(f"sqlite:///{tmp}/state.db", args.kpis, args.points)
-    if args.store in ("postgres", "both"):
-        admin = sa.create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
+    servers = []
+    if args.store in ("postgres", "all"):
+        servers.append(("PostgreSQL", args.admin_url, " WITH (FORCE)"))
+    if args.store in ("mariadb", "all"):
+        servers.append(("MariaDB", args.mariadb_url, ""))
+    for name, admin_url, force in servers:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
-            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {STATE_DB} WITH (FORCE)"))
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {STATE_DB}{force}"))
             connection.execute(sa.text(f"CREATE DATABASE {STATE_DB}"))
         try:
-            print("PostgreSQL:")
+            print(f"{name}:")
             url = admin.url.set(database=STATE_DB).render_as_string(hide_password=False)
             run(url, args.kpis, args.points)
         finally:
             with admin.connect() as connection:
-                connection.execute(sa.text(f"DROP DATABASE IF EXISTS {STATE_DB} WITH (FORCE)"))
+                connection.execute(sa.text(f"DROP DATABASE IF EXISTS {STATE_DB}{force}"))
             admin.dispose()
 
 

@@ -29,7 +29,9 @@ PRUNED_TABLES = ("observations", "status_changes", "events", "outbox")  # what a
 
 
 # each KPI id in the observations, by one index seek per id (a loose index scan), not a
-# scan of every row as SELECT DISTINCT would make
+# scan of every row as SELECT DISTINCT makes on PostgreSQL. MariaDB does that scan for
+# DISTINCT itself, and ran this one as a scan per step (4.3 s for 2,000 KPIs)
+_DISTINCT = sa.select(observations_t.c.kpi_id).distinct()
 _OBSERVED = sa.text("""
 WITH RECURSIVE ids (k) AS (
     SELECT min(kpi_id) FROM observations
@@ -105,7 +107,8 @@ class RetentionStore(StoreBase):
         """The id of every KPI with an observation stored (those removed from the rules
         too)."""
         with self._read("read the observed KPIs") as connection:
-            return {row[0] for row in connection.execute(_OBSERVED)}
+            mysql = connection.dialect.name in ("mysql", "mariadb")
+            return set(connection.execute(_DISTINCT if mysql else _OBSERVED).scalars())
 
     def prune_observations(self, kept: Mapping[str, Kept], *, dry_run: bool = False) -> int:
         """Delete what the retention drops: each KPI's points before its ``since`` that
