@@ -147,7 +147,7 @@ def spans_kept(
         if pin is None or pin[0] != line:
             return None
         columns.append(pin[1])
-    if not _alone_is(spans, len(spans.items) - 1, entry.kpis[-1], {}):
+    if not _alone_is(spans, len(spans.items) - 1, entry.kpis[-1], env):
         return None
     return tuple(zip(spans.keys(), columns, strict=True))
 

@@ -281,11 +281,12 @@ def _documents(
         doc = Doc(file, text)
         entry = cache.cached(text) if cache is not None and fast else None
         fresh = entry is None
-        if fresh and cache is not None and fast and "${" not in text and fast_possible(text):
+        libyaml = fresh and fast and fast_possible(text)
+        if libyaml and cache is not None and "${" not in text:
             entry = reused(text, env, cache.held_items)  # a changed file: its other KPIs
         if entry is not None:
             doc.pins = dict(entry.pins or {})
-        elif compose(doc, env, problems, fast=fast and fast_possible(text)):
+        elif compose(doc, env, problems, fast=libyaml):
             if cache is not None and fast:
                 entry = split(text, doc.data)
             if entry is None:
