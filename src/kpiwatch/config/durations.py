@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import timedelta
 
@@ -10,6 +11,7 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
 
 
+@functools.lru_cache(maxsize=1024)  # rules repeat a few spans: 10,000 KPIs, ~14,000 calls
 def parse_duration(text: str) -> timedelta:
     """Parse ``"90s"``, ``"1h30m"``, ``"2w"``; raise ValueError naming the text otherwise."""
     cleaned = text.strip().lower()
