@@ -283,7 +283,7 @@ def _entry(text: str) -> Entry:
     """One file's entry as written by :meth:`RulesCache.keep`; ValueError (or another
     exception) for anything this cache does not write. Its KPI items are checked as they
     are decoded (:class:`Damaged`)."""
-    document = json.loads(text, object_hook=_decode_object)
+    document = _DECODER.decode(text)
     data, kpis = document["data"], document["kpis"]
     if type(data) is not dict or "kpis" in data:
         raise ValueError("not a document this cache writes")
@@ -362,6 +362,10 @@ def _decode_object(obj: dict[str, Any]) -> Any:
     raise ValueError(f"unknown value {key!r} in the rules cache")
 
 
+# one decoder for every item: json.loads(..., object_hook=) builds a new one per call
+_DECODER = json.JSONDecoder(object_hook=_decode_object)
+
+
 def decode(text: str) -> Any:
     """What :func:`encode` gave, read back from its JSON text."""
-    return json.loads(text, object_hook=_decode_object)
+    return _DECODER.decode(text)
