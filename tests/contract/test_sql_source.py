@@ -425,8 +425,9 @@ def test_a_held_run_of_fetches_keeps_one_connection_and_each_query_stays_read_on
     try:
         with source.held():
             first = {int(source.fetch(session, NOW).current.value) for _ in range(3)}
-            # a query that turns the session writable is undone with its transaction
-            with pytest.raises(SourceError):
+            # a query that would turn the session writable is not sent (a function that
+            # does it is undone with the run's transaction: test_sql_shared_transaction)
+            with pytest.raises(SourceError, match="not sent"):
                 source.fetch(
                     _kpi("SELECT set_config('default_transaction_read_only', 'off', false)"),
                     NOW,

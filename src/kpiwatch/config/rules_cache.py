@@ -53,7 +53,8 @@ import yaml
 
 from kpiwatch import __version__
 
-FORMAT = 3  # 2: each KPI item its own JSON text; 3: and the key of its span
+FORMAT = 4  # 2: each KPI item its own JSON text; 3: and the key of its span; 4: the
+# statement check refuses set_config(), so queries accepted before are checked again
 _MARK = "\x00"  # starts the one key of an object that stands for a non-JSON value
 _DATE, _DATETIME, _PAIRS = _MARK + "date", _MARK + "datetime", _MARK + "pairs"
 

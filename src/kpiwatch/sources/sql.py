@@ -16,7 +16,8 @@ newest one (a period still being filled in).
 
 A query must be one reading statement (:mod:`kpiwatch.sources.sql_guard`, checked
 again before each fetch), runs read-only and time-limited (see
-:mod:`kpiwatch.sources.sql_session`) and is always rolled back; a role that could
+:mod:`kpiwatch.sources.sql_session`) and is always rolled back (a run of fetches on
+PostgreSQL shares a transaction among up to 100 queries); a role that could
 act on the database server is refused (:mod:`kpiwatch.sources.sql_privileges`).
 A result that arrives after the timeout is discarded as a timeout: MariaDB's
 SLEEP(), interrupted by max_statement_time, returns 1 instead of failing.
@@ -24,6 +25,7 @@ SLEEP(), interrupted by max_statement_time, returns 1 instead of failing.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -48,6 +50,7 @@ from kpiwatch.sources.base import FetchResult, Source, observations_of
 from kpiwatch.sources.sql_guard import dialect_of, fetch_problem
 from kpiwatch.sources.sql_privileges import PrivilegedRoleError, refuse_privileged_roles
 from kpiwatch.sources.sql_session import (
+    Shared,
     connection_lost,
     driver_connection_lost,
     engine_options,
@@ -72,6 +75,7 @@ class _Held(threading.local):
 
     active = False
     pooled: Any = None  # a pool's connection record, checked out at the run's first query
+    shared: Shared | None = None  # how long its transaction may go on
 
 
 class SqlQuerySource:
@@ -94,20 +98,26 @@ class SqlQuerySource:
 
         A run of a batch's KPIs (:mod:`kpiwatch.runtime.fetching`) checks a connection
         out of the pool and back once, not once per KPI: at 10,000 KPIs the pool's
-        bookkeeping was ~40 % of the fetches' own CPU (issue 15). Each query is still
-        its own read-only transaction, rolled back. PostgreSQL through psycopg only;
-        elsewhere each fetch takes a connection as before.
+        bookkeeping was ~40 % of the fetches' own CPU (issue 15). A read-only
+        transaction is shared by up to ``SHARED_QUERIES`` of them
+        (:class:`~kpiwatch.sources.sql_session.Shared`) and rolled back, at the latest
+        when the block ends. PostgreSQL through psycopg only; elsewhere each fetch takes
+        a connection and a transaction as before.
         """
         if self._held.active:  # nested: the outer block gives the connection back
             yield
             return
         self._held.active = True
+        self._held.shared = Shared()
         try:
             yield
         finally:
             pooled, self._held.pooled = self._held.pooled, None
             self._held.active = False
+            self._held.shared = None
             if pooled is not None:
+                with contextlib.suppress(Exception):  # lost meanwhile: closed all the same
+                    pooled.driver_connection.rollback()  # the run's transaction ends here
                 pooled.close()
 
     def fetch(self, kpi: rules.Kpi, now: datetime) -> FetchResult:
@@ -216,9 +226,11 @@ class SqlQuerySource:
         # around a query SQLAlchemy does not run
         for attempt in (1, 2):
             pooled = self._checkout(engine)
+            raw, shared = pooled.driver_connection, self._held.shared
             lost = False
             try:
-                return run_streamed(pooled.driver_connection, query, MAX_ROWS)
+                keep_open = shared is not None and shared.keeps_open(raw)
+                return run_streamed(raw, query, MAX_ROWS, keep_open=keep_open)
             except Exception:
                 lost = driver_connection_lost(pooled.driver_connection)
                 if lost:

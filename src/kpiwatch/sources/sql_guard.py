@@ -11,8 +11,9 @@ parenthesised), ``VALUES`` or ``SHOW``. Refused: several statements, and anywher
 the statement tree any write or side channel - ``COPY``, ``PRAGMA``, ``ATTACH``,
 ``VACUUM``, ``SELECT ... INTO`` (a table on PostgreSQL, ``OUTFILE``/``DUMPFILE`` or a
 variable on MySQL), DML and DDL (also inside a CTE: ``WITH x AS (DELETE ...) SELECT``),
-row locks (``FOR UPDATE``, ``FOR SHARE``, ``LOCK IN SHARE MODE``) and any statement
-the parser only knows as an opaque command (``DO``, ``CALL``, ``EXPLAIN ANALYZE``).
+row locks (``FOR UPDATE``, ``FOR SHARE``, ``LOCK IN SHARE MODE``), ``set_config()``
+(``SET`` as a function) and any statement the parser only knows as an opaque command
+(``DO``, ``CALL``, ``EXPLAIN ANALYZE``).
 
 The statements are parsed by sqlglot in the source's dialect, client-side: the
 check needs no connection, so it can run at load time for every KPI, on every
@@ -72,6 +73,10 @@ _REFUSED: dict[type[exp.Expression], str] = {
     exp.Commit: "a transaction statement",
     exp.Rollback: "a transaction statement",
 }
+# functions that change the session, by lower-case name: SET by another name. A KPI's
+# query shares its transaction with the next queries of its run (sql_session), so a
+# setting it changed would reach theirs until the run's rollback
+_REFUSED_CALLS = {"set_config": "set_config() (it changes a session setting, as SET does)"}
 # the fallback: what a reading statement may start with, and keywords no reading query needs
 _READ_STARTS = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "SHOW", "("})
 _WRITE_WORDS = frozenset(
@@ -81,7 +86,7 @@ _WRITE_WORDS = frozenset(
         "ALTER", "TRUNCATE", "GRANT", "REVOKE", "CALL", "DO", "EXECUTE", "EXEC", "SET",
         "LOCK", "UNLOCK", "COMMIT", "ROLLBACK", "BEGIN", "LOAD", "HANDLER", "RENAME",
         "REINDEX", "CLUSTER", "REFRESH", "NOTIFY", "LISTEN", "PREPARE", "DEALLOCATE",
-        "SHARE",
+        "SHARE", "SET_CONFIG",
     }
 )  # fmt: skip
 _HINT = "a KPI query must be a single SELECT (or WITH ... SELECT, VALUES, TABLE, SHOW)"
@@ -151,6 +156,8 @@ def _tree_problem(statements: list[exp.Expr]) -> str | None:
         for kind, what in _REFUSED.items():
             if isinstance(node, kind):
                 return f"{_named(node, what)} is refused; {_HINT}"
+        if isinstance(node, exp.Anonymous) and node.name.lower() in _REFUSED_CALLS:
+            return f"{_REFUSED_CALLS[node.name.lower()]} is refused; {_HINT}"
     if not isinstance(statement, _TOP_LEVEL):
         return f"{statement.key.upper()} is refused; {_HINT}"
     return None

@@ -40,6 +40,13 @@ REFUSED = [
     ("postgres", "CREATE TABLE t (x INTEGER)", "CREATE is refused"),
     ("postgres", "DROP TABLE t", "DROP is refused"),
     ("postgres", "SET search_path = evil", "SET is refused"),
+    # SET as a function: the setting would reach the next queries of the run's transaction
+    ("postgres", "SELECT set_config('search_path', 'evil', false)", "set_config() (it changes"),
+    (
+        "postgres",
+        "SELECT x FROM t WHERE pg_catalog.SET_CONFIG('a', 'b', true) > ''",
+        "set_config() (it changes",
+    ),
     ("postgres", "DO $$ BEGIN END $$", "DO (a statement kpiwatch cannot inspect) is refused"),
     ("postgres", "EXPLAIN ANALYZE DELETE FROM t", "EXPLAIN"),
     ("postgres", "CALL p()", "CALL"),
@@ -81,6 +88,9 @@ def test_a_query_nested_too_deeply_for_the_parser_is_checked_word_by_word() -> N
     deep = "SELECT " + "(" * 5000 + "1" + ")" * 5000
     assert statement_problem(deep, "postgres") is None
     assert "INTO is refused" in (statement_problem(deep + " INTO t", "postgres") or "")
+    assert "SET_CONFIG is refused" in (
+        statement_problem(deep.replace("1", "set_config('a', 'b', false)"), "postgres") or ""
+    )
 
 
 @pytest.mark.parametrize(
