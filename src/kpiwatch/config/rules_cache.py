@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import stat
@@ -78,10 +80,16 @@ def _versions() -> dict[str, str]:
     }
 
 
+@functools.cache
 def _sqlglot() -> str | None:
-    """The version of sqlglot that checked the queries (imported only for SQL sources)."""
-    module = sys.modules.get("sqlglot")
-    return None if module is None else str(module.__version__)
+    """The version of sqlglot that checks the queries, None when it is not installed;
+    from its metadata, not its module: sqlglot is imported only when a query must be
+    parsed (:func:`kpiwatch.sources.sql_guard.statement_problem`), and a load whose
+    queries this cache vouches for never imports it."""
+    try:
+        return importlib.metadata.version("sqlglot")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def text_key(text: str) -> str:

@@ -107,12 +107,12 @@ def test_a_cached_load_gives_the_same_rules_and_skips_the_work(rules: Path, tmp_
 def test_a_cached_load_vouches_for_its_queries_to_the_fetch_check(
     rules: Path, tmp_path: Path
 ) -> None:
-    from kpiwatch.sources import sql_guard
+    from kpiwatch.sources import sql_guard, sql_statements
 
     cache = tmp_path / "cache"
     load_rules(rules, env=ENV, cache_dir=cache)
     sql_guard._VOUCHED.clear()
-    sql_guard.statement_problem.cache_clear()  # as in a new process
+    sql_statements.statement_problem.cache_clear()  # as in a new process
     loaded = load_rules(rules, env=ENV, cache_dir=cache).rules
     urls = {name: getattr(source, "url", None) for name, source in loaded.sources.items()}
     queries = [
