@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from kpiwatch.config import rules
-from kpiwatch.errors import BadValueError, SourceError
+from kpiwatch.errors import BadValueError, SourceError, SourceTimeout
 from kpiwatch.sources import sql_session
 from kpiwatch.sources.sql import SqlQuerySource
 
@@ -115,6 +115,28 @@ def test_a_failed_or_cut_off_query_ends_the_transaction_and_the_run_goes_on(
 
     assert [len(set(b)) for b in (first, second, third)] == [1, 1, 1]
     assert first[0] < second[0] < third[0]
+
+
+def test_a_query_stopped_at_its_timeout_ends_the_transaction_and_the_run_goes_on(
+    admin: sa.Engine, postgres_reader_url: str
+) -> None:
+    with admin.connect() as conn:
+        conn.exec_driver_sql("GRANT SELECT ON metrics TO PUBLIC")
+    config = rules.SqlSource(type="sql", url=postgres_reader_url, timeout="1s")
+    source = SqlQuerySource("warehouse", config)
+    try:
+        with source.held():
+            before = _began(source, 2)
+            with pytest.raises(SourceTimeout):
+                _value(source, "SELECT pg_sleep(5)")
+            after = _began(source, 2)
+            value = _value(source, "SELECT value FROM metrics WHERE kpi = 'a'")
+    finally:
+        source.close()
+
+    assert len(set(before)) == len(set(after)) == 1
+    assert before[0] < after[0]
+    assert value == 1.0
 
 
 def test_a_transaction_takes_at_most_shared_queries_and_no_more_once_it_is_old(
