@@ -55,7 +55,6 @@ from contextlib import closing, contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from psycopg import pq
 
 SHARED_QUERIES = 100  # queries of a held run per transaction (see the module's docstring)
 SHARED_SECONDS = 1.0  # ... and its age at most: a snapshot under REPEATABLE READ, xmin
@@ -139,7 +138,7 @@ class Shared:
 
     def keeps_open(self, raw: Any) -> bool:
         now = time.monotonic()
-        if raw.info.transaction_status == pq.TransactionStatus.IDLE:  # this query begins one
+        if _status(raw) == "IDLE":  # this query begins a transaction
             self.queries, self.began = 0, now
         self.queries += 1
         return self.queries < SHARED_QUERIES and now - self.began < SHARED_SECONDS
@@ -174,11 +173,15 @@ def run_streamed(
             raise
         columns = None  # a statement without a result set (SET, DO, ...)
     finally:
-        if not raw.closed and not (
-            keep_open and clean and raw.info.transaction_status == pq.TransactionStatus.INTRANS
-        ):
+        if not raw.closed and not (keep_open and clean and _status(raw) == "INTRANS"):
             raw.rollback()  # never commit, whatever the query did
     return columns, rows
+
+
+def _status(raw: Any) -> str:
+    """A psycopg connection's transaction status by name (psycopg is imported only for
+    PostgreSQL sources): IDLE, INTRANS (a good transaction is open), INERROR, ..."""
+    return str(raw.info.transaction_status.name)
 
 
 def connection_lost(conn: sa.Connection, exc: BaseException) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,3 +67,32 @@ def test_close_twice_and_fetch_after_close(tmp_path: Path) -> None:
 
     assert source.fetch(KPI, NOW).current.value == 1.0  # reopens lazily
     source.close()
+
+
+def test_a_sqlite_source_loads_neither_psycopg_nor_sqlglot_for_a_vouched_query(
+    tmp_path: Path,
+) -> None:
+    # each is tens of MiB a daemon without PostgreSQL (or with a warm rules cache) never
+    # needs; a fresh interpreter, since this one has both from other tests
+    sqlite3.connect(tmp_path / "kpis.db").close()
+    probe = (
+        "import sys\n"
+        "from datetime import UTC, datetime\n"
+        "from kpiwatch.config import rules\n"
+        "from kpiwatch.sources.sql import SqlQuerySource\n"
+        "from kpiwatch.sources import sql_guard\n"
+        "sql_guard.vouch('SELECT 1', 'sqlite')\n"
+        f"url = 'sqlite:///{tmp_path}/kpis.db'\n"
+        "source = SqlQuerySource('db', rules.SqlSource(type='sql', url=url))\n"
+        "kpi = rules.Kpi(id='k', name='K', owner='ann', direction='higher_is_better',"
+        " source='db', query='SELECT 1')\n"
+        "with source.held():\n"
+        "    assert source.fetch(kpi, datetime.now(UTC)).current.value == 1.0\n"
+        "source.close()\n"
+        "print(sorted(m for m in ('psycopg', 'sqlglot') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
