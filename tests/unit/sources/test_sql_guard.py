@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -153,7 +152,9 @@ def test_ten_thousand_queries_are_parsed_once_each_then_answered_from_the_cache(
     assert parsed.call_count == first
 
 
-def test_sqlglot_is_imported_only_when_a_query_must_be_parsed() -> None:
+def test_sqlglot_is_imported_only_when_a_query_must_be_parsed(
+    fresh_python: Callable[[str], str],
+) -> None:
     # a load whose rules cache vouched for every query never needs it (~38 MiB compiled)
     probe = (
         "import sys\n"
@@ -165,6 +166,4 @@ def test_sqlglot_is_imported_only_when_a_query_must_be_parsed() -> None:
         "assert sql_guard.fetch_problem('SELECT 2', 'postgres') is None\n"
         "assert 'sqlglot' in sys.modules\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=60, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    fresh_python(probe)
