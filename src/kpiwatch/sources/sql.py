@@ -232,7 +232,7 @@ class SqlQuerySource:
                 keep_open = shared is not None and shared.keeps_open(raw)
                 return run_streamed(raw, query, MAX_ROWS, keep_open=keep_open)
             except Exception:
-                lost = driver_connection_lost(pooled.driver_connection)
+                lost = driver_connection_lost(raw)
                 if lost:
                     pooled.invalidate()  # as above: once more on a new connection
                 if attempt == 2 or not lost:

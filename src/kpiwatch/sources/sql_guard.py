@@ -1,9 +1,11 @@
 """The statement check of SQL sources: a KPI query must be one reading statement.
 
-:func:`statement_problem` is the one rule. It runs when the rules load (``kpiwatch
-check`` names ``kpis[i].query`` with file:line) and again before every fetch
-(:func:`fetch_problem`), so a query never reaches the database unchecked; answers are
-cached per query text and dialect, so the fetch-time check costs a dictionary look-up.
+:func:`statement_problem` is the one rule (it lives, with sqlglot, in
+:mod:`kpiwatch.sources.sql_statements`, imported on first use). It runs when the rules
+load (``kpiwatch check`` names ``kpis[i].query`` with file:line) and again before every
+fetch (:func:`fetch_problem`), so a query never reaches the database unchecked; answers
+are cached per query text and dialect, so the fetch-time check costs a dictionary
+look-up.
 A load that took a query's acceptance from the rules cache vouches for it (:func:`vouch`).
 
 Accepted: a single ``SELECT`` (also ``WITH ... SELECT``, ``TABLE t``, set operations,

@@ -61,7 +61,7 @@ class Metrics:
             self._reminders[status] = self._reminders.get(status, 0) + 1
 
     def pruned(self, rows: Mapping[str, int]) -> None:
-        """Count the rows one prune deleted per table (the retention, App._prune)."""
+        """Count the rows one prune deleted per table (runtime.pruning.HourlyPrune)."""
         with self._lock:
             for table, count in rows.items():
                 self._pruned[table] = self._pruned.get(table, 0) + count
